@@ -1,0 +1,354 @@
+"""Tests for reports.stats: paired bootstrap, sign-flip permutation, McNemar, compare, describe."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import random
+from statistics import NormalDist
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from reports.stats import (
+    PairedResult,
+    compare,
+    describe,
+    mcnemar,
+    paired_bootstrap,
+    paired_permutation,
+)
+
+FAST = settings(max_examples=40, deadline=None)
+
+
+def outcomes(n11=0, b10=0, b01=0, n00=0):
+    """Paired 0/1 outcomes with the given 2x2 table (b10: A right & B wrong, b01: A wrong & B right)."""
+    a = [True] * n11 + [True] * b10 + [False] * b01 + [False] * n00
+    b = [True] * n11 + [False] * b10 + [True] * b01 + [False] * n00
+    return a, b
+
+
+# -------------------------------------------------------------------------------------------- McNemar
+
+
+def test_mcnemar_exact_hand_computed():
+    # b01=1, b10=9: p = 2 * (C(10,0) + C(10,1)) / 2**10 = 2 * 11 / 1024
+    a, b = outcomes(n11=5, b10=9, b01=1, n00=5)
+    r = mcnemar(a, b)
+    assert r.test == "mcnemar" and r.n == 20
+    assert r.details["method"] == "exact"
+    assert (r.details["b01"], r.details["b10"], r.details["n11"], r.details["n00"]) == (1, 9, 5, 5)
+    assert r.p_value == 0.021484375
+    assert r.diff == pytest.approx(8 / 20)
+    assert r.significant(0.05) and not r.significant(0.01)
+    # Agresti-Min: cells +0.5, n* = 22: 8/22 +- 1.959964 * sqrt(11 - 64/22) / 22
+    assert r.ci_low == pytest.approx(0.1102262, abs=1e-6)
+    assert r.ci_high == pytest.approx(0.6170466, abs=1e-6)
+
+
+def test_mcnemar_is_antisymmetric_in_the_methods():
+    a, b = outcomes(n11=5, b10=9, b01=1, n00=5)
+    r, s = mcnemar(a, b), mcnemar(b, a)
+    assert s.p_value == r.p_value
+    assert s.diff == -r.diff
+    assert (s.details["b01"], s.details["b10"]) == (9, 1)
+    assert s.ci_low == pytest.approx(-r.ci_high) and s.ci_high == pytest.approx(-r.ci_low)
+
+
+def test_mcnemar_exact_one_sided_extreme():
+    r = mcnemar(*outcomes(b10=5))  # p = 2 / 2**5
+    assert r.p_value == 0.0625
+
+
+def test_mcnemar_chi_square_hand_computed():
+    # b10=30, b01=10, N=40 >= 25: X = (|30-10| - 1)^2 / 40 = 9.025; p = P(chi2_1 >= X) = 2 (1 - Phi(sqrt X))
+    a, b = outcomes(n11=50, b10=30, b01=10, n00=10)
+    r = mcnemar(a, b)
+    assert r.details["method"] == "chi2"
+    assert r.details["statistic"] == pytest.approx(9.025)
+    assert r.p_value == pytest.approx(0.0026631, rel=1e-4)
+    assert r.p_value == pytest.approx(2 * (1 - NormalDist().cdf(math.sqrt(9.025))), rel=1e-9)
+    assert r.diff == pytest.approx(0.2)
+
+
+def test_mcnemar_switches_to_chi2_at_25_discordant_pairs():
+    assert mcnemar(*outcomes(b10=16, b01=8)).details["method"] == "exact"  # N = 24
+    assert mcnemar(*outcomes(b10=17, b01=8)).details["method"] == "chi2"  # N = 25
+    # forced methods agree roughly on a large table, and the continuity correction makes chi2 conservative
+    a, b = outcomes(b10=60, b01=40, n11=100)
+    ex, ch = mcnemar(a, b, method="exact"), mcnemar(a, b, method="chi2")
+    assert ex.p_value == pytest.approx(ch.p_value, rel=0.1)
+
+
+def test_mcnemar_no_discordant_pairs_gives_p_one():
+    a, b = outcomes(n11=7, n00=3)
+    for method in ("auto", "exact", "chi2"):
+        r = mcnemar(a, b, method=method)
+        assert r.p_value == 1.0 and r.diff == 0.0 and not r.significant()
+        assert r.ci_low < 0.0 < r.ci_high
+
+
+def test_mcnemar_rejects_bad_inputs():
+    with pytest.raises(ValueError):
+        mcnemar([True, False], [True])
+    with pytest.raises(ValueError):
+        mcnemar([], [])
+    with pytest.raises(ValueError):
+        mcnemar([True], [False], method="fisher")
+
+
+# ---------------------------------------------------------------------------------- paired bootstrap
+
+
+def test_paired_bootstrap_deterministic_for_seed():
+    rng = np.random.default_rng(0)
+    a, b = rng.random(100), rng.random(100)
+    r1 = paired_bootstrap(a, b, n_boot=2000, seed=3)
+    assert r1 == paired_bootstrap(a.copy(), b.copy(), n_boot=2000, seed=3)
+    r2 = paired_bootstrap(a, b, n_boot=2000, seed=4)
+    assert (r2.ci_low, r2.ci_high) != (r1.ci_low, r1.ci_high)
+    assert r1.diff == pytest.approx(float(np.mean(a - b)))
+
+
+def test_paired_bootstrap_detects_and_covers_a_real_difference():
+    rng = np.random.default_rng(42)
+    n = 2000
+    b = (rng.random(n) < 0.5).astype(float)
+    a = np.where(rng.random(n) < 0.2, 1.0, b)  # A = B plus extra solves: true diff = 0.2 * 0.5 = 0.1
+    r = paired_bootstrap(a, b, n_boot=2000, seed=0)
+    assert r.ci_low < 0.1 < r.ci_high
+    assert r.ci_low > 0.0
+    assert r.p_value == pytest.approx(2 / 2001)  # no resample on the other side of 0: the floor
+    assert r.significant()
+
+
+def test_paired_bootstrap_coverage_and_null_calibration():
+    """Over 100 simulated benchmarks, the 95% CI covers the true diff ~95% of the time and p<0.05 ~5%."""
+    rng = np.random.default_rng(123)
+    covered = rejected = 0
+    reps, n = 100, 150
+    for rep in range(reps):
+        p = rng.random(n)  # per-problem difficulty
+        a = (rng.random(n) < p).astype(float)
+        b = (rng.random(n) < np.clip(p - 0.05, 0, 1)).astype(float)
+        true = float(np.mean(p - np.clip(p - 0.05, 0, 1)))
+        r = paired_bootstrap(a, b, n_boot=400, seed=rep)
+        covered += r.ci_low <= true <= r.ci_high
+        a0 = (rng.random(n) < p).astype(float)
+        b0 = (rng.random(n) < p).astype(float)
+        rejected += paired_bootstrap(a0, b0, n_boot=400, seed=rep).p_value < 0.05
+    assert covered >= 85
+    assert rejected <= 14
+
+
+def test_paired_bootstrap_constant_difference():
+    a = np.full(25, 0.75)
+    b = np.full(25, 0.5)
+    r = paired_bootstrap(a, b, n_boot=999)
+    assert (r.diff, r.ci_low, r.ci_high) == (0.25, 0.25, 0.25)
+    assert r.p_value == pytest.approx(2 / 1000)
+
+
+def test_paired_bootstrap_is_antisymmetric():
+    rng = np.random.default_rng(5)
+    a, b = rng.random(60), rng.random(60)
+    r, s = paired_bootstrap(a, b, n_boot=1000, seed=9), paired_bootstrap(b, a, n_boot=1000, seed=9)
+    assert s.diff == pytest.approx(-r.diff)
+    assert s.ci_low == pytest.approx(-r.ci_high) and s.ci_high == pytest.approx(-r.ci_low)
+    assert s.p_value == r.p_value
+
+
+def test_paired_bootstrap_p_agrees_with_ci_excluding_zero():
+    rng = np.random.default_rng(8)
+    for shift in (0.0, 0.02, 0.05, 0.1, 0.2):
+        a = rng.random(80)
+        b = np.clip(a - shift + rng.normal(0, 0.2, 80), 0, 1)
+        r = paired_bootstrap(a, b, n_boot=4000, seed=1)
+        excludes_zero = r.ci_low > 0 or r.ci_high < 0
+        if abs(r.p_value - 0.05) > 0.01:  # away from the boundary, where interpolation may differ
+            assert r.significant(0.05) == excludes_zero
+
+
+def test_paired_bootstrap_rejects_bad_inputs():
+    with pytest.raises(ValueError):
+        paired_bootstrap([1.0, 0.0], [1.0])
+    with pytest.raises(ValueError):
+        paired_bootstrap([], [])
+    with pytest.raises(ValueError):
+        paired_bootstrap([1.0], [float("nan")])
+    with pytest.raises(ValueError):
+        paired_bootstrap([1.0], [0.0], alpha=0.0)
+
+
+# ------------------------------------------------------------------------------------ permutation test
+
+
+def test_permutation_exact_hand_computed():
+    # d = [1, 2, 3] (plus a zero, dropped): the 8 signed sums are +-6, +-4, +-2, 0, 0; |S| >= 6 in 2 of 8
+    r = paired_permutation([1.0, 2.0, 3.0, 5.0], [0.0, 0.0, 0.0, 5.0])
+    assert r.test == "paired_permutation" and r.n == 4
+    assert r.p_value == 0.25
+    assert r.diff == 1.5
+    assert r.details == {"n_nonzero": 3, "method": "exact", "n_signings": 8}
+    assert r.ci_low is None and r.ci_high is None
+
+
+def test_permutation_exact_hand_computed_with_ties():
+    # d = [1, 1, 1, -1], S = 2; sums of four +-1: 4 (x1), 2 (x4), 0 (x6), -2 (x4), -4 (x1): |S| >= 2 in 10/16
+    r = paired_permutation([1, 1, 1, 0], [0, 0, 0, 1])
+    assert r.p_value == 0.625
+
+
+def test_permutation_float_scores_ties_are_counted():
+    # avg@3 scores: differences 1/3 and -1/3 cancel in half the signings up to float rounding
+    r = paired_permutation([2 / 3, 1 / 3], [1 / 3, 2 / 3])
+    assert r.p_value == 1.0
+
+
+def brute_sign_flip_p(d: np.ndarray) -> float:
+    d = d[d != 0]
+    obs = abs(d.sum())
+    hits = sum(abs(np.dot(s, d)) >= obs - 1e-9 for s in itertools.product([1.0, -1.0], repeat=len(d)))
+    return hits / 2 ** len(d)  # len(d) == 0: the single empty signing ties, p = 1
+
+
+@FAST
+@given(st.lists(st.tuples(st.integers(0, 4), st.integers(0, 4)), min_size=1, max_size=10))
+def test_permutation_exact_matches_brute_force_and_is_symmetric(pairs):
+    a = np.array([x for x, _ in pairs]) / 4.0
+    b = np.array([y for _, y in pairs]) / 4.0
+    r = paired_permutation(a, b)
+    assert 0.0 < r.p_value <= 1.0
+    assert r.p_value == pytest.approx(brute_sign_flip_p(a - b), abs=1e-12)
+    assert paired_permutation(b, a).p_value == r.p_value
+
+
+def test_permutation_monte_carlo_agrees_with_exact_enumeration():
+    rng = np.random.default_rng(2)
+    d = np.round(rng.normal(0.3, 1.0, 18), 2)  # 18 > 16 non-zero differences -> Monte Carlo path
+    assert np.count_nonzero(d) == 18
+    r = paired_permutation(d, np.zeros(18), n_perm=20000, seed=0)
+    assert r.details["method"] == "monte_carlo"
+    exact = brute_sign_flip_p(d)
+    se = math.sqrt(exact * (1 - exact) / 20000)
+    assert abs(r.p_value - exact) < 4 * se + 1e-4
+    assert r == paired_permutation(d, np.zeros(18), n_perm=20000, seed=0)
+
+
+def test_permutation_monte_carlo_p_never_zero():
+    r = paired_permutation(np.ones(40), np.zeros(40), n_perm=999)
+    assert r.p_value == pytest.approx(1 / 1000)
+
+
+# ------------------------------------------------------------------------------ identical methods
+
+
+def test_identical_methods_give_p_one_everywhere():
+    rng = np.random.default_rng(0)
+    s = rng.random(50)
+    bits = rng.random(50) < 0.5
+    for r in (
+        paired_bootstrap(s, s, n_boot=500),
+        paired_permutation(s, s),
+        mcnemar(bits, bits),
+        compare({f"q{i}": float(v) for i, v in enumerate(s)}, {f"q{i}": float(v) for i, v in enumerate(s)}, n_boot=500),
+    ):
+        assert r.p_value == 1.0
+        assert r.diff == 0.0
+        assert not r.significant(0.05)
+        assert "not distinguishable" in describe(r, "A", "B")
+
+
+def test_significant_uses_strict_threshold_and_result_is_json_serialisable():
+    r = PairedResult("paired_bootstrap", 10, 0.1, 0.0, 0.2, 0.05, {"ci_level": 0.95})
+    assert not r.significant(0.05)
+    assert r.significant(0.1)
+    json.dumps(mcnemar(*outcomes(b10=9, b01=1)).to_dict())
+    json.dumps(paired_bootstrap([1.0, 0.5], [0.0, 0.5], n_boot=10).to_dict())
+
+
+# --------------------------------------------------------------------------------------- describe
+
+
+def test_describe_significant_wording():
+    r = PairedResult("paired_bootstrap", 500, 0.042, 0.011, 0.073, 0.008, {"ci_level": 0.95})
+    assert describe(r, "TBRM n=1", "GRPO n=4") == (
+        "TBRM n=1 is ahead of GRPO n=4 by 4.2 points (95% CI 1.1 to 7.3, p=0.008, paired bootstrap over 500 problems)"
+    )
+
+
+def test_describe_significant_when_b_leads_flips_the_ci():
+    r = PairedResult("paired_bootstrap", 500, -0.042, -0.073, -0.011, 0.0004, {"ci_level": 0.95})
+    assert describe(r, "TBRM n=1", "GRPO n=4") == (
+        "GRPO n=4 is ahead of TBRM n=1 by 4.2 points (95% CI 1.1 to 7.3, p<0.001, paired bootstrap over 500 problems)"
+    )
+
+
+def test_describe_not_significant_wording():
+    r = PairedResult("paired_bootstrap", 40, 0.01, -0.023, 0.044, 0.55, {"ci_level": 0.95})
+    assert describe(r, "TBRM n=1", "GRPO n=4") == (
+        "TBRM n=1 and GRPO n=4 are not distinguishable at this sample size "
+        "(diff +1.0 points, TBRM n=1 \u2212 GRPO n=4; 95% CI \u22122.3 to 4.4, p=0.55, "
+        "paired bootstrap over 40 problems)"
+    )
+    neg = PairedResult("paired_bootstrap", 40, -0.01, -0.044, 0.023, 0.55, {"ci_level": 0.95})
+    assert "(diff \u22121.0 points" in describe(neg, "A", "B")
+
+
+def test_describe_threshold_and_tests_without_ci():
+    r = PairedResult("paired_permutation", 30, 0.1, None, None, 0.03, {"n_nonzero": 12})
+    assert describe(r, "A", "B") == "A is ahead of B by 10.0 points (p=0.03, sign-flip permutation test over 30 problems)"
+    assert describe(r, "A", "B", alpha=0.01).startswith("A and B are not distinguishable")
+    assert "95% CI" not in describe(r, "A", "B", alpha=0.01)
+
+
+def test_describe_end_to_end_mcnemar_and_ci_level():
+    r = mcnemar(*outcomes(n11=5, b10=9, b01=1, n00=5), alpha=0.1)
+    # 90%: z = 1.644854; 8/22 +- z * 0.129293 = 0.363636 +- 0.212668
+    text = describe(r, "PPO", "GRPO")
+    assert text == ("PPO is ahead of GRPO by 40.0 points (90% CI 15.1 to 57.6, p=0.021, McNemar test over 20 problems)")
+
+
+# ----------------------------------------------------------------------------------------- compare
+
+
+def test_compare_mismatched_problem_ids_error_lists_ids():
+    a = {"q1": 1.0, "q2": 0.0, "q3": 1.0, "only_a": 1.0}
+    b = {"q1": 1.0, "q2": 1.0, "q3": 0.0, "only_b": 0.0}
+    with pytest.raises(ValueError, match="only_a") as exc:
+        compare(a, b)
+    assert "only_b" in str(exc.value)
+    assert "same problems" in str(exc.value)
+    with pytest.raises(ValueError):
+        compare({}, {})
+
+
+def test_compare_picks_mcnemar_for_single_samples_and_bootstrap_otherwise():
+    a_bits, b_bits = outcomes(n11=5, b10=9, b01=1, n00=5)
+    a = {f"q{i}": float(v) for i, v in enumerate(a_bits)}
+    b = {f"q{i}": float(v) for i, v in enumerate(b_bits)}
+    r = compare(a, b)
+    assert r.test == "mcnemar" and r.p_value == 0.021484375
+    frac = dict(a, q0=0.5)
+    assert compare(frac, b, n_boot=500).test == "paired_bootstrap"
+    assert compare(a, b, test="permutation").test == "paired_permutation"
+    with pytest.raises(ValueError, match="McNemar"):
+        compare(frac, b, test="mcnemar")
+
+
+def test_compare_pairs_by_id_not_by_dict_order():
+    rng = random.Random(0)
+    ids = [f"p{i}" for i in range(80)]
+    a = {i: rng.choice([0.0, 0.25, 0.5, 0.75, 1.0]) for i in ids}
+    b = {i: rng.choice([0.0, 0.25, 0.5, 0.75, 1.0]) for i in ids}
+    shuffled = ids[:]
+    rng.shuffle(shuffled)
+    b_shuffled = {i: b[i] for i in shuffled}
+    r = compare(a, b_shuffled, n_boot=500)
+    assert r == compare(a, b, n_boot=500)
+    ref = paired_bootstrap([a[i] for i in sorted(ids)], [b[i] for i in sorted(ids)], n_boot=500)
+    assert r == ref
