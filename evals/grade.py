@@ -1,0 +1,72 @@
+"""`tbrm grade FILE`: score generations made elsewhere (vLLM, another harness) with the shared verifier.
+
+Rows sharing a problem id are samples of one problem (avg@k / pass@k / maj@k over them); without an id field
+each row is its own problem. Writes `graded.jsonl` (one row per input row: its line, problem id, extracted
+answer, outcome) and `summary.json` (metrics) into the output folder.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+from evals.benchmarks import DataError, field_value, read_records
+from evals.metrics import ProblemResult, summarize
+from evals.verifier import Verifier
+from tbrm.io import atomic_write_json, atomic_write_text
+
+CHUNK = 512
+
+
+def grade_file(path: str | Path, *, response_field: str = "response", answer_field: str = "answer",
+               id_field: str | None = None, out_dir: str | Path, allow_fallback: bool = True,
+               timeout_s: float = 5.0, workers: int | None = None, progress: bool = True,
+               print_table: bool = True) -> dict:
+    import json
+
+    from tqdm.auto import tqdm
+
+    path = Path(path)
+    items = []  # (line, problem_id, response, gold)
+    for line, record in read_records(path):
+        response = field_value(record, response_field, path=path, line=line, kind="response")
+        gold = field_value(record, answer_field, path=path, line=line, kind="answer")
+        pid = str(field_value(record, id_field, path=path, line=line, kind="id")) if id_field else f"row-{line}"
+        items.append((line, pid, response, gold))
+    if not items:
+        raise DataError(path, None, None, "no rows to grade")
+    verdicts = []
+    with Verifier(workers=workers, timeout_s=timeout_s, allow_fallback=allow_fallback) as verifier, \
+            tqdm(total=len(items), desc=f"grading {path.name}", unit="ans", disable=not progress) as bar:
+        for i in range(0, len(items), CHUNK):
+            chunk = items[i : i + CHUNK]
+            verdicts.extend(verifier.verify_batch([(r, g) for _, _, r, g in chunk]))
+            bar.update(len(chunk))
+    sample_counter: dict[str, int] = defaultdict(int)
+    rows = []
+    for (line, pid, _, gold), v in zip(items, verdicts):
+        rows.append({"line": line, "problem_id": pid, "sample_index": sample_counter[pid], "gold": gold,
+                     "extracted": v.extracted, "extraction": v.extraction, "outcome": v.outcome.value,
+                     "answer_key": v.answer_key})
+        sample_counter[pid] += 1
+    per_problem: dict[str, list[dict]] = defaultdict(list)
+    for r in rows:
+        per_problem[r["problem_id"]].append(r)
+    metrics = summarize([ProblemResult(pid, [r["outcome"] == "correct" for r in rs], [r["answer_key"] for r in rs])
+                         for pid, rs in per_problem.items()])
+    outcomes = {k: sum(r["outcome"] == k for r in rows) for k in ("correct", "wrong", "unparsed", "timeout")}
+    summary = {"file": str(path), "response_field": response_field, "answer_field": answer_field,
+               "id_field": id_field, "allow_fallback": allow_fallback, "n_rows": len(rows), "outcomes": outcomes,
+               "fallback_extractions": sum(r["extraction"] == "fallback" for r in rows), "metrics": metrics}
+    out_dir = Path(out_dir)
+    atomic_write_text(out_dir / "graded.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    atomic_write_json(out_dir / "summary.json", summary)
+    if print_table:
+        from rich.console import Console
+
+        n = metrics["n_samples"]
+        m = metrics[f"avg@{n}"]
+        Console().print(f"[bold]{path.name}[/bold]: {metrics['n_problems']} problems x {n} samples, "
+                        f"avg@{n} = {100 * m['value']:.1f} (95% CI {100 * m['ci_low']:.1f}-{100 * m['ci_high']:.1f}); "
+                        f"outcomes {outcomes}; written to {out_dir}")
+    return summary

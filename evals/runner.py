@@ -1,0 +1,298 @@
+"""The evaluation runner behind `tbrm eval` and the trainer's periodic held-out evaluation.
+
+A run directory holds:
+  config.json            what was asked and resolved (sampling per benchmark, template, model fingerprint)
+  samples/<bench>.jsonl  one row per (problem, sample), appended batch by batch as generation goes
+  summary.json           metrics per benchmark, throughput, package versions (rewritten atomically at the end)
+
+Resume: generation follows a deterministic plan of batches (`tbrm.generation`); a batch is written in one
+append after it is generated and graded, so rerunning the same command skips every batch already on disk and
+regenerates only the rest (a torn final batch is dropped and redone). The summary is computed from the rows
+on disk, so a resumed run reaches the same summary as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Callable, Sequence
+
+from evals.metrics import ProblemResult, length_stats, summarize
+from evals.problem import Problem
+from evals.verifier import Verifier
+from tbrm.generation import Generator, SamplingParams
+from tbrm.io import append_jsonl, atomic_write_json, atomic_write_text, read_json, read_jsonl
+
+
+@dataclass
+class EvalConfig:
+    """What `tbrm eval` runs. Fields left None take each benchmark's paper default (AIME/AMC: 32 samples at
+    temperature 1.0 -> avg@32; the others greedy -> avg@1; 2048 new tokens)."""
+
+    model: str = "smollm2-135m-instruct"
+    benchmarks: list[str] = field(default_factory=lambda: ["math500"])
+    limit: int | None = None  # first N problems of each benchmark (a slice for quick runs)
+    data_file: str | None = None  # a user JSONL/Parquet file instead of (or beside) registry benchmarks
+    problem_field: str = "problem"
+    answer_field: str = "answer"
+    id_field: str | None = None
+    samples: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    max_new_tokens: int | None = None
+    template: str = "qwen-math"
+    dtype: str = "float32"
+    device: str = "auto"
+    threads: int | None = None
+    batch_size: int = 64
+    seed: int = 0
+    allow_fallback: bool = True  # count un-boxed answers found by fallback extraction (flagged per sample)
+    verifier_timeout: float = 5.0
+    verifier_workers: int | None = None
+    data_dir: str | None = None
+
+    # Fields that change what is generated or how it is graded: a resumed run must match on all of them.
+    IDENTITY = ("benchmarks", "limit", "data_file", "problem_field", "answer_field", "id_field", "samples",
+                "temperature", "top_p", "max_new_tokens", "template", "dtype", "batch_size", "seed",
+                "allow_fallback")
+
+
+@dataclass
+class BenchmarkTask:
+    name: str
+    problems: list[Problem]
+    params: SamplingParams
+
+
+class RunMismatchError(RuntimeError):
+    pass
+
+
+def package_versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for pkg in ("tbrm-bench", "torch", "transformers", "math-verify", "numpy"):
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def resolve_tasks(cfg: EvalConfig) -> list[BenchmarkTask]:
+    """Load every benchmark's problems and decide its sampling, before any model is loaded (bad data and
+    bad names fail in seconds)."""
+    from evals.benchmarks import get_benchmark, load_benchmark, load_problems_file
+
+    tasks = []
+    names = list(cfg.benchmarks or [])
+    if cfg.data_file:
+        names.append("file")
+    if not names:
+        raise ValueError("nothing to evaluate: name --benchmarks and/or --data-file")
+    for name in names:
+        if name == "file":
+            problems = load_problems_file(cfg.data_file, problem_field=cfg.problem_field,
+                                          answer_field=cfg.answer_field, id_field=cfg.id_field, limit=cfg.limit)
+            name = Path(cfg.data_file).stem
+            samples, temperature, top_p, max_new = 1, 0.0, 1.0, 2048
+        else:
+            spec = get_benchmark(name)
+            problems = load_benchmark(name, data_dir=cfg.data_dir, limit=cfg.limit)
+            samples, temperature, top_p, max_new = spec.samples, spec.temperature, spec.top_p, spec.max_new_tokens
+        params = SamplingParams(
+            n=cfg.samples if cfg.samples is not None else samples,
+            temperature=cfg.temperature if cfg.temperature is not None else temperature,
+            top_p=cfg.top_p if cfg.top_p is not None else top_p,
+            max_new_tokens=cfg.max_new_tokens if cfg.max_new_tokens is not None else max_new,
+            seed=cfg.seed,
+        )
+        tasks.append(BenchmarkTask(name, problems, params))
+    return tasks
+
+
+def evaluate_problems(
+    name: str,
+    problems: Sequence[Problem],
+    prompts: Sequence[str],
+    params: SamplingParams,
+    generator: Generator,
+    verifier: Verifier,
+    samples_path: str | Path,
+    *,
+    progress: bool = True,
+    on_batch: Callable[[list[dict]], None] | None = None,
+) -> list[dict]:
+    """Generate, grade and append rows for every batch of the plan not yet in `samples_path`; return all
+    rows (old and new) sorted by (problem, sample)."""
+    from tqdm.auto import tqdm
+
+    samples_path = Path(samples_path)
+    plan = generator.plan(prompts, params)
+    rows = read_jsonl(samples_path)
+    by_batch: dict[int, list[dict]] = defaultdict(list)
+    for r in rows:
+        by_batch[r["batch_index"]].append(r)
+    done = {b for b, rs in by_batch.items() if b < len(plan) and len(rs) == len(plan[b])}
+    if len(done) != len(by_batch):  # a torn batch from a crash: drop its rows, it will be regenerated
+        kept = [r for r in rows if r["batch_index"] in done]
+        atomic_write_text(samples_path, "".join(_dumps(r) for r in kept))
+        rows = kept
+    total = sum(len(b) for b in plan)
+    bar = tqdm(total=total, desc=f"{name}", unit="seq", disable=not progress, dynamic_ncols=True)
+    bar.update(sum(len(plan[b]) for b in done))
+    gen_tokens, gen_seconds = 0, 0.0
+    for bi, batch in enumerate(plan):
+        if bi in done:
+            continue
+        samples = generator.run_batch(prompts, batch, bi, params)
+        t0 = time.perf_counter()
+        verdicts = verifier.verify_batch([(s.text, problems[s.prompt_index].answer) for s in samples])
+        verify_seconds = time.perf_counter() - t0
+        new = []
+        for s, v in zip(samples, verdicts):
+            p = problems[s.prompt_index]
+            new.append({
+                "benchmark": name, "problem_id": p.id, "sample_index": s.sample_index, "batch_index": bi,
+                "response": s.text, "gold": p.answer, "extracted": v.extracted, "extraction": v.extraction,
+                "outcome": v.outcome.value, "answer_key": v.answer_key, "num_tokens": s.num_tokens,
+                "finish_reason": s.finish_reason, "gen_seconds": round(s.seconds, 4),
+                "verify_seconds": round(verify_seconds, 4),
+            })
+        append_jsonl(samples_path, new)
+        rows.extend(new)
+        if on_batch:
+            on_batch(new)
+        gen_tokens += sum(s.num_tokens for s in samples)
+        gen_seconds += samples[0].seconds if samples else 0.0
+        bar.update(len(batch))
+        bar.set_postfix(tok_s=f"{gen_tokens / max(gen_seconds, 1e-9):.0f}",
+                        acc=f"{sum(r['outcome'] == 'correct' for r in rows) / max(len(rows), 1):.3f}")
+    bar.close()
+    order = {p.id: i for i, p in enumerate(problems)}
+    rows.sort(key=lambda r: (order.get(r["problem_id"], 1 << 30), r["sample_index"]))
+    return rows
+
+
+def _dumps(row: dict) -> str:
+    import json
+
+    return json.dumps(row, ensure_ascii=False) + "\n"
+
+
+def summarize_rows(rows: Sequence[dict], params: SamplingParams | None = None) -> dict:
+    """Metrics of one benchmark from its sample rows: avg@n / pass@k / maj@n with bootstrap CIs, outcome
+    counts (correct / wrong / unparsed / timeout: never a silent zero), lengths, truncation, throughput."""
+    per_problem: dict[str, dict[int, dict]] = defaultdict(dict)
+    for r in rows:
+        per_problem[r["problem_id"]][r["sample_index"]] = r
+    results = []
+    for pid, samples in per_problem.items():
+        ordered = [samples[i] for i in sorted(samples)]
+        results.append(ProblemResult(pid, [s["outcome"] == "correct" for s in ordered],
+                                     [s["answer_key"] for s in ordered]))
+    out = summarize(results)
+    outcomes: dict[str, int] = defaultdict(int)
+    for r in rows:
+        outcomes[r["outcome"]] += 1
+    out["outcomes"] = {k: outcomes.get(k, 0) for k in ("correct", "wrong", "unparsed", "timeout")}
+    out["fallback_extractions"] = sum(r["extraction"] == "fallback" for r in rows)
+    out["lengths"] = length_stats([r["num_tokens"] for r in rows], [r["finish_reason"] == "length" for r in rows])
+    batches = {r["batch_index"]: (r["gen_seconds"], r["verify_seconds"]) for r in rows}
+    gen_s = sum(g for g, _ in batches.values())
+    ver_s = sum(v for _, v in batches.values())
+    tokens = sum(r["num_tokens"] for r in rows)
+    out["throughput"] = {"generated_tokens": tokens, "generation_seconds": round(gen_s, 3),
+                         "tokens_per_second": tokens / gen_s if gen_s else None,
+                         "verification_seconds": round(ver_s, 3),
+                         "graded_per_second": len(rows) / ver_s if ver_s else None}
+    if params is not None:
+        out["sampling"] = asdict(params)
+    return out
+
+
+def _check_resume(run_dir: Path, identity: dict) -> None:
+    path = run_dir / "config.json"
+    if not path.exists():
+        return
+    old = read_json(path).get("identity", {})
+    diff = {k: (old.get(k), v) for k, v in identity.items() if old.get(k) != v}
+    if diff:
+        details = "; ".join(f"{k}: on disk {a!r}, now {b!r}" for k, (a, b) in diff.items())
+        raise RunMismatchError(f"{path} was written by a different evaluation ({details}). "
+                               f"Resume needs the same settings; use another --out directory for a new run.")
+
+
+def run_eval(cfg: EvalConfig, out_dir: str | Path, *, progress: bool = True, console=None) -> dict:
+    """Evaluate `cfg.model` on the configured benchmarks, resuming whatever `out_dir` already holds."""
+    from evals.prompts import render_prompt, template_record
+    from tbrm.generation import HFGenerator
+    from tbrm.models import fingerprint, load_model, load_tokenizer, resolve_device, resolve_model, set_threads
+
+    t_start = time.perf_counter()
+    out_dir = Path(out_dir)
+    tasks = resolve_tasks(cfg)  # fail on bad names/data before loading anything heavy
+    model_path = resolve_model(cfg.model)
+    identity = {k: getattr(cfg, k) for k in EvalConfig.IDENTITY}
+    identity["model"] = fingerprint(model_path)
+    _check_resume(out_dir, identity)
+    set_threads(cfg.threads)
+    device = resolve_device(cfg.device)
+    tokenizer = load_tokenizer(model_path)
+    model = load_model(model_path, dtype=cfg.dtype, device=device)
+    generator = HFGenerator(model, tokenizer, batch_size=cfg.batch_size)
+    template = template_record(cfg.template, tokenizer)
+    atomic_write_json(out_dir / "config.json", {
+        "config": {k: v for k, v in asdict(cfg).items()}, "identity": identity, "model_path": model_path,
+        "device": str(device), "template": template,
+        "benchmarks": {t.name: {"n_problems": len(t.problems), "sampling": asdict(t.params)} for t in tasks},
+    })
+    results = {}
+    with Verifier(workers=cfg.verifier_workers, timeout_s=cfg.verifier_timeout,
+                  allow_fallback=cfg.allow_fallback) as verifier:
+        for task in tasks:
+            prompts = [render_prompt(p.problem, cfg.template, tokenizer) for p in task.problems]
+            rows = evaluate_problems(task.name, task.problems, prompts, task.params, generator, verifier,
+                                     out_dir / "samples" / f"{task.name}.jsonl", progress=progress)
+            results[task.name] = summarize_rows(rows, task.params)
+    summary = {
+        "model": cfg.model, "model_path": model_path, "fingerprint": identity["model"],
+        "template": template, "config": asdict(cfg), "versions": package_versions(), "device": str(device),
+        "benchmarks": results, "wall_seconds_this_invocation": round(time.perf_counter() - t_start, 2),
+    }
+    atomic_write_json(out_dir / "summary.json", summary)
+    if console is not False:
+        print_summary(summary, console)
+    return summary
+
+
+def headline_metric(bench: dict) -> str:
+    return f"avg@{bench['n_samples']}"
+
+
+def print_summary(summary: dict, console=None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    table = Table(title=f"{summary['model']}  ({summary['template']['name']} template)")
+    for col in ("benchmark", "problems", "metric", "score", "95% CI", "pass@k", "maj@k", "unparsed",
+                "timeouts", "trunc.", "mean len", "tok/s"):
+        table.add_column(col, justify="left" if col == "benchmark" else "right")
+    for name, b in summary["benchmarks"].items():
+        m = headline_metric(b)
+        n = b["n_samples"]
+        pk = b.get(f"pass@{n}")
+        mk = b.get(f"maj@{n}")
+        tps = b["throughput"]["tokens_per_second"]
+        table.add_row(name, str(b["n_problems"]), m, f"{100 * b[m]['value']:.1f}",
+                      f"{100 * b[m]['ci_low']:.1f}-{100 * b[m]['ci_high']:.1f}",
+                      f"{100 * pk['value']:.1f}" if pk and n > 1 else "-",
+                      f"{100 * mk['value']:.1f}" if mk else "-",
+                      str(b["outcomes"]["unparsed"]), str(b["outcomes"]["timeout"]),
+                      f"{100 * b['lengths']['truncation_rate']:.0f}%", f"{b['lengths']['mean_tokens']:.0f}",
+                      f"{tps:.0f}" if tps else "-")
+    console.print(table)

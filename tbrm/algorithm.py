@@ -1,0 +1,75 @@
+"""The interface every algorithm plugs into the shared loop with, and TBRM itself.
+
+The loop (tbrm/trainer.py) owns rollouts, rewards, the reference forward, micro-batching, the optimiser and
+logging; an algorithm only says what it needs before the update (`prepare`) and what its loss is on one
+micro-batch (`loss`). That keeps TBRM, GRPO and PPO comparisons fair by construction: same sampler, same
+verifier, same optimiser, same numerics.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from tbrm.config import TrainConfig
+from tbrm.loss import tbrm_loss
+from tbrm.rollout import ResponseOutputs, RolloutBatch
+
+
+class Algorithm:
+    name = "base"
+    needs_reference = True
+    token_weighted = False  # True: the loss is a token mean, so micro-batches are weighted by their token count
+
+    def __init__(self, cfg: TrainConfig, policy, device: torch.device):
+        self.cfg = cfg
+        self.device = device
+
+    @torch.no_grad()
+    def prepare(self, batch: RolloutBatch, policy_forward) -> dict[str, float]:
+        """Fill `batch.extra` with what the loss needs that must not change during the update."""
+        return {}
+
+    def loss(self, mb: RolloutBatch, out: ResponseOutputs) -> tuple[torch.Tensor, dict[str, float]]:
+        raise NotImplementedError
+
+    def weight(self, mb: RolloutBatch, full: RolloutBatch) -> float:
+        """Scale of a micro-batch's mean loss so the accumulated gradient equals the full batch's."""
+        if self.token_weighted:
+            return float(mb.response_mask.sum() / full.response_mask.sum().clamp(min=1))
+        return mb.size / full.size
+
+    # Extra trainable state (the PPO critic); TBRM and GRPO have none.
+    def after_backward(self, step: int) -> dict[str, float]:
+        return {}
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
+
+
+class TBRM(Algorithm):
+    """Trajectory Bellman Residual Minimization (arXiv 2505.15311): regress V(s_1) + sum_h log(pi/pi_ref) onto
+    r/beta, one squared residual per trajectory. No critic, no ratio, no clipping: `prepare` has nothing to
+    freeze, and the batch may come from any policy (off-policy TBRM reads it from a file)."""
+
+    name = "tbrm"
+
+    def loss(self, mb, out):
+        return tbrm_loss(out.v_start, out.logprobs, mb.extra["ref_logprobs"], mb.response_mask, mb.rewards,
+                         self.cfg.beta)
+
+
+def make_algorithm(cfg: TrainConfig, policy, device) -> Algorithm:
+    if cfg.algorithm == "tbrm":
+        return TBRM(cfg, policy, device)
+    if cfg.algorithm == "grpo":
+        from baselines.grpo import GRPO
+
+        return GRPO(cfg, policy, device)
+    if cfg.algorithm == "ppo":
+        from baselines.ppo import PPO
+
+        return PPO(cfg, policy, device)
+    raise ValueError(f"unknown algorithm {cfg.algorithm!r}")

@@ -1,0 +1,142 @@
+"""`tbrm` command line: eval, grade, train, report, reproduce.
+
+Every subcommand validates its arguments and data before loading a model, prints a clear one-line error
+(naming file, line and field for bad data) and exits non-zero on bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _add_eval(sub) -> None:
+    from evals.prompts import DEFAULT_TEMPLATE, TEMPLATES
+    from tbrm.models import DEFAULT_MODEL
+
+    p = sub.add_parser("eval", help="score a checkpoint on math benchmarks",
+                       description="Score a model on math benchmarks through the shared verifier. Kill it at any "
+                                   "point and rerun the same command: it resumes where it stopped.")
+    p.add_argument("--model", default=DEFAULT_MODEL,
+                   help="HF hub id, local HF directory (e.g. RUN_DIR/checkpoint-N) or bundled short name "
+                        f"(default: {DEFAULT_MODEL})")
+    p.add_argument("--benchmarks", nargs="*", default=None,
+                   help="registry names (math500 aime24 aime25 amc23 minerva olympiadbench gsm8k); "
+                        "default math500 unless --data-file is given")
+    p.add_argument("--limit", type=int, help="first N problems of each benchmark (a slice)")
+    p.add_argument("--data-file", help="a JSONL/Parquet file of your own problems")
+    p.add_argument("--problem-field", default="problem")
+    p.add_argument("--answer-field", default="answer", help="field path of the gold answer, e.g. final_answer[0]")
+    p.add_argument("--id-field")
+    p.add_argument("--samples", type=int, help="samples per problem (default: the benchmark's paper default)")
+    p.add_argument("--temperature", type=float, help="0 = greedy (default: the benchmark's paper default)")
+    p.add_argument("--top-p", type=float)
+    p.add_argument("--max-new-tokens", type=int, help="default: the benchmark's (2048, as in the paper)")
+    p.add_argument("--template", default=DEFAULT_TEMPLATE, choices=TEMPLATES)
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
+    p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
+    p.add_argument("--batch-size", type=int, default=64, help="sequences per generation batch")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-fallback", action="store_true",
+                   help="count only \\boxed{} answers (default: fallback extraction, flagged per sample)")
+    p.add_argument("--verifier-timeout", type=float, default=5.0, help="seconds per answer before 'timeout'")
+    p.add_argument("--verifier-workers", type=int)
+    p.add_argument("--data-dir", help="benchmark data folder (default: $TBRM_DATA_DIR or ../shared/data)")
+    p.add_argument("--out", required=True, help="run directory (created, or resumed if it exists)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_run_eval)
+
+
+def _run_eval(a) -> int:
+    from evals.runner import EvalConfig, run_eval
+
+    cfg = EvalConfig(
+        model=a.model, benchmarks=a.benchmarks if a.benchmarks is not None else ([] if a.data_file else ["math500"]),
+        limit=a.limit, data_file=a.data_file, problem_field=a.problem_field, answer_field=a.answer_field,
+        id_field=a.id_field, samples=a.samples, temperature=a.temperature, top_p=a.top_p,
+        max_new_tokens=a.max_new_tokens, template=a.template, dtype=a.dtype, device=a.device, threads=a.threads,
+        batch_size=a.batch_size, seed=a.seed, allow_fallback=not a.no_fallback,
+        verifier_timeout=a.verifier_timeout, verifier_workers=a.verifier_workers, data_dir=a.data_dir)
+    run_eval(cfg, a.out, progress=not a.no_progress)
+    print(f"results: {Path(a.out) / 'summary.json'}")
+    return 0
+
+
+def _add_grade(sub) -> None:
+    p = sub.add_parser("grade", help="score generations made elsewhere with the shared verifier",
+                       description="Grade a JSONL/Parquet file of responses (e.g. from vLLM or another harness) "
+                                   "against gold answers with the same verifier `tbrm eval` and training use.")
+    p.add_argument("file")
+    p.add_argument("--response-field", default="response")
+    p.add_argument("--answer-field", default="answer", help="gold answer field path, e.g. final_answer[0]")
+    p.add_argument("--id-field", help="problem id field; rows sharing an id are samples of one problem "
+                                      "(default: each row is its own problem)")
+    p.add_argument("--no-fallback", action="store_true")
+    p.add_argument("--verifier-timeout", type=float, default=5.0)
+    p.add_argument("--verifier-workers", type=int)
+    p.add_argument("--out", help="output folder (default: FILE's folder / FILE-stem.graded)")
+    p.set_defaults(func=_run_grade)
+
+
+def _run_grade(a) -> int:
+    from evals.grade import grade_file
+
+    out = a.out or str(Path(a.file).with_name(Path(a.file).stem + ".graded"))
+    grade_file(a.file, response_field=a.response_field, answer_field=a.answer_field, id_field=a.id_field,
+               out_dir=out, allow_fallback=not a.no_fallback, timeout_s=a.verifier_timeout,
+               workers=a.verifier_workers)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tbrm", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_eval(sub)
+    _add_grade(sub)
+    for extra in ("tbrm.train_cli", "reports.cli"):
+        try:
+            mod = __import__(extra, fromlist=["add_parsers"])
+        except ModuleNotFoundError as e:
+            if e.name != extra:
+                raise
+            continue
+        mod.add_parsers(sub)
+    return parser
+
+
+# Errors that are the user's input, not our bug: print one clear line, exit 2.
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from evals.benchmarks import DataError
+    from evals.runner import RunMismatchError
+    from tbrm.io import CorruptFileError
+    from tbrm.models import ModelNotAvailableError
+
+    errs = [DataError, RunMismatchError, CorruptFileError, ModelNotAvailableError, FileNotFoundError, KeyError,
+            ValueError]
+    try:
+        from tbrm.config import ConfigError
+
+        errs.append(ConfigError)
+    except ImportError:
+        pass
+    return tuple(errs)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.func(args) or 0
+    except _user_errors() as e:
+        msg = e.args[0] if isinstance(e, KeyError) and e.args else str(e)
+        print(f"tbrm {args.command}: error: {msg}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"\ntbrm {args.command}: interrupted; rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,216 @@
+"""Training configuration: one documented dataclass, YAML recipes beside it, `key=value` overrides.
+
+Every field's comment says what it trades off and where the paper's value comes from (TBRM: Yuan et al.,
+"Trajectory Bellman Residual Minimization: A Simple Value-Based Method for LLM Reasoning", arXiv 2505.15311).
+`load_config` merges recipe + overrides through OmegaConf's structured config (an unknown field is an error)
+and `validate` rejects inconsistent settings before any model is loaded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Optional
+
+RECIPES_DIR = Path(__file__).parent / "recipes"
+ALGORITHMS = ("tbrm", "grpo", "ppo")
+
+
+class ConfigError(ValueError):
+    """A bad configuration; raised at start-up, before any model is loaded."""
+
+
+@dataclass
+class TrainConfig:
+    # --- what to train -------------------------------------------------------------------------------------
+    algorithm: str = "tbrm"  # tbrm | grpo | ppo: all share the loop in tbrm/trainer.py, so comparisons are fair
+    model: str = "smollm2-135m-instruct"  # hub id, local HF dir, or bundled short name
+    ref_model: Optional[str] = None  # frozen reference pi_ref; None = the initial policy (paper); "none" = no
+    # reference at all (GRPO/PPO with kl_coef=0 only: saves a model copy and a forward pass)
+    template: str = "qwen-math"  # prompt template (evals/prompts.py); recorded with every checkpoint's evals
+
+    # --- data --------------------------------------------------------------------------------------------------
+    # "arithmetic" = the built-in generator (CPU-scale experiments); "file" = JSONL/Parquet with problem/answer
+    # fields (MATH train: ../shared/data/math_train/train.jsonl); "hub" = an HF dataset (DAPO-Math-17k in the paper)
+    data: str = "arithmetic"
+    data_path: Optional[str] = None  # file path or hub id for data=file|hub
+    problem_field: str = "problem"
+    answer_field: str = "answer"
+    arith_digits: list[int] = field(default_factory=lambda: [1])  # operand sizes mixed uniformly
+    arith_ops: list[str] = field(default_factory=lambda: ["+"])
+    heldout_size: int = 100  # fixed held-out arithmetic problems, never seen in training
+    # Off-policy TBRM: train from a fixed file of (prompt, response, reward) trajectories written by any model.
+    # The paper proves convergence from arbitrary off-policy data (Sec. 4) but trains on-policy only.
+    offline_trajectories: Optional[str] = None
+
+    # --- rollouts ----------------------------------------------------------------------------------------------
+    prompts_per_step: int = 8  # paper: 128. More prompts = lower-variance gradient, linearly more time per step
+    rollouts_per_prompt: int = 1  # n. TBRM works with n=1 (paper: n=1 and n=4); GRPO needs n>=2 for a baseline
+    max_new_tokens: int = 64  # paper: 2048. Truncated responses get the reward of whatever answer they hold
+    temperature: float = 1.0  # paper: 1.0. Lower = denser reward for a weak model, but less exploration
+    top_p: float = 1.0
+
+    # --- optimisation --------------------------------------------------------------------------------------------
+    steps: int = 20  # paper: 760 steps
+    lr: float = 2.5e-6  # paper: 2.5e-6 (TBRM, GRPO); 2e-6 for TBRM n=1 on 7B; PPO actor 1e-6
+    weight_decay: float = 0.0
+    warmup_steps: int = 0  # linear warm-up, then constant (verl's default schedule)
+    grad_clip: float = 1.0  # TBRM residuals start near r/beta = 500: clipping keeps the first steps sane
+    micro_batch_size: int = 4  # sequences per forward/backward; gradients accumulate to the full batch
+    gradient_checkpointing: bool = False  # ~halves activation memory at little time cost on CPU
+    dtype: str = "float32"  # master weights; keep fp32: bf16 weights lose lr~1e-6 updates to rounding
+    autocast: str = "none"  # none | bf16: forward in bf16 autocast; log-probs for the loss are always fp32
+    ref_dtype: str = "float32"  # the frozen reference may be bf16 to save memory
+
+    # --- TBRM -----------------------------------------------------------------------------------------------------
+    beta: float = 0.002  # paper: 0.002. KL-regularisation strength; the target Q at the end is r/beta
+
+    # --- GRPO (Shao et al. 2024, arXiv 2402.03300) / Dr. GRPO (Liu et al. 2025, arXiv 2503.20783) -------------
+    clip_eps: float = 0.2  # paper: 0.2 (GRPO and PPO ratio clip)
+    kl_coef: float = 0.001  # paper: 0.001, k3 estimator to the reference (GRPO, PPO)
+    scale_adv_by_std: bool = True  # False = Dr. GRPO's unbiased advantage (no per-group std division)
+    loss_agg: str = "token-mean"  # token-mean | seq-mean-token-sum-norm (Dr. GRPO: sum / max_new_tokens)
+    policy_epochs: int = 1  # optimiser passes over each rollout batch (GRPO/PPO); >1 makes the ratio clip bite
+
+    # --- PPO (Schulman et al. 2017; critic + GAE) ----------------------------------------------------------------
+    critic_lr: float = 1e-5  # paper: 1e-5 (actor 1e-6)
+    entropy_coef: float = 0.001  # paper: 0.001
+    value_clip: float = 0.2
+    gae_gamma: float = 1.0
+    gae_lambda: float = 1.0
+
+    # --- rewards (the same verifier as evaluation) -----------------------------------------------------------------
+    reward_correct: float = 1.0
+    reward_wrong: float = 0.0  # also for unparsed / timed-out answers
+    allow_fallback: bool = True  # count un-boxed answers (a 135M model never boxes); flagged in the logs
+    verifier_timeout: float = 5.0
+
+    # --- evaluation, checkpoints, logging ------------------------------------------------------------------------
+    eval_every: int = 10  # steps between held-out evaluations (0 = only at the end)
+    eval_problems: int = 100  # held-out problems per evaluation (arithmetic held-out split, or MATH500 slice)
+    eval_benchmark: Optional[str] = None  # also evaluate on this registry benchmark's first eval_problems
+    eval_max_new_tokens: Optional[int] = None  # default: max_new_tokens
+    save_every: int = 10  # steps between checkpoints (HF format, resumable)
+    keep_checkpoints: int = 2  # older checkpoints are deleted (the final one is always kept)
+    generation_batch_size: int = 64
+    seed: int = 0
+    device: str = "auto"
+    threads: Optional[int] = None
+    tensorboard: bool = True
+    wandb: bool = False
+    wandb_project: str = "tbrm-bench"
+
+
+def recipe_path(name: str) -> Path:
+    p = Path(name)
+    if p.suffix in (".yaml", ".yml") and p.exists():
+        return p
+    candidate = RECIPES_DIR / f"{name}.yaml"
+    if candidate.exists():
+        return candidate
+    known = ", ".join(sorted(x.stem for x in RECIPES_DIR.glob("*.yaml")))
+    raise ConfigError(f"recipe {name!r} not found: give a YAML path or one of: {known}")
+
+
+def load_config(recipe: str | None = None, overrides: list[str] | None = None) -> TrainConfig:
+    """Recipe YAML (optional) + `key=value` overrides -> a validated TrainConfig."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    base = OmegaConf.structured(TrainConfig)
+    layers = []
+    try:
+        if recipe:
+            path = recipe_path(recipe)
+            loaded = OmegaConf.load(path)
+            loaded.pop("description", None)
+            layers.append((str(path), loaded))
+        if overrides:
+            layers.append(("command line", OmegaConf.from_dotlist(list(overrides))))
+        merged = base
+        for where, layer in layers:
+            try:
+                merged = OmegaConf.merge(merged, layer)
+            except OmegaConfBaseException as e:
+                raise ConfigError(f"{where}: {_omegaconf_message(e)}") from None
+        cfg = OmegaConf.to_object(merged)
+    except ConfigError:
+        raise
+    except OmegaConfBaseException as e:
+        raise ConfigError(_omegaconf_message(e)) from None
+    validate(cfg)
+    return cfg
+
+
+def _omegaconf_message(e: Exception) -> str:
+    msg = str(e).splitlines()[0]
+    key = getattr(e, "full_key", None)
+    if "not in struct" in msg or "Key '" in msg and "not" in msg:
+        names = ", ".join(f.name for f in fields(TrainConfig))
+        return f"unknown config field {key!r}; known fields: {names}"
+    return f"field {key!r}: {msg}" if key else msg
+
+
+def validate(cfg: TrainConfig) -> None:
+    def bad(msg):
+        raise ConfigError(msg)
+
+    if cfg.algorithm not in ALGORITHMS:
+        bad(f"unknown algorithm {cfg.algorithm!r}; choose one of {', '.join(ALGORITHMS)}")
+    if cfg.algorithm == "grpo" and cfg.rollouts_per_prompt < 2:
+        bad("GRPO normalises rewards within a group of rollouts of the same prompt: rollouts_per_prompt must "
+            "be >= 2 (paper: 4); TBRM is the method that works with one rollout per prompt")
+    if cfg.offline_trajectories and cfg.algorithm != "tbrm":
+        bad("offline_trajectories (off-policy training) is supported for algorithm=tbrm only: GRPO and PPO "
+            "need importance ratios to the sampling policy, which a fixed file does not provide")
+    if cfg.ref_model in ("none", ""):
+        if cfg.algorithm == "tbrm":
+            bad("TBRM needs a frozen reference model: its residual contains log pi_ref (set ref_model, or leave "
+                "it unset to use the initial policy)")
+        if cfg.kl_coef > 0:
+            bad(f"{cfg.algorithm} with kl_coef={cfg.kl_coef} needs a reference model for its KL term; leave "
+                f"ref_model unset (the initial policy) or set kl_coef=0")
+    if cfg.data not in ("arithmetic", "file", "hub"):
+        bad(f"unknown data source {cfg.data!r}; choose arithmetic, file or hub")
+    if cfg.data in ("file", "hub") and not cfg.data_path and not cfg.offline_trajectories:
+        bad(f"data={cfg.data} needs data_path (a JSONL/Parquet file or an HF dataset id)")
+    if cfg.data == "file" and cfg.data_path and not Path(cfg.data_path).exists():
+        bad(f"data_path {cfg.data_path!r}: no such file")
+    if cfg.offline_trajectories and not Path(cfg.offline_trajectories).exists():
+        bad(f"offline_trajectories {cfg.offline_trajectories!r}: no such file")
+    for name in ("prompts_per_step", "rollouts_per_prompt", "max_new_tokens", "steps", "micro_batch_size",
+                 "policy_epochs", "generation_batch_size", "keep_checkpoints", "eval_problems"):
+        if getattr(cfg, name) < 1:
+            bad(f"{name} must be >= 1, got {getattr(cfg, name)}")
+    for name in ("lr", "beta", "grad_clip"):
+        if getattr(cfg, name) <= 0:
+            bad(f"{name} must be > 0, got {getattr(cfg, name)}")
+    if cfg.temperature <= 0:
+        bad("temperature must be > 0 for RL rollouts (greedy rollouts make every group identical)")
+    if cfg.autocast not in ("none", "bf16"):
+        bad(f"autocast must be none or bf16, got {cfg.autocast!r}")
+    if cfg.dtype not in ("float32", "bfloat16"):
+        bad(f"dtype must be float32 or bfloat16, got {cfg.dtype!r}")
+    if cfg.loss_agg not in ("token-mean", "seq-mean-token-sum-norm"):
+        bad(f"loss_agg must be token-mean or seq-mean-token-sum-norm, got {cfg.loss_agg!r}")
+    if cfg.kl_coef < 0 or cfg.entropy_coef < 0:
+        bad("kl_coef and entropy_coef must be >= 0")
+    if cfg.save_every < 0 or cfg.eval_every < 0:
+        bad("save_every and eval_every must be >= 0")
+    if cfg.eval_benchmark is not None:
+        from evals.benchmarks import BENCHMARKS
+
+        if cfg.eval_benchmark not in BENCHMARKS:
+            bad(f"eval_benchmark {cfg.eval_benchmark!r} unknown; known: {', '.join(BENCHMARKS)}")
+    bad_digits = [d for d in cfg.arith_digits if not 1 <= d <= 6]
+    if bad_digits or not cfg.arith_digits:
+        bad(f"arith_digits must be a non-empty list of sizes in 1..6, got {cfg.arith_digits}")
+    bad_ops = [o for o in cfg.arith_ops if o not in ("+", "-", "*")]
+    if bad_ops or not cfg.arith_ops:
+        bad(f"arith_ops must be a non-empty list of +, -, *; got {cfg.arith_ops}")
+
+
+def to_dict(cfg: TrainConfig) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    return asdict(cfg)

