@@ -34,6 +34,7 @@ class TrainConfig:
     # fields (MATH train: ../shared/data/math_train/train.jsonl); "hub" = an HF dataset (DAPO-Math-17k in the paper)
     data: str = "arithmetic"
     data_path: Optional[str] = None  # file path or hub id for data=file|hub
+    data_config: Optional[str] = None  # hub dataset config name (data=hub)
     problem_field: str = "problem"
     answer_field: str = "answer"
     arith_digits: list[int] = field(default_factory=lambda: [1])  # operand sizes mixed uniformly

@@ -98,8 +98,9 @@ class HFGenerator:
     Batches hold prompts of similar length (sorted, longest first so an out-of-memory shows up at once).
     """
 
-    def __init__(self, model, tokenizer, batch_size: int = 64):
+    def __init__(self, model, tokenizer, batch_size: int = 64, autocast: str = "none"):
         self.model = model
+        self.autocast = autocast  # "bf16": sample under bf16 autocast (fp32 master weights stay untouched)
         self.tokenizer = tokenizer
         self.batch_size = int(batch_size)
         self.eos_ids = self._eos_ids()
@@ -159,8 +160,11 @@ class HFGenerator:
         was_training = self.model.training
         self.model.eval()
         t0 = time.perf_counter()
-        out = self.model.generate(input_ids=input_ids, attention_mask=attention, generation_config=gen_cfg,
-                                  tokenizer=tok if params.stop else None)
+        from tbrm.rollout import autocast_context
+
+        with autocast_context(device, self.autocast):
+            out = self.model.generate(input_ids=input_ids, attention_mask=attention, generation_config=gen_cfg,
+                                      tokenizer=tok if params.stop else None)
         if device.type == "cuda":
             torch.cuda.synchronize()
         dt = time.perf_counter() - t0

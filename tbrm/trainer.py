@@ -1,0 +1,322 @@
+"""The RL loop every algorithm shares (`tbrm train`).
+
+Each step: draw the step's prompts -> sample n rollouts per prompt with the current policy -> reward each with
+the shared verifier (the one evaluation uses) -> reference log-probs (frozen model, no grad) -> the algorithm's
+`prepare` (advantages, values, ...) -> micro-batched forward/backward of its loss -> clip -> AdamW step.
+
+Crash safety: metrics go to RUN_DIR/metrics.jsonl (one appended line per step) and TensorBoard; checkpoints
+(`checkpoint-N/`, HF format + optimizer/scheduler/RNG/critic state) are written to a temp folder and renamed.
+Rerunning with the same RUN_DIR resumes from the last checkpoint; the prompts and sampling seeds are functions
+of the step, and metrics lines after that checkpoint are dropped, so the resumed run retraces the same steps.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import resource
+import shutil
+import signal
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from tbrm.config import ConfigError, TrainConfig, to_dict
+from tbrm.io import append_jsonl, atomic_write_json, atomic_write_text, read_json, read_jsonl
+
+# Settings that may change between a run and its resumption (they do not change what is computed per step).
+RESUMABLE_CHANGES = {"steps", "eval_every", "save_every", "keep_checkpoints", "device", "threads", "tensorboard",
+                     "wandb", "wandb_project", "generation_batch_size"}
+
+
+def checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
+    out = []
+    for p in run_dir.glob("checkpoint-*"):
+        if p.is_dir() and (p / "trainer_state.pt").exists() and p.name.split("-")[-1].isdigit():
+            out.append((int(p.name.split("-")[-1]), p))
+    return sorted(out)
+
+
+def _check_run_config(run_dir: Path, cfg: TrainConfig) -> None:
+    path = run_dir / "train_config.json"
+    if not path.exists():
+        return
+    old = read_json(path)
+    diff = {k: (old.get(k), v) for k, v in to_dict(cfg).items() if k not in RESUMABLE_CHANGES and old.get(k) != v}
+    if diff:
+        details = "; ".join(f"{k}: on disk {a!r}, now {b!r}" for k, (a, b) in list(diff.items())[:6])
+        raise ConfigError(f"{path} belongs to a run with other settings ({details}); use a new run directory")
+
+
+def _peak_memory_gb(device: torch.device) -> float:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**30
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux; process peak so far
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, run_dir: str | Path, progress: bool = True):
+        self.cfg, self.run_dir, self.progress = cfg, Path(run_dir), progress
+
+    # ------------------------------------------------------------------ set-up
+    def setup(self) -> None:
+        from evals.prompts import render_prompt
+        from evals.verifier import Verifier
+        from tbrm.algorithm import make_algorithm
+        from tbrm.data import heldout_sets, load_trajectories, prompt_source
+        from tbrm.generation import HFGenerator
+        from tbrm.models import load_model, load_tokenizer, resolve_device, resolve_model, set_threads
+
+        cfg, run_dir = self.cfg, self.run_dir
+        _check_run_config(run_dir, cfg)
+        # Data first: bad files fail before minutes of model loading.
+        self.offline = load_trajectories(cfg.offline_trajectories) if cfg.offline_trajectories else None
+        self.source = None if self.offline else prompt_source(cfg)
+        self.heldout = heldout_sets(cfg)
+        set_threads(cfg.threads)
+        torch.manual_seed(cfg.seed)
+        self.device = resolve_device(cfg.device)
+        self.model_path = resolve_model(cfg.model)
+        done = checkpoints(run_dir)
+        self.start_step = done[-1][0] if done else 0
+        load_from = str(done[-1][1]) if done else self.model_path
+        self.tokenizer = load_tokenizer(self.model_path)
+        self.policy = load_model(load_from, dtype=cfg.dtype, device=self.device, trainable=True)
+        self.policy.config.use_cache = False  # training forward; generate() turns the cache on by itself
+        if cfg.gradient_checkpointing:
+            self.policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        self.algo = make_algorithm(cfg, self.policy, self.device)
+        self.ref = None
+        if self.algo.needs_reference:
+            ref_path = resolve_model(cfg.ref_model) if cfg.ref_model else self.model_path
+            self.ref = load_model(ref_path, dtype=cfg.ref_dtype, device=self.device)
+        self.opt = torch.optim.AdamW(self.policy.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        warm = max(cfg.warmup_steps, 0)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: min(1.0, (s + 1) / warm) if warm else 1.0)
+        if done:
+            state = torch.load(done[-1][1] / "trainer_state.pt", weights_only=False, map_location=self.device)
+            self.opt.load_state_dict(state["optimizer"])
+            self.sched.load_state_dict(state["scheduler"])
+            self.algo.load_state_dict(state.get("algorithm", {}))
+            torch.set_rng_state(state["rng"]["torch"])
+            random.setstate(state["rng"]["python"])
+            np.random.set_state(state["rng"]["numpy"])
+        self.generator = HFGenerator(self.policy, self.tokenizer, batch_size=cfg.generation_batch_size,
+                                     autocast=cfg.autocast)
+        self.verifier = Verifier(timeout_s=cfg.verifier_timeout, allow_fallback=cfg.allow_fallback)
+        self.render = lambda text: render_prompt(text, cfg.template, self.tokenizer)
+        # Metrics after the checkpoint we resume from belong to steps that will be redone.
+        rows = [r for r in read_jsonl(run_dir / "metrics.jsonl") if r["step"] <= self.start_step]
+        atomic_write_text(run_dir / "metrics.jsonl", "".join(_line(r) for r in rows))
+        atomic_write_json(run_dir / "train_config.json", to_dict(cfg))
+        self.writer = None
+        if cfg.tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=self.start_step + 1)
+        self.wandb = None
+        if cfg.wandb:
+            import wandb
+
+            self.wandb = wandb.init(project=cfg.wandb_project, dir=str(run_dir), config=to_dict(cfg),
+                                    id=run_dir.name, resume="allow")
+
+    # ------------------------------------------------------------------ one step
+    def rollouts(self, step: int):
+        """Sample (or, off-policy, read) the step's trajectories and reward them with the shared verifier."""
+        from tbrm.generation import SamplingParams
+
+        cfg, tok = self.cfg, self.tokenizer
+        if self.offline is not None:
+            n = len(self.offline)
+            trajs = [self.offline[i % n] for i in range((step - 1) * cfg.prompts_per_step, step * cfg.prompts_per_step)]
+            prompt_ids = [self.generator.encode(self.render(t.prompt)) for t in trajs]
+            response_ids = [tok(t.response, add_special_tokens=False).input_ids + ([tok.eos_token_id] if t.stopped else [])
+                            for t in trajs]
+            rewards = [t.reward for t in trajs]
+            info = {"truncated": [not t.stopped for t in trajs], "correct": [t.reward >= cfg.reward_correct for t in trajs],
+                    "fallback": [False] * len(trajs), "gen_tokens": 0, "gen_seconds": 0.0}
+            return prompt_ids, response_ids, rewards, list(range(len(trajs))), info
+        problems = self.source.batch(step)
+        prompts = [self.render(p.problem) for p in problems]
+        params = SamplingParams(n=cfg.rollouts_per_prompt, temperature=cfg.temperature, top_p=cfg.top_p,
+                                max_new_tokens=cfg.max_new_tokens, seed=cfg.seed * 1_000_003 + step)
+        samples = [[None] * params.n for _ in prompts]
+        t0 = time.perf_counter()
+        tokens = 0
+        for bi, batch in enumerate(self.generator.plan(prompts, params)):
+            for s in self.generator.run_batch(prompts, batch, bi, params):
+                samples[s.prompt_index][s.sample_index] = s
+                tokens += s.num_tokens
+        gen_seconds = time.perf_counter() - t0
+        flat = [s for group in samples for s in group]  # rollouts of a prompt stay consecutive (GRPO groups)
+        verdicts = self.verifier.verify_batch([(s.text, problems[s.prompt_index].answer) for s in flat])
+        rewards = [cfg.reward_correct if v.correct else cfg.reward_wrong for v in verdicts]
+        info = {"truncated": [s.finish_reason == "length" for s in flat], "correct": [v.correct for v in verdicts],
+                "fallback": [v.extraction == "fallback" for v in verdicts], "gen_tokens": tokens,
+                "gen_seconds": gen_seconds}
+        return [s.prompt_ids for s in flat], [s.token_ids for s in flat], rewards, [s.prompt_index for s in flat], info
+
+    def _micro_batches(self, batch):
+        mb = self.cfg.micro_batch_size
+        return [batch.select(slice(i, i + mb)) for i in range(0, batch.size, mb)]
+
+    def _forward(self, model, batch):
+        from tbrm.rollout import response_forward
+
+        return response_forward(model, batch, self.cfg.autocast)
+
+    @torch.no_grad()
+    def _no_grad_logprobs(self, model, batch) -> torch.Tensor:
+        parts = [self._forward(model, mb).logprobs for mb in self._micro_batches(batch)]
+        T = batch.response_ids.shape[1]
+        return torch.cat([torch.nn.functional.pad(p, (0, T - p.shape[1])) for p in parts])
+
+    def step(self, step: int) -> dict:
+        from tbrm.rollout import collate
+
+        cfg = self.cfg
+        t_start = time.perf_counter()
+        prompt_ids, response_ids, rewards, group, info = self.rollouts(step)
+        t_gen = time.perf_counter()
+        batch = collate(prompt_ids, response_ids, rewards, group, self.tokenizer.pad_token_id, self.device)
+        if self.ref is not None:
+            batch.extra["ref_logprobs"] = self._no_grad_logprobs(self.ref, batch)
+        t_ref = time.perf_counter()
+        self.policy.train()
+        prep = self.algo.prepare(batch, lambda b: _NoGradForward(self, b))
+        sums: dict[str, float] = {}
+        log_ratio = []
+        for _ in range(cfg.policy_epochs):
+            self.opt.zero_grad(set_to_none=True)
+            for mb in self._micro_batches(batch):
+                out = self._forward(self.policy, mb)
+                loss, m = self.algo.loss(mb, out)
+                w = self.algo.weight(mb, batch)
+                (loss * w).backward()
+                m["loss"] = loss.item()
+                for k, v in m.items():
+                    sums[k] = sums.get(k, 0.0) + w * v / cfg.policy_epochs
+                if "ref_logprobs" in mb.extra:
+                    log_ratio.append(((out.logprobs.detach() - mb.extra["ref_logprobs"]) * mb.response_mask).sum(-1))
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), cfg.grad_clip)
+            self.opt.step()
+            sums.update(self.algo.after_backward(step))
+        self.sched.step()
+        t_train = time.perf_counter()
+        lengths = [len(r) for r in response_ids]
+        row = {
+            "step": step, "reward/mean": float(np.mean(rewards)), "reward/accuracy": float(np.mean(info["correct"])),
+            "reward/fallback_fraction": float(np.mean(info["fallback"])), "loss": sums.pop("loss"),
+            "response/length_mean": float(np.mean(lengths)), "response/truncation_rate": float(np.mean(info["truncated"])),
+            "rollout/tokens_per_second": info["gen_tokens"] / info["gen_seconds"] if info["gen_seconds"] else None,
+            "time/generation": t_gen - t_start, "time/reference": t_ref - t_gen, "time/training": t_train - t_ref,
+            "time/step": t_train - t_start, "memory/peak_gb": _peak_memory_gb(self.device),
+            "optim/grad_norm": float(grad_norm), "optim/lr": self.sched.get_last_lr()[0],
+            "rollouts": len(rewards) * step,
+        }
+        if log_ratio:
+            row["kl/seq_log_ratio_mean"] = float(torch.cat(log_ratio).mean())
+        row.update(prep)
+        row.update(sums)
+        return row
+
+    # ------------------------------------------------------------------ evaluation and checkpoints
+    def evaluate(self, step: int) -> dict:
+        from evals.runner import evaluate_problems, summarize_rows
+        from tbrm.generation import SamplingParams
+
+        cfg = self.cfg
+        params = SamplingParams(n=1, temperature=0.0, max_new_tokens=cfg.eval_max_new_tokens or cfg.max_new_tokens)
+        out = {}
+        for name, problems in self.heldout.items():
+            prompts = [self.render(p.problem) for p in problems]
+            rows = evaluate_problems(f"eval {name} @ step {step}", problems, prompts, params, self.generator,
+                                     self.verifier, self.run_dir / "evals" / f"step-{step}" / f"{name}.jsonl",
+                                     progress=False)
+            s = summarize_rows(rows)
+            out[f"eval/{name}/accuracy"] = s["avg@1"]["value"]
+            out[f"eval/{name}/truncation_rate"] = s["lengths"]["truncation_rate"]
+            out[f"eval/{name}/length_mean"] = s["lengths"]["mean_tokens"]
+        return out
+
+    def save(self, step: int) -> Path:
+        cfg, run_dir = self.cfg, self.run_dir
+        final = run_dir / f"checkpoint-{step}"
+        tmp = run_dir / f".checkpoint-{step}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        self.policy.save_pretrained(tmp, safe_serialization=True)
+        self.tokenizer.save_pretrained(tmp)
+        torch.save({"step": step, "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
+                    "algorithm": self.algo.state_dict(),
+                    "rng": {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}},
+                   tmp / "trainer_state.pt")
+        atomic_write_json(tmp / "train_config.json", to_dict(cfg))
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+        for s, p in checkpoints(run_dir)[: -cfg.keep_checkpoints]:
+            shutil.rmtree(p, ignore_errors=True)
+        return final
+
+    def log(self, row: dict) -> None:
+        append_jsonl(self.run_dir / "metrics.jsonl", [row])
+        if self.writer:
+            for k, v in row.items():
+                if k != "step" and isinstance(v, (int, float)) and v is not None:
+                    self.writer.add_scalar(k, v, row["step"])
+            self.writer.flush()
+        if self.wandb:
+            self.wandb.log(row, step=row["step"])
+
+    # ------------------------------------------------------------------ the loop
+    def run(self) -> list[dict]:
+        from tqdm.auto import tqdm
+
+        self.setup()
+        cfg = self.cfg
+        kill_after = int(os.environ.get("TBRM_KILL_AFTER_STEP", "0"))  # test hook: a real SIGKILL mid-run
+        try:
+            if self.start_step == 0:
+                self.log({"step": 0, "rollouts": 0, **self.evaluate(0)})
+            bar = tqdm(total=cfg.steps, initial=self.start_step, desc=f"{cfg.algorithm} train", unit="step",
+                       disable=not self.progress, dynamic_ncols=True)
+            for step in range(self.start_step + 1, cfg.steps + 1):
+                row = self.step(step)
+                last = step == cfg.steps
+                if last or (cfg.eval_every and step % cfg.eval_every == 0):
+                    row.update(self.evaluate(step))
+                self.log(row)
+                if last or (cfg.save_every and step % cfg.save_every == 0):
+                    self.save(step)
+                bar.update(1)
+                bar.set_postfix({"reward": f"{row['reward/mean']:.3f}", "loss": f"{row['loss']:.3g}",
+                                 **{k.split("/")[1]: f"{v:.3f}" for k, v in row.items() if k.endswith("/accuracy")
+                                    and k.startswith("eval/")}})
+                if kill_after and step == kill_after:
+                    os.kill(os.getpid(), signal.SIGKILL)
+            bar.close()
+        finally:
+            self.verifier.close()
+            if self.writer:
+                self.writer.close()
+        return read_jsonl(self.run_dir / "metrics.jsonl")
+
+
+class _NoGradForward:
+    """What `Algorithm.prepare` gets to compute pi_old log-probs: the policy's micro-batched no-grad forward."""
+
+    def __init__(self, trainer: Trainer, batch):
+        self.logprobs = trainer._no_grad_logprobs(trainer.policy, batch)
+
+
+def _line(row: dict) -> str:
+    import json
+
+    return json.dumps(row) + "\n"
+
+
+def train(cfg: TrainConfig, run_dir: str | Path, progress: bool = True) -> list[dict]:
+    return Trainer(cfg, run_dir, progress).run()
