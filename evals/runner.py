@@ -13,7 +13,9 @@ on disk, so a resumed run reaches the same summary as an uninterrupted one.
 
 from __future__ import annotations
 
+import os
 import platform
+import signal
 import time
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
@@ -141,6 +143,9 @@ def evaluate_problems(
         kept = [r for r in rows if r["batch_index"] in done]
         atomic_write_text(samples_path, "".join(_dumps(r) for r in kept))
         rows = kept
+    if done and progress:
+        print(f"{name}: resuming, {len(done)}/{len(plan)} batches already on disk", flush=True)
+    kill_after = int(os.environ.get("TBRM_KILL_AFTER_BATCHES", "0"))  # test hook: a real SIGKILL mid-run
     total = sum(len(b) for b in plan)
     bar = tqdm(total=total, desc=f"{name}", unit="seq", disable=not progress, dynamic_ncols=True)
     bar.update(sum(len(plan[b]) for b in done))
@@ -166,6 +171,8 @@ def evaluate_problems(
         rows.extend(new)
         if on_batch:
             on_batch(new)
+        if kill_after and bi + 1 >= kill_after:
+            os.kill(os.getpid(), signal.SIGKILL)
         gen_tokens += sum(s.num_tokens for s in samples)
         gen_seconds += samples[0].seconds if samples else 0.0
         bar.update(len(batch))

@@ -105,7 +105,7 @@ def load_trajectories(path: str | Path) -> list[Trajectory]:
     path = Path(path)
     out = []
     for line, rec in read_records(path):
-        prompt = field_value(rec, "prompt", path=path, line=line, kind="prompt")
+        prompt = field_value(rec, "prompt", path=path, line=line, kind="problem")
         response = rec.get("response") if isinstance(rec, dict) else None
         if not isinstance(response, str):
             raise DataError(path, line, "response", "missing or not a string")
