@@ -1,0 +1,297 @@
+"""Answer extraction, gold normalisation and the grader: in-process `judge` and the `Verifier` pool.
+
+Everything here is real: real math-verify, real worker processes, real timeouts and killed workers.
+One module-scoped pool serves most tests; tests that break workers start their own small pool.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from evals.extraction import Extraction, extract_answer, normalize_gold
+from evals.verifier import Outcome, Verdict, Verifier, judge
+
+TIMEOUT_S = 2.0
+# Grading this never finishes: sympy tries to evaluate a tower of powers when comparing it with 1.
+STUCK = ("The result is \\boxed{9^{9^{9^{9}}}}", "1")
+
+
+@pytest.fixture(scope="module")
+def verifier():
+    with Verifier(workers=2, timeout_s=TIMEOUT_S) as v:
+        yield v
+
+
+# ---------------------------------------------------------------------------------------------------
+# extract_answer
+
+
+def test_last_box_wins_and_nested_braces_are_kept():
+    got = extract_answer(r"first \boxed{1}, then \boxed{\frac{a}{b^{2}}} and finally 7.")
+    assert got == Extraction(r"\frac{a}{b^{2}}", "boxed")
+
+
+@pytest.mark.parametrize(
+    "response, answer",
+    [
+        ("2 + 3 = 5.", "5"),  # SmolLM2-135M style: the last number counts, the full stop does not
+        ("The final answer is $\\frac{3}{4}$. Check: 8", "\\frac{3}{4}"),
+        ("The answer is **7**. Check: 8", "7"),
+        ("Answer: 42\nLet me double check 9", "42"),
+        ("the answer is not obvious; 6 + 1 = 7", "7"),  # phrase without a value falls to the last number
+        ("It costs 2,125 dollars.", "2125"),
+        ("so x = -3", "-3"),
+        ("5-3=2", "2"),  # a binary minus is not a sign
+        ("about 3/4 of them", "3/4"),
+        ("pi is roughly 3.14.", "3.14"),
+        ("the rope is 10cm long", "10"),
+    ],
+)
+def test_fallback_extraction_is_flagged(response, answer):
+    assert extract_answer(response) == Extraction(answer, "fallback")
+
+
+@pytest.mark.parametrize("response", ["2 + 3 = 5.", "The answer is $7$."])
+def test_fallback_only_when_allowed(response):
+    assert extract_answer(response, allow_fallback=False) == Extraction(None, "none")
+
+
+@pytest.mark.parametrize("response", ["", "I do not know.", "x2 + y", "\\boxed{}"])
+def test_no_answer(response):
+    assert extract_answer(response) == Extraction(None, "none")
+
+
+def test_empty_box_falls_through_to_fallback():
+    assert extract_answer("so 4 + 4 = 8, \\boxed{}") == Extraction("8", "fallback")
+
+
+@given(st.integers(-(10**15), 10**15))
+def test_fallback_takes_the_last_integer(a):
+    assert extract_answer(f"We compute step by step, 12 + 30 = 42, so the result is {a}.").answer == str(a)
+    assert extract_answer(f"In total {a:,} apples.").answer == str(a)
+
+
+# ---------------------------------------------------------------------------------------------------
+# normalize_gold
+
+
+@pytest.mark.parametrize(
+    "gold, canonical",
+    [
+        ("025", "25"),  # AIME24
+        (27.0, "27"),  # AMC23 JSON float
+        ("2,125", "2125"),  # GSM8K
+        ("$\\frac{1}{2}$", "\\frac{1}{2}"),  # OlympiadBench
+        ("\\(x+1\\)", "x+1"),
+        ("$$5$$", "5"),
+        ("\\boxed{3}", "3"),
+        (" 2.50 ", "2.5"),
+        (25, "25"),
+        (0.5, "0.5"),
+        (1e-07, "0.0000001"),  # not "1e-07", which LaTeX parsing reads as 1*e*(-7)
+        ("-0", "0"),
+        ("(1,234)", "(1,234)"),  # maybe a point: only a lone number loses its commas
+        ("$x$ and $y$", "$x$ and $y$"),  # not one wrapped formula
+    ],
+)
+def test_normalize_gold(gold, canonical):
+    assert normalize_gold(gold) == canonical
+    assert normalize_gold(canonical) == canonical  # idempotent: the Verifier normalises, then judge again
+
+
+@pytest.mark.parametrize("gold", [None, "", "   ", "$$", True, float("nan"), float("inf"), [1]])
+def test_ungradeable_gold_is_an_error(gold):
+    with pytest.raises(ValueError):
+        normalize_gold(gold)
+
+
+@given(st.integers(0, 10**12), st.integers(0, 3))
+def test_normalize_gold_numbers(a, zeros):
+    assert normalize_gold("0" * zeros + str(a)) == str(a)
+    assert normalize_gold(f"{a:,}") == str(a)
+    assert normalize_gold(float(a)) == str(a)
+
+
+# ---------------------------------------------------------------------------------------------------
+# judge (in process) and the Verifier pool agree on these
+
+C, W, U = Outcome.CORRECT, Outcome.WRONG, Outcome.UNPARSED
+CASES = [
+    # response, gold, outcome, extraction
+    ("So the answer is \\boxed{42}.", "42", C, "boxed"),
+    ("So the answer is \\boxed{41}.", "42", W, "boxed"),
+    ("\\boxed{\\frac{\\sqrt{3}}{2}}", "\\frac{\\sqrt{3}}{2}", C, "boxed"),  # nested braces
+    ("\\boxed{\\frac{1}{2}}", "0.5", C, "boxed"),
+    ("\\boxed{0.5}", "\\frac{1}{2}", C, "boxed"),
+    ("\\boxed{25}", "025", C, "boxed"),
+    ("\\boxed{27}", 27.0, C, "boxed"),
+    ("\\boxed{2125}", "2,125", C, "boxed"),
+    ("\\boxed{\\frac12}", "$\\frac{1}{2}$", C, "boxed"),
+    ("\\boxed{26}", "025", W, "boxed"),
+    ("2 + 3 = 5.", "5", C, "fallback"),
+    ("2 + 3 = 6.", "5", W, "fallback"),
+    ("I am not sure.", "5", U, "none"),
+    ("\\boxed{!!}", "5", U, "boxed"),  # boxed, but nothing math-verify can read
+]
+
+
+@pytest.mark.parametrize("response, gold, outcome, extraction", CASES)
+def test_judge(response, gold, outcome, extraction):
+    v = judge(response, gold)
+    assert (v.outcome, v.extraction, v.correct) == (outcome, extraction, outcome is C)
+    assert (v.answer_key is None) == (outcome is U)
+
+
+def test_fallback_is_not_credited_when_disallowed():
+    assert judge("2 + 3 = 5.", "5", allow_fallback=False).outcome is U
+    assert judge("\\boxed{5}", "5", allow_fallback=False).outcome is C
+
+
+def test_answer_key_groups_equivalent_answers():
+    keys = {judge(f"\\boxed{{{a}}}", "1/2").answer_key for a in ("0.5", "\\frac{1}{2}", "\\frac12", "1/2")}
+    assert keys == {"1/2"}
+    assert judge("\\boxed{27.0}", "27").answer_key == judge("\\boxed{27}", "27").answer_key == "27"
+    assert judge("\\boxed{3}", "2").answer_key != judge("\\boxed{4}", "2").answer_key
+
+
+def test_judge_runs_outside_the_main_thread():
+    # math-verify's default timeouts use signal.alarm, which raises ValueError outside the main thread.
+    out: list = []
+    t = threading.Thread(target=lambda: out.append(judge("\\boxed{\\frac{1}{2}}", "0.5")))
+    t.start()
+    t.join()
+    assert out and out[0].outcome is C
+
+
+def test_verify_batch_matches_judge_and_keeps_order(verifier):
+    pairs = [(response, gold) for response, gold, _, _ in CASES]
+    pairs += [(f"so we get \\boxed{{{i}}}", str(i if i % 3 else i + 1)) for i in range(60)]
+    verdicts = verifier.verify_batch(pairs)
+    assert all(isinstance(v, Verdict) for v in verdicts)
+    assert [(v.outcome, v.extraction) for v in verdicts[: len(CASES)]] == [(o, e) for _, _, o, e in CASES]
+    rest = verdicts[len(CASES) :]
+    assert [v.extracted for v in rest] == [str(i) for i in range(60)]
+    assert [v.correct for v in rest] == [i % 3 != 0 for i in range(60)]
+
+
+def test_stats_count_outcomes(verifier):
+    before = verifier.stats.copy()
+    verifier.verify_batch([("\\boxed{1}", "1"), ("\\boxed{2}", "1"), ("\\boxed{3}", "3"), ("nothing", "3")])
+    after = verifier.stats
+    assert (after[C] - before[C], after[W] - before[W], after[U] - before[U]) == (2, 1, 1)
+
+
+def test_empty_batch(verifier):
+    assert verifier.verify_batch([]) == []
+
+
+def test_bad_gold_raises_before_grading(verifier):
+    with pytest.raises(ValueError):
+        verifier.verify_batch([("\\boxed{1}", "1"), ("\\boxed{1}", None)])
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.integers(-(10**9), 10**9), min_size=1, max_size=10))
+def test_integers_property(verifier, values):
+    pairs = [(f"The answer is \\boxed{{{a}}}.", str(a)) for a in values]
+    pairs += [(f"The answer is \\boxed{{{a}}}.", str(a + 1)) for a in values]
+    outcomes = [v.outcome for v in verifier.verify_batch(pairs)]
+    assert outcomes == [C] * len(values) + [W] * len(values)
+
+
+def test_stuck_grading_times_out_and_pool_recovers(verifier):
+    timeouts_before = verifier.stats[Outcome.TIMEOUT]
+    start = time.monotonic()
+    stuck, normal = verifier.verify_batch([STUCK, ("\\boxed{7}", "7")])
+    elapsed = time.monotonic() - start
+    assert stuck.outcome is Outcome.TIMEOUT and not stuck.correct
+    assert stuck.extracted == "9^{9^{9^{9}}}" and stuck.extraction == "boxed"
+    assert normal.outcome is C  # the other worker kept grading
+    assert elapsed < TIMEOUT_S + 2.0
+    assert verifier.stats[Outcome.TIMEOUT] == timeouts_before + 1
+    # The stuck worker was killed and replaced: both workers grade again.
+    verdicts = verifier.verify_batch([(f"\\boxed{{{i}}}", str(i)) for i in range(10)])
+    assert all(v.correct for v in verdicts)
+
+
+def test_callable_from_threads(verifier):
+    results: dict[int, list[Verdict]] = {}
+
+    def work(k: int) -> None:
+        values = [k * 100 + i for i in range(20)]
+        results[k] = verifier.verify_batch([(f"\\boxed{{{a}}}", str(a)) for a in values])
+
+    threads = [threading.Thread(target=work, args=(k,)) for k in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert sorted(results) == [0, 1, 2]
+    for k, verdicts in results.items():
+        assert [v.extracted for v in verdicts] == [str(k * 100 + i) for i in range(20)]
+        assert all(v.correct for v in verdicts)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Pools of their own
+
+
+def _pool_workers() -> set[int]:
+    """Live pebble workers of this process: children of the forkserver, i.e. our grandchildren."""
+    parent: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:  # exited meanwhile
+                continue
+            if fields[0] != "Z":
+                parent[int(entry)] = int(fields[1])
+    children = {pid for pid, ppid in parent.items() if ppid == os.getpid()}
+    return {pid for pid, ppid in parent.items() if ppid in children}
+
+
+def test_verifier_without_fallback():
+    with Verifier(workers=1, timeout_s=TIMEOUT_S, allow_fallback=False) as v:
+        plain, boxed = v.verify_batch([("2 + 3 = 5.", "5"), ("\\boxed{5}", "5")])
+    assert (plain.outcome, plain.extraction) == (U, "none")
+    assert boxed.outcome is C
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="finds worker processes through /proc")
+def test_dead_workers_never_crash_a_batch(verifier, caplog):
+    others = _pool_workers()  # the module pool's workers, left alone
+    with Verifier(workers=1, timeout_s=30) as v:
+        assert v.verify("\\boxed{1}", "1").correct
+        (worker,) = _pool_workers() - others
+
+        # A worker that dies mid-grading (say, the OOM killer) gives a logged, counted UNPARSED verdict.
+        out: list[Verdict] = []
+        t = threading.Thread(target=lambda: out.append(v.verify(*STUCK)))
+        t.start()
+        time.sleep(1.0)  # let it get stuck
+        os.kill(worker, signal.SIGKILL)
+        t.join(timeout=10)
+        assert out and out[0].outcome is U and out[0].extracted == "9^{9^{9^{9}}}"
+        assert v.errors == 1
+        assert any("grader failed" in r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR)
+        assert v.verify("\\boxed{2}", "2").correct  # pebble replaced the worker
+
+        # pebble gives up on a pool whose worker dies while idle; the Verifier starts a fresh one.
+        (worker,) = _pool_workers() - others
+        os.kill(worker, signal.SIGKILL)
+        time.sleep(0.5)
+        assert [x.outcome for x in v.verify_batch([("\\boxed{3}", "3"), ("\\boxed{4}", "3")])] == [C, W]
+        assert v.errors == 1
+    with pytest.raises(RuntimeError):
+        v.verify("\\boxed{1}", "1")
+    v.close()  # idempotent
