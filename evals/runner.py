@@ -143,7 +143,7 @@ def evaluate_problems(
         kept = [r for r in rows if r["batch_index"] in done]
         atomic_write_text(samples_path, "".join(_dumps(r) for r in kept))
         rows = kept
-    if done and progress:
+    if done:
         print(f"{name}: resuming, {len(done)}/{len(plan)} batches already on disk", flush=True)
     kill_after = int(os.environ.get("TBRM_KILL_AFTER_BATCHES", "0"))  # test hook: a real SIGKILL mid-run
     total = sum(len(b) for b in plan)
@@ -284,7 +284,9 @@ def print_summary(summary: dict, console=None) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = console or Console()
+    import sys
+
+    console = console or Console(width=None if sys.stdout.isatty() else 160)
     table = Table(title=f"{summary['model']}  ({summary['template']['name']} template)")
     for col in ("benchmark", "problems", "metric", "score", "95% CI", "pass@k", "maj@k", "unparsed",
                 "timeouts", "trunc.", "mean len", "tok/s"):

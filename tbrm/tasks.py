@@ -204,7 +204,9 @@ class ArithmeticTask:
             if op not in OPS:
                 raise ValueError(f"ArithmeticTask.ops must be a subset of {OPS}, got {op!r}")
         if not _is_int(self.heldout_size) or not 0 <= self.heldout_size <= MAX_HELDOUT:
-            raise ValueError(f"ArithmeticTask.heldout_size must be an integer in 0..{MAX_HELDOUT}, got {self.heldout_size!r}")
+            raise ValueError(
+                f"ArithmeticTask.heldout_size must be an integer in 0..{MAX_HELDOUT}, got {self.heldout_size!r}"
+            )
         if not _is_int(self.seed):
             raise ValueError(f"ArithmeticTask.seed must be an integer, got {self.seed!r}")
         capacity = sum(_capacity(d, op) for d in digits for op in ops)
@@ -256,7 +258,9 @@ class ArithmeticTask:
             if n is not None and n > self.heldout_size:
                 raise ValueError(f"n={n} > heldout_size={self.heldout_size}")
             triples = _heldout_triples(self.digits, self.ops, self.heldout_size)[:n]
-            return [_make_problem(a, op, b, d, "heldout", f"arith:heldout:{i}") for i, (a, op, b, d) in enumerate(triples)]
+            return [
+                _make_problem(a, op, b, d, "heldout", f"arith:heldout:{i}") for i, (a, op, b, d) in enumerate(triples)
+            ]
         if split == "train":
             if n is None:
                 raise ValueError("split='train' is endless: pass n, or iterate train_stream(seed)")
