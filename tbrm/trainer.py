@@ -262,6 +262,8 @@ class Trainer:
         return final
 
     def log(self, row: dict) -> None:
+        # NaN (e.g. explained variance of constant returns) is not JSON: store null
+        row = {k: (None if isinstance(v, float) and v != v else v) for k, v in row.items()}
         append_jsonl(self.run_dir / "metrics.jsonl", [row])
         if self.writer:
             for k, v in row.items():
