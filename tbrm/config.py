@@ -87,7 +87,8 @@ class TrainConfig:
     verifier_timeout: float = 5.0
 
     # --- evaluation, checkpoints, logging ------------------------------------------------------------------------
-    eval_every: int = 10  # steps between held-out evaluations (0 = only at the end)
+    evaluate: bool = True  # False skips held-out evaluation entirely (speed benchmarks)
+    eval_every: int = 10  # steps between held-out evaluations (0 = only at the start and the end)
     eval_problems: int = 100  # held-out problems per evaluation (arithmetic held-out split, or MATH500 slice)
     eval_benchmark: Optional[str] = None  # also evaluate on this registry benchmark's first eval_problems
     eval_max_new_tokens: Optional[int] = None  # default: max_new_tokens

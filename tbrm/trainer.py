@@ -28,7 +28,7 @@ from tbrm.config import ConfigError, TrainConfig, to_dict
 from tbrm.io import append_jsonl, atomic_write_json, atomic_write_text, read_json, read_jsonl
 
 # Settings that may change between a run and its resumption (they do not change what is computed per step).
-RESUMABLE_CHANGES = {"steps", "eval_every", "save_every", "keep_checkpoints", "device", "threads", "tensorboard",
+RESUMABLE_CHANGES = {"steps", "evaluate", "eval_every", "save_every", "keep_checkpoints", "device", "threads", "tensorboard",
                      "wandb", "wandb_project", "generation_batch_size"}
 
 
@@ -281,14 +281,14 @@ class Trainer:
         cfg = self.cfg
         kill_after = int(os.environ.get("TBRM_KILL_AFTER_STEP", "0"))  # test hook: a real SIGKILL mid-run
         try:
-            if self.start_step == 0:
+            if self.start_step == 0 and cfg.evaluate:
                 self.log({"step": 0, "rollouts": 0, **self.evaluate(0)})
             bar = tqdm(total=cfg.steps, initial=self.start_step, desc=f"{cfg.algorithm} train", unit="step",
                        disable=not self.progress, dynamic_ncols=True)
             for step in range(self.start_step + 1, cfg.steps + 1):
                 row = self.step(step)
                 last = step == cfg.steps
-                if last or (cfg.eval_every and step % cfg.eval_every == 0):
+                if cfg.evaluate and (last or (cfg.eval_every and step % cfg.eval_every == 0)):
                     row.update(self.evaluate(step))
                 self.log(row)
                 if last or (cfg.save_every and step % cfg.save_every == 0):
@@ -300,6 +300,10 @@ class Trainer:
                 if kill_after and step == kill_after:
                     os.kill(os.getpid(), signal.SIGKILL)
             bar.close()
+            from tbrm.plots import plot_training_curves
+
+            plot_training_curves(read_jsonl(self.run_dir / "metrics.jsonl"), self.run_dir / "curves.png",
+                                 title=f"{cfg.algorithm} n={cfg.rollouts_per_prompt} on {cfg.model}")
         finally:
             self.verifier.close()
             if self.writer:

@@ -44,6 +44,7 @@ def test_every_algorithm_trains_and_checkpoints(tiny_model_path, tmp_path, algo,
             assert key in r, key
         assert r["optim/grad_norm"] >= 0
     assert (run / "tensorboard").is_dir() and any((run / "tensorboard").iterdir())
+    assert (run / "curves.png").stat().st_size > 10_000  # the plotted curves
     ckpt = run / "checkpoint-2"
     assert (ckpt / "model.safetensors").exists() and (ckpt / "trainer_state.pt").exists()
     before = load_file(str(Path(tiny_model_path) / "model.safetensors"))

@@ -1,0 +1,54 @@
+"""`tbrm report` and `tbrm reproduce` (plugged into `tbrm.cli` through `add_parsers`)."""
+
+from __future__ import annotations
+
+import argparse
+import argparse as _ap
+
+
+def _alpha(text: str) -> float:
+    try:
+        x = float(text)
+    except ValueError:
+        raise _ap.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.0 < x < 1.0:
+        raise _ap.ArgumentTypeError(f"must be in (0, 1), got {x}")
+    return x
+
+
+def add_parsers(sub) -> None:
+    p = sub.add_parser(
+        "report", help="compare eval and train runs: Table 1, paired significance, curves, efficiency",
+        description="Compare any mix of `tbrm eval` and `tbrm train` run directories. Writes DIR/report.md, a "
+                    "self-contained DIR/report.html, DIR/figures/*.png and DIR/tables/*.csv. Runs scored on "
+                    "different problems or with different settings are flagged, not silently averaged.")
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="eval run (summary.json) or train run "
+                                                              "(train_config.json) directories")
+    p.add_argument("--out", required=True, help="report folder (created; earlier figures/tables replaced)")
+    p.add_argument("--label", action="append", metavar="RUN_DIR=NAME", default=[],
+                   help="display name of a run (repeatable); default: the method (TBRM n=1, ...) or base model")
+    p.add_argument("--alpha", type=_alpha, default=0.05, help="significance level of the paired tests (0.05)")
+    p.add_argument("--metric", choices=("avg", "pass", "maj"), default="avg",
+                   help="Table 1 metric per benchmark: avg@n (default), pass@n or maj@n, n as evaluated")
+    p.add_argument("--average-over", nargs="+", metavar="BENCH",
+                   help="benchmarks the Average column may use (e.g. the paper's six); default all comparable")
+    p.add_argument("--title", default="TBRM benchmark report")
+    p.set_defaults(func=_run_report)
+
+    from reports.reproduce import add_parser as add_reproduce
+
+    add_reproduce(sub)
+
+
+def _run_report(a: argparse.Namespace) -> int:
+    from reports.build import build_report
+
+    res = build_report(a.runs, a.out, labels=a.label, alpha=a.alpha, metric=a.metric,
+                       average_over=a.average_over, title=a.title)
+    print(f"report: {res.out / 'report.md'} and {res.out / 'report.html'} "
+          f"({len(res.figures)} figures, {len(res.tables)} tables in {res.out})")
+    if res.warnings:
+        print(f"{len(res.warnings)} warning(s), also in the report:")
+        for w in res.warnings:
+            print(f"  ! {w}")
+    return 0

@@ -1,0 +1,166 @@
+"""Report figures (matplotlib, no pyplot state): Table 1 as bars with CIs, training curves of every train run on
+shared axes against step / wall-clock / rollouts consumed, and time per step by phase."""
+
+from __future__ import annotations
+
+import io
+import math
+from pathlib import Path
+
+from matplotlib.figure import Figure
+
+from reports.runs import TrainRun
+from reports.tables import ModelRow, bench_names
+
+COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
+          "#17becf")
+
+# x axes for the training curves: (file suffix, axis label, per-row value function)
+X_AXES = ("step", "time", "rollouts")
+X_LABELS = {"step": "training step", "time": "training wall-clock (minutes, excl. held-out eval)",
+            "rollouts": "rollouts consumed"}
+
+
+def color_map(labels: list[str]) -> dict[str, str]:
+    return {lab: COLORS[i % len(COLORS)] for i, lab in enumerate(dict.fromkeys(labels))}
+
+
+def png_bytes(fig: Figure) -> bytes:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight", metadata={"Software": None})
+    return buf.getvalue()
+
+
+def table1_figure(rows: list[ModelRow], metric: str, colors: dict[str, str]) -> Figure | None:
+    names = bench_names(rows)
+    if not rows or not names:
+        return None
+    fig = Figure(figsize=(max(6.0, 1.2 + 1.1 * len(names) * max(1, len(rows)) ** 0.5), 3.8))
+    ax = fig.add_subplot()
+    width = 0.8 / len(rows)
+    for i, r in enumerate(rows):
+        xs, ys, lo, hi = [], [], [], []
+        for j, b in enumerate(names):
+            if b not in r.benchmarks:
+                continue
+            _, m = r.benchmarks[b].metric(metric)
+            xs.append(j - 0.4 + width * (i + 0.5))
+            ys.append(100 * m["value"])
+            lo.append(100 * (m["value"] - m["ci_low"]))
+            hi.append(100 * (m["ci_high"] - m["value"]))
+        ax.bar(xs, ys, width=width * 0.95, color=colors[r.label], label=r.label, yerr=[lo, hi], capsize=3,
+               error_kw={"elinewidth": 1, "ecolor": "#333333"})
+    ax.set_xticks(range(len(names)), [f"{b}\n({r})" for b, r in zip(names, _metric_names(rows, names, metric))])
+    ax.set_ylabel("score (%)")
+    ax.set_ylim(bottom=0)
+    ax.grid(axis="y", alpha=0.3)
+    ax.set_title("Benchmark scores with bootstrap CIs over problems")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    return fig
+
+
+def _metric_names(rows, names, metric) -> list[str]:
+    out = []
+    for b in names:
+        ms = {r.benchmarks[b].metric(metric)[0] for r in rows if b in r.benchmarks}
+        out.append(next(iter(ms)) if len(ms) == 1 else "mixed")
+    return out
+
+
+def curve_panels(trains: list[TrainRun]) -> list[tuple[str, str]]:
+    """(metrics.jsonl key, title) of every panel that at least one run has data for."""
+    panels = [("reward/mean", "reward (mean over rollouts)")]
+    for name in dict.fromkeys(n for t in trains for n in t.eval_names):
+        panels.append((f"eval/{name}/accuracy", f"held-out accuracy: {name}"))
+    panels += [("response/length_mean", "response length (tokens)"),
+               ("kl/seq_log_ratio_mean", "KL to reference (seq. log-ratio)"), ("loss", "loss (symlog)")]
+    return [p for p in panels if any(r.get(p[0]) is not None for t in trains for r in t.rows)]
+
+
+def x_values(t: TrainRun, axis: str) -> dict[int, float]:
+    """step -> x for every logged row (step 0 is the initial evaluation: 0 on every axis)."""
+    out, clock = {}, 0.0
+    for r in t.rows:
+        if axis == "step":
+            out[r["step"]] = float(r["step"])
+        elif axis == "rollouts":
+            out[r["step"]] = float(r.get("rollouts") or 0)
+        else:
+            clock += float(r.get("time/step") or 0.0)
+            out[r["step"]] = clock / 60.0
+    return out
+
+
+def curves_figure(trains: list[TrainRun], axis: str, colors: dict[str, str]) -> Figure | None:
+    panels = curve_panels(trains)
+    if not trains or not panels:
+        return None
+    ncols = min(3, len(panels))
+    nrows = math.ceil(len(panels) / ncols)
+    fig = Figure(figsize=(4.4 * ncols, 3.2 * nrows + 0.6), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    for ax, (key, title) in zip(axes, panels):
+        for t in trains:
+            xs = x_values(t, axis)
+            pts = [(xs[r["step"]], r[key]) for r in t.rows if r.get(key) is not None]
+            if not pts:
+                continue
+            if key.startswith("eval/"):
+                pts = [(x, 100 * y) for x, y in pts]
+            ax.plot(*zip(*pts), marker="o", markersize=3, linewidth=1.5, color=colors[t.label], label=t.label)
+        if key == "loss":
+            ax.set_yscale("symlog", linthresh=1e-2)
+        if key.startswith("eval/"):
+            ax.set_ylabel("%")
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel(X_LABELS[axis], fontsize=8)
+        ax.grid(alpha=0.3)
+    for ax in axes[len(panels):]:
+        ax.set_visible(False)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside upper center", ncols=min(len(labels), 4), fontsize=9)
+    return fig
+
+
+def efficiency_figure(records: list[dict], colors: dict[str, str]) -> Figure | None:
+    recs = [r for r in records if r.get("step_s") is not None]
+    if not recs:
+        return None
+    fig = Figure(figsize=(9, 0.6 + 0.55 * len(recs) + 1.2), layout="constrained")
+    ax_t, ax_m = fig.subplots(1, 2, width_ratios=[2, 1])
+    ys = range(len(recs))
+    left = [0.0] * len(recs)
+    for key, name, col in (("generation_s", "generation", "#4c72b0"), ("reference_s", "reference", "#dd8452"),
+                           ("training_s", "training", "#55a868")):
+        vals = [r.get(key) or 0.0 for r in recs]
+        ax_t.barh(ys, vals, left=left, color=col, label=name)
+        left = [a + b for a, b in zip(left, vals)]
+    ax_t.set_yticks(list(ys), [r["label"] for r in recs])
+    ax_t.invert_yaxis()
+    ax_t.set_xlabel("seconds per step")
+    ax_t.legend(fontsize=8)
+    ax_t.set_title("time per step by phase", fontsize=10)
+    ax_m.barh(ys, [r.get("peak_memory_gb") or 0.0 for r in recs], color=[colors.get(r["label"], "#777") for r in recs])
+    ax_m.set_yticks(list(ys), [""] * len(recs))
+    ax_m.invert_yaxis()
+    ax_m.set_xlabel("GB")
+    ax_m.set_title("peak memory", fontsize=10)
+    for ax in (ax_t, ax_m):
+        ax.grid(axis="x", alpha=0.3)
+    return fig
+
+
+def write_bytes(path: Path, data: bytes) -> None:
+    """Write a file atomically (temp file in the same folder + rename)."""
+    import os
+    import tempfile
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

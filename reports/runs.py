@@ -1,0 +1,355 @@
+"""Load and validate run directories for `tbrm report`.
+
+Two kinds, told apart by their files:
+
+* eval run (`tbrm eval`): ``summary.json`` + ``samples/<bench>.jsonl`` (+ ``config.json``);
+* train run (`tbrm train`): ``train_config.json`` + ``metrics.jsonl`` (+ ``checkpoint-N/``, ``evals/``).
+
+Everything a report shows is checked here first, so a bad, missing or corrupt file fails with one clear error
+naming the file (and line), never with a traceback from deep inside a table or a plot. Reading never modifies
+a run (unlike `tbrm.io.read_jsonl`, which truncates a torn tail so a run can resume).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tbrm.io import CorruptFileError, read_json
+
+ALGORITHM_NAMES = {"tbrm": "TBRM", "grpo": "GRPO", "ppo": "PPO"}
+
+
+@dataclass
+class BenchResult:
+    """One benchmark of one eval run."""
+
+    name: str
+    n_problems: int
+    n_samples: int
+    metrics: dict[str, dict]  # "avg@n", "pass@k", "maj@n" -> {"value", "ci_low", "ci_high"} (from summary.json)
+    sampling: dict[str, Any]  # n, temperature, top_p, max_new_tokens (as evaluated)
+    template: str  # effective prompt template
+    scores: dict[str, float]  # problem_id -> mean correctness over its samples (from samples/<bench>.jsonl)
+    ci_level: float  # level of the summary's bootstrap CIs
+    samples_path: Path
+
+    def metric(self, kind: str = "avg") -> tuple[str, dict]:
+        """The headline metric of this benchmark: avg@n, pass@n or maj@n (maj falls back to avg for n=1)."""
+        n = self.n_samples
+        name = {"avg": f"avg@{n}", "pass": f"pass@{n}", "maj": f"maj@{n}" if n > 1 else f"avg@{n}"}[kind]
+        if name not in self.metrics:
+            raise ValueError(f"{self.samples_path.parent.parent / 'summary.json'}: benchmark {self.name!r} has no "
+                             f"{name!r} metric")
+        return name, self.metrics[name]
+
+
+@dataclass
+class EvalRun:
+    path: Path
+    model: str  # --model as given
+    model_path: str
+    fingerprint: dict
+    base_model: str  # short name of the base model (the model itself for a base run)
+    method: str | None  # "TBRM n=1" ... for a trained checkpoint, None for a base model
+    checkpoint_step: int | None
+    final_step: int | None  # the training run's configured steps (to flag intermediate checkpoints)
+    benchmarks: dict[str, BenchResult]
+    versions: dict
+    label: str = ""
+    user_label: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    kind = "eval"
+
+    @property
+    def is_base(self) -> bool:
+        return self.method is None
+
+    @property
+    def identity(self) -> str:
+        """Which model was scored: runs of the same model merge into one table row."""
+        return json.dumps(self.fingerprint, sort_keys=True)
+
+
+@dataclass
+class TrainRun:
+    path: Path
+    config: dict
+    method: str
+    base_model: str
+    rows: list[dict]  # metrics.jsonl, one row per step (step 0 = the initial held-out evaluation)
+    label: str = ""
+    user_label: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    kind = "train"
+
+    @property
+    def steps_done(self) -> int:
+        return max((r["step"] for r in self.rows), default=0)
+
+    @property
+    def eval_names(self) -> list[str]:
+        names: list[str] = []
+        for r in self.rows:
+            for k in r:
+                if k.startswith("eval/") and k.endswith("/accuracy") and k[5:-9] not in names:
+                    names.append(k[5:-9])
+        return names
+
+
+# ---------------------------------------------------------------------------------------------------- helpers
+
+
+def method_label(train_config: dict, where: Path) -> str:
+    algo = train_config.get("algorithm")
+    n = train_config.get("rollouts_per_prompt")
+    if algo not in ALGORITHM_NAMES or not isinstance(n, int):
+        raise ValueError(f"{where}: needs 'algorithm' (tbrm/grpo/ppo) and an integer 'rollouts_per_prompt', "
+                         f"got {algo!r} and {n!r}")
+    return f"{ALGORITHM_NAMES[algo]} n={n}"
+
+
+def short_model_name(name: str) -> str:
+    """'smollm2' -> 'smollm2-135m-instruct', 'Qwen/Qwen2.5-Math-1.5B' -> 'Qwen2.5-Math-1.5B', a path -> its
+    folder name."""
+    from tbrm.models import ALIASES
+
+    name = ALIASES.get(name, name)
+    return Path(name.rstrip("/")).name or name
+
+
+def read_jsonl_strict(path: Path, *, allow_torn_tail: bool) -> tuple[list[tuple[int, dict]], bool]:
+    """Rows of a JSONL file with their 1-based line numbers, without modifying the file. A bad line raises
+    CorruptFileError naming file and line; only a torn *final* line without a newline (a run killed mid-write)
+    is skipped, and only when `allow_torn_tail`. Returns (rows, torn_tail_skipped)."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    raw = path.read_bytes()
+    lines = raw.split(b"\n")
+    out: list[tuple[int, dict]] = []
+    for i, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            if allow_torn_tail and i == len(lines) and not raw.endswith(b"\n"):
+                return out, True
+            raise CorruptFileError(f"{path}:{i}: not valid JSON ({getattr(e, 'msg', e)})") from None
+        if not isinstance(row, dict):
+            raise CorruptFileError(f"{path}:{i}: expected a JSON object, got {type(row).__name__}")
+        out.append((i, row))
+    return out, False
+
+
+def _need(obj: Any, key: str, types, where: str) -> Any:
+    if not isinstance(obj, dict) or key not in obj:
+        raise ValueError(f"{where}: missing field {key!r}")
+    val = obj[key]
+    if types is not None and (not isinstance(val, types) or isinstance(val, bool)):
+        raise ValueError(f"{where}: field {key!r} has the wrong type ({type(val).__name__}: {val!r})")
+    return val
+
+
+def _read_json_dict(path: Path) -> dict:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    obj = read_json(path)
+    if not isinstance(obj, dict):
+        raise CorruptFileError(f"{path}: expected a JSON object")
+    return obj
+
+
+# ---------------------------------------------------------------------------------------------------- eval runs
+
+
+def _find_model_dir(model_path: str, run_dir: Path) -> Path | None:
+    p = Path(model_path).expanduser()
+    for cand in ([p] if p.is_absolute() else [Path.cwd() / p, run_dir.parent / p, run_dir / p]):
+        if cand.is_dir():
+            return cand
+    return None
+
+
+def _looks_like_hub_id(name: str) -> bool:
+    return name.count("/") == 1 and not name.startswith((".", "/", "~"))
+
+
+def _load_bench(run_dir: Path, name: str, b: dict, summary_path: Path, template: str) -> BenchResult:
+    where = f"{summary_path} (benchmark {name!r})"
+    n_problems = _need(b, "n_problems", int, where)
+    n_samples = _need(b, "n_samples", int, where)
+    metrics = {k: v for k, v in b.items() if k.split("@")[0] in ("avg", "pass", "maj") and "@" in k}
+    head = f"avg@{n_samples}"
+    m = _need(b, head, dict, where)
+    for k in ("value", "ci_low", "ci_high"):
+        _need(m, k, (int, float), f"{where}, {head}")
+    sampling = b.get("sampling") or {}
+    sampling = {"n": sampling.get("n", n_samples), "temperature": sampling.get("temperature"),
+                "top_p": sampling.get("top_p"), "max_new_tokens": sampling.get("max_new_tokens")}
+    ci_level = 1.0 - float((b.get("bootstrap") or {}).get("alpha", 0.05))
+
+    spath = run_dir / "samples" / f"{name}.jsonl"
+    rows, _ = read_jsonl_strict(spath, allow_torn_tail=False)
+    per: dict[str, dict[int, bool]] = {}
+    for line, r in rows:
+        at = f"{spath}:{line}"
+        pid = _need(r, "problem_id", str, at)
+        si = _need(r, "sample_index", int, at)
+        outcome = _need(r, "outcome", str, at)
+        if si in per.setdefault(pid, {}):
+            raise CorruptFileError(f"{at}: duplicate sample {si} of problem {pid!r}")
+        per[pid][si] = outcome == "correct"
+    if len(per) != n_problems:
+        raise CorruptFileError(f"{spath} holds {len(per)} problems but {summary_path} says {n_problems}: the "
+                               f"files do not belong together (or the run was edited)")
+    bad = [pid for pid, s in per.items() if sorted(s) != list(range(n_samples))]
+    if bad:
+        raise CorruptFileError(f"{spath}: problem {bad[0]!r} has samples {sorted(per[bad[0]])}, expected "
+                               f"0..{n_samples - 1} as in {summary_path}")
+    scores = {pid: sum(s.values()) / n_samples for pid, s in per.items()}
+    mean = sum(scores.values()) / max(len(scores), 1)
+    if abs(mean - m["value"]) > 1e-9:
+        raise CorruptFileError(f"{spath} gives {head} = {mean:.6g} but {summary_path} says {m['value']:.6g}: the "
+                               f"files do not belong together (or the run was edited)")
+    return BenchResult(name, n_problems, n_samples, metrics, sampling, template, scores, ci_level, spath)
+
+
+def load_eval_run(run_dir: Path) -> EvalRun:
+    summary_path = run_dir / "summary.json"
+    if not summary_path.is_file():
+        hint = (" (config.json is there: the evaluation has not finished; rerun the same `tbrm eval` command to "
+                "resume it)" if (run_dir / "config.json").is_file() else "")
+        raise FileNotFoundError(f"{summary_path}: no such file{hint}")
+    s = _read_json_dict(summary_path)
+    where = str(summary_path)
+    model = _need(s, "model", str, where)
+    model_path = _need(s, "model_path", str, where)
+    benches = _need(s, "benchmarks", dict, where)
+    if not benches:
+        raise ValueError(f"{summary_path}: no benchmarks")
+    tmpl = s.get("template") or {}
+    template = tmpl.get("effective") or tmpl.get("name") or "?"
+    notes: list[str] = []
+    method = checkpoint_step = final_step = None
+    base = short_model_name(model)
+    mdir = _find_model_dir(model_path, run_dir)
+    if mdir is not None and (mdir / "train_config.json").is_file():
+        tc = _read_json_dict(mdir / "train_config.json")
+        method = method_label(tc, mdir / "train_config.json")
+        base = short_model_name(str(tc.get("model", "?")))
+        tail = mdir.resolve().name.split("-")[-1]
+        checkpoint_step = int(tail) if mdir.resolve().name.startswith("checkpoint-") and tail.isdigit() else None
+        final_step = tc.get("steps") if isinstance(tc.get("steps"), int) else None
+    elif mdir is None and not _looks_like_hub_id(model_path):
+        notes.append(f"{run_dir}: model {model_path} not found from here, so whether it is a trained checkpoint "
+                     f"(and of which method) is unknown; it is shown under its path name")
+        method = short_model_name(model_path)
+    benchmarks = {name: _load_bench(run_dir, name, b, summary_path, template) for name, b in benches.items()}
+    return EvalRun(run_dir, model, model_path, s.get("fingerprint") or {"model": model_path}, base, method,
+                   checkpoint_step, final_step, benchmarks, s.get("versions") or {}, notes=notes)
+
+
+# ---------------------------------------------------------------------------------------------------- train runs
+
+
+def load_train_run(run_dir: Path) -> TrainRun:
+    cpath = run_dir / "train_config.json"
+    cfg = _read_json_dict(cpath)
+    method = method_label(cfg, cpath)
+    mpath = run_dir / "metrics.jsonl"
+    rows, torn = read_jsonl_strict(mpath, allow_torn_tail=True)
+    notes = [f"{mpath}: skipped a torn last line (the run was stopped mid-write)"] if torn else []
+    out: list[dict] = []
+    last = -1
+    for line, r in rows:
+        step = _need(r, "step", int, f"{mpath}:{line}")
+        if step <= last:
+            raise CorruptFileError(f"{mpath}:{line}: step {step} after step {last}; steps must increase")
+        for k, v in r.items():
+            if v is not None and not isinstance(v, (int, float)):
+                raise CorruptFileError(f"{mpath}:{line}: field {k!r} is not a number ({v!r})")
+        last = step
+        out.append(r)
+    if not any(r["step"] > 0 for r in out):
+        raise ValueError(f"{mpath}: no training steps logged yet")
+    if out[-1]["step"] < int(cfg.get("steps", 0)):
+        notes.append(f"{run_dir}: {out[-1]['step']} of {cfg.get('steps')} steps done (run unfinished or stopped)")
+    return TrainRun(run_dir, cfg, method, short_model_name(str(cfg.get("model", "?"))), out, notes=notes)
+
+
+def load_run(path: str | Path) -> EvalRun | TrainRun:
+    run_dir = Path(path)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"{run_dir}: no such run directory")
+    if (run_dir / "train_config.json").is_file():
+        return load_train_run(run_dir)
+    if (run_dir / "summary.json").is_file() or (run_dir / "config.json").is_file():
+        return load_eval_run(run_dir)
+    raise FileNotFoundError(f"{run_dir}: not a run directory: expected summary.json (from `tbrm eval`) or "
+                            f"train_config.json + metrics.jsonl (from `tbrm train`)")
+
+
+def parse_labels(specs: list[str] | None, run_dirs: list[str]) -> dict[Path, str]:
+    """`--label RUN_DIR=NAME` pairs -> {resolved run dir: name}; each RUN_DIR must be one of the inputs."""
+    inputs = {Path(d).resolve(): d for d in run_dirs}
+    out: dict[Path, str] = {}
+    for spec in specs or []:
+        d, sep, name = spec.rpartition("=")
+        if not sep or not d or not name.strip():
+            raise ValueError(f"--label {spec!r}: expected RUN_DIR=NAME")
+        key = Path(d).resolve()
+        if key not in inputs:
+            raise ValueError(f"--label {spec!r}: {d} is not one of the run directories given")
+        out[key] = name.strip()
+    return out
+
+
+def load_runs(run_dirs: list[str], labels: list[str] | None = None) -> tuple[list[EvalRun], list[TrainRun]]:
+    if not run_dirs:
+        raise ValueError("no run directories given")
+    seen: set[Path] = set()
+    user = parse_labels(labels, run_dirs)
+    evals: list[EvalRun] = []
+    trains: list[TrainRun] = []
+    for d in run_dirs:
+        key = Path(d).resolve()
+        if key in seen:
+            raise ValueError(f"{d}: given twice")
+        seen.add(key)
+        run = load_run(d)
+        run.user_label = user.get(key)
+        (evals if isinstance(run, EvalRun) else trains).append(run)
+    _assign_labels(evals, trains)
+    return evals, trains
+
+
+def _assign_labels(evals: list[EvalRun], trains: list[TrainRun]) -> None:
+    """Method labels ("TBRM n=1"; the base model's name for a base run), with the base model added when runs
+    start from different models, a step for an intermediate checkpoint, and the run folder for duplicates
+    (eval runs of the same model merge into one row later, so they may share a label)."""
+    bases = {r.base_model for r in [*evals, *trains]}
+    for r in [*evals, *trains]:
+        if r.user_label:
+            r.label = r.user_label
+            continue
+        if isinstance(r, EvalRun) and r.is_base:
+            r.label = f"{r.base_model} (base)"
+            continue
+        label = r.method or "?"
+        if isinstance(r, EvalRun) and r.checkpoint_step is not None and r.final_step and r.checkpoint_step < r.final_step:
+            label += f" @ step {r.checkpoint_step}"
+        if len(bases) > 1:
+            label += f" ({r.base_model})"
+        r.label = label
+    for group in (trains,):
+        counts: dict[str, int] = {}
+        for r in group:
+            counts[r.label] = counts.get(r.label, 0) + 1
+        for r in group:
+            if counts[r.label] > 1 and not r.user_label:
+                r.label = f"{r.label} [{r.path.name}]"

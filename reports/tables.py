@@ -1,0 +1,369 @@
+"""The report's tables, computed from loaded runs (`reports.runs`): Table 1 (methods x benchmarks), paired
+significance, settings mismatches, training summary and efficiency.
+
+Every table is a `Table`: display strings for Markdown/HTML plus raw records for its CSV.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from itertools import combinations
+from statistics import mean
+
+from reports.runs import BenchResult, EvalRun, TrainRun
+from reports.stats import compare, describe
+
+BENCH_ORDER = ("math500", "aime24", "aime25", "amc23", "minerva", "olympiadbench", "gsm8k")
+SETTINGS = ("n_samples", "temperature", "top_p", "max_new_tokens", "template")
+DASH = "–"
+
+
+@dataclass
+class Table:
+    name: str  # CSV file stem
+    columns: list[str]
+    rows: list[list[str]]  # display cells
+    records: list[dict]  # raw values for the CSV
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class ModelRow:
+    """One Table 1 row: a model (base or trained checkpoint) with every eval run that scored it."""
+
+    label: str
+    runs: list[EvalRun]
+    benchmarks: dict[str, BenchResult]
+    is_base: bool
+    base_model: str
+
+
+@dataclass
+class Mismatch:
+    benchmark: str
+    what: str  # "problems", "n_samples", "max_new_tokens", ...
+    detail: str
+
+
+def pct(x: float | None, digits: int = 1) -> str:
+    return DASH if x is None else f"{100 * x:.{digits}f}"
+
+
+# ---------------------------------------------------------------------------------------------------- rows
+
+
+def group_rows(evals: list[EvalRun]) -> list[ModelRow]:
+    """Merge eval runs of the same model (same fingerprint and label) whose benchmarks do not overlap, e.g. a
+    held-out run and a MATH500 run of one checkpoint, into one row; base model rows first within each base
+    model; labels made unique with the run folder where needed."""
+    rows: list[ModelRow] = []
+    keys: list[str] = []
+    for run in evals:
+        key = run.identity + "\0" + (run.user_label or "")
+        target = next((r for r, k in zip(rows, keys) if k == key and not set(r.benchmarks) & set(run.benchmarks)),
+                      None)
+        if target is None:
+            rows.append(ModelRow(run.label, [run], dict(run.benchmarks), run.is_base, run.base_model))
+            keys.append(key)
+        else:
+            target.runs.append(run)
+            target.benchmarks.update(run.benchmarks)
+    order = list(dict.fromkeys(r.base_model for r in rows))
+    rows.sort(key=lambda r: (order.index(r.base_model), not r.is_base))  # stable: input order otherwise
+    counts: dict[str, int] = {}
+    for r in rows:
+        counts[r.label] = counts.get(r.label, 0) + 1
+    for r in rows:
+        if counts[r.label] > 1:
+            r.label = f"{r.label} [{', '.join(x.path.name for x in r.runs)}]"
+    return rows
+
+
+def bench_names(rows: list[ModelRow]) -> list[str]:
+    names = list(dict.fromkeys(b for r in rows for b in r.benchmarks))
+    return sorted(names, key=lambda b: (BENCH_ORDER.index(b) if b in BENCH_ORDER else len(BENCH_ORDER),
+                                        names.index(b)))
+
+
+def _settings(b: BenchResult) -> dict:
+    return {"n_samples": b.n_samples, "temperature": b.sampling.get("temperature"), "top_p": b.sampling.get("top_p"),
+            "max_new_tokens": b.sampling.get("max_new_tokens"), "template": b.template}
+
+
+# ---------------------------------------------------------------------------------------------------- mismatches
+
+
+def find_mismatches(rows: list[ModelRow]) -> list[Mismatch]:
+    """Per benchmark: rows that scored different problem sets (ids) or with different sampling settings or
+    templates. Such numbers are shown, but flagged and kept out of the Average."""
+    out: list[Mismatch] = []
+    for bench in bench_names(rows):
+        have = [r for r in rows if bench in r.benchmarks]
+        if len(have) < 2:
+            continue
+        ids = [frozenset(r.benchmarks[bench].scores) for r in have]
+        if len(set(ids)) > 1:
+            common = frozenset.intersection(*ids)
+            parts = [f"{r.label}: {len(i)} problems ({len(i - common)} not in every run)" for r, i in zip(have, ids)]
+            out.append(Mismatch(bench, "problems", "different problem sets — " + "; ".join(parts)))
+        for key in SETTINGS:
+            vals = [_settings(r.benchmarks[bench])[key] for r in have]
+            if len(set(map(repr, vals))) > 1:
+                out.append(Mismatch(bench, key, f"different {key} — " +
+                                    "; ".join(f"{r.label}: {v}" for r, v in zip(have, vals))))
+    return out
+
+
+def average_benchmarks(rows: list[ModelRow], mismatches: list[Mismatch],
+                       average_over: list[str] | None = None) -> tuple[list[str], list[str]]:
+    """Benchmarks the Average column averages (every row has them, with matching problems and settings; within
+    `average_over` if given) and one note per benchmark left out, saying why."""
+    names = bench_names(rows)
+    flagged = {m.benchmark for m in mismatches}
+    used, notes = [], []
+    for b in names:
+        missing = [r.label for r in rows if b not in r.benchmarks]
+        if average_over is not None and b not in average_over:
+            notes.append(f"{b}: not in --average-over")
+        elif missing:
+            notes.append(f"{b}: not evaluated for {', '.join(missing)}")
+        elif b in flagged:
+            notes.append(f"{b}: problems or settings differ between rows (see Mismatches)")
+        else:
+            used.append(b)
+    for b in average_over or []:
+        if b not in names:
+            notes.append(f"{b}: named in --average-over but in no run")
+    return used, notes
+
+
+# ---------------------------------------------------------------------------------------------------- Table 1
+
+
+def table1(rows: list[ModelRow], mismatches: list[Mismatch], metric: str = "avg",
+           average_over: list[str] | None = None) -> Table:
+    """One row per model/method, one column per benchmark ("value (CI low–high)", in %), plus Average."""
+    names = bench_names(rows)
+    used, avg_notes = average_benchmarks(rows, mismatches, average_over)
+    metric_of = {b: {r.benchmarks[b].metric(metric)[0] for r in rows if b in r.benchmarks} for b in names}
+    columns = ["Model / method"]
+    for b in names:
+        columns.append(f"{b} ({next(iter(metric_of[b]))})" if len(metric_of[b]) == 1 else b)
+    columns.append("Average")
+    display, records = [], []
+    levels = set()
+    for r in rows:
+        cells = [r.label]
+        rec: dict = {"label": r.label, "base": r.is_base, "runs": " ".join(str(x.path) for x in r.runs)}
+        vals = {}
+        for b in names:
+            res = r.benchmarks.get(b)
+            if res is None:
+                cells.append(DASH)
+                continue
+            mname, m = res.metric(metric)
+            levels.add(res.ci_level)
+            vals[b] = m["value"]
+            cell = f"{pct(m['value'])} ({pct(m['ci_low'])}{DASH}{pct(m['ci_high'])})"
+            if len(metric_of[b]) > 1:
+                cell += f" {mname}"
+            cells.append(cell)
+            rec.update({f"{b}_metric": mname, f"{b}_value": m["value"], f"{b}_ci_low": m["ci_low"],
+                        f"{b}_ci_high": m["ci_high"], f"{b}_n_problems": res.n_problems,
+                        f"{b}_n_samples": res.n_samples})
+        avg = mean(vals[b] for b in used) if used else None
+        cells.append(pct(avg))
+        rec["average"] = avg
+        display.append(cells)
+        records.append(rec)
+    level = ", ".join(f"{100 * x:.3g}%" for x in sorted(levels)) or "95%"
+    notes = [f"Scores in %, {level} percentile-bootstrap CI over problems in parentheses (from each run's "
+             f"summary.json); avg@k = mean accuracy over k samples per problem, pass@k / maj@k as evaluated."]
+    if used:
+        notes.append(f"Average = unweighted mean over {', '.join(used)} (the benchmarks every row has with the "
+                     f"same problems and settings); it has no CI.")
+    else:
+        notes.append("Average: no benchmark is shared by every row with the same problems and settings, so "
+                     "there is nothing fair to average.")
+    notes += [f"Left out of the Average — {n}" for n in avg_notes]
+    return Table("table1", columns, display, records, notes)
+
+
+def long_results(rows: list[ModelRow], used: list[str]) -> Table:
+    """Tidy CSV: one line per (row, benchmark, metric)."""
+    records = []
+    for r in rows:
+        for b, res in r.benchmarks.items():
+            for mname, m in res.metrics.items():
+                records.append({"label": r.label, "benchmark": b, "metric": mname, "value": m["value"],
+                                "ci_low": m["ci_low"], "ci_high": m["ci_high"], "ci_level": res.ci_level,
+                                "n_problems": res.n_problems, "n_samples": res.n_samples,
+                                "temperature": res.sampling.get("temperature"),
+                                "max_new_tokens": res.sampling.get("max_new_tokens"), "template": res.template,
+                                "in_average": b in used, "run": str(res.samples_path.parent.parent)})
+    cols = list(records[0]) if records else []
+    return Table("results_long", cols, [[str(x[c]) for c in cols] for x in records], records)
+
+
+# ---------------------------------------------------------------------------------------------------- paired tests
+
+
+def holm(pvalues: list[float]) -> list[float]:
+    """Holm (1979) step-down adjusted p-values (family-wise error control over all comparisons)."""
+    m = len(pvalues)
+    order = sorted(range(m), key=lambda i: pvalues[i])
+    out = [0.0] * m
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * pvalues[i]))
+        out[i] = running
+    return out
+
+
+def paired_table(rows: list[ModelRow], alpha: float = 0.05) -> Table:
+    """Every pair of rows on every benchmark both scored on the SAME problems: per-problem scores (mean
+    correctness over the problem's samples) -> McNemar (one sample per problem for both) or paired bootstrap
+    (`reports.stats.compare`), and the sentence of `reports.stats.describe`."""
+    records, skipped = [], []
+    for b in bench_names(rows):
+        have = [r for r in rows if b in r.benchmarks]
+        for r1, r2 in combinations(have, 2):
+            # A is the method, B the base model when one of them is the base; else table order
+            a, bb = (r2, r1) if r1.is_base and not r2.is_base else (r1, r2)
+            ra, rb = a.benchmarks[b], bb.benchmarks[b]
+            if set(ra.scores) != set(rb.scores):
+                skipped.append(f"{b}: {a.label} vs {bb.label} — different problem sets "
+                               f"({len(ra.scores)} vs {len(rb.scores)} problems, "
+                               f"{len(set(ra.scores) & set(rb.scores))} shared); not paired")
+                continue
+            test = "mcnemar" if ra.n_samples == 1 and rb.n_samples == 1 else "bootstrap"
+            res = compare(ra.scores, rb.scores, test=test, alpha=alpha)
+            diffs = [k for k in SETTINGS if _settings(ra)[k] != _settings(rb)[k]]
+            records.append({
+                "benchmark": b, "method_a": a.label, "method_b": bb.label, "n_problems": res.n,
+                "score_a": mean(ra.scores.values()), "score_b": mean(rb.scores.values()), "diff": res.diff,
+                "ci_low": res.ci_low, "ci_high": res.ci_high, "ci_level": res.details.get("ci_level"),
+                "test": res.test, "p_value": res.p_value, "p_holm": None, "significant": res.significant(alpha),
+                "settings_differ": " ".join(diffs), "sentence": describe(res, a.label, bb.label, alpha=alpha),
+            })
+    for rec, p in zip(records, holm([r["p_value"] for r in records])):
+        rec["p_holm"] = p
+    columns = ["Benchmark", "A", "B", "Problems", "A − B (points)", "CI", "Test", "p", "p (Holm)", "Verdict"]
+    display = []
+    for r in records:
+        ci = (f"{pct(r['ci_low'])} to {pct(r['ci_high'])}" if r["ci_low"] is not None else DASH)
+        verdict = r["sentence"] + (f" ⚠ settings differ: {r['settings_differ']}" if r["settings_differ"] else "")
+        display.append([r["benchmark"], r["method_a"], r["method_b"], str(r["n_problems"]), pct(r["diff"]), ci,
+                        r["test"].replace("_", " "), _p(r["p_value"]), _p(r["p_holm"]), verdict])
+    notes = [f"Pairs are matched by problem id; significant means p < {alpha:g} for that one comparison. "
+             f"p (Holm) adjusts for all {len(records)} comparisons in this table (family-wise error); prefer it "
+             f"when scanning many pairs." if records else "No pair of rows shares a benchmark with the same problems."]
+    notes += [f"Not compared — {s}" for s in skipped]
+    return Table("paired", columns, display, records, notes)
+
+
+def _p(p: float | None) -> str:
+    if p is None:
+        return DASH
+    return "<0.001" if p < 0.001 else f"{p:.3f}" if p < 0.01 else f"{p:.2g}"
+
+
+# ---------------------------------------------------------------------------------------------------- training
+
+TRAIN_SETTINGS = ("model", "data", "prompts_per_step", "max_new_tokens", "temperature", "micro_batch_size",
+                  "dtype", "autocast", "gradient_checkpointing", "generation_batch_size", "device", "threads",
+                  "arith_digits", "arith_ops", "heldout_size", "eval_problems", "eval_benchmark")
+
+
+def train_mismatches(trains: list[TrainRun]) -> list[str]:
+    """Settings (other than the algorithm and its rollouts per prompt) that differ between train runs, which
+    make curves and the efficiency table compare more than the algorithm."""
+    out = []
+    for key in TRAIN_SETTINGS:
+        vals = [t.config.get(key) for t in trains]
+        if len(set(map(repr, vals))) > 1:
+            out.append(f"training runs differ in {key} — " + "; ".join(f"{t.label}: {v}" for t, v in zip(trains, vals)))
+    return out
+
+
+def _first_last(rows: list[dict], key: str) -> tuple[float | None, float | None]:
+    vals = [r[key] for r in rows if r.get(key) is not None]
+    return (vals[0], vals[-1]) if vals else (None, None)
+
+
+def training_table(trains: list[TrainRun]) -> Table:
+    names = list(dict.fromkeys(n for t in trains for n in t.eval_names))
+    columns = ["Run", "Method", "Prompts/step", "Steps", "Rollouts", "Reward (first → last step)"]
+    columns += [f"{n} accuracy (start → end)" for n in names]
+    display, records = [], []
+    for t in trains:
+        c = t.config
+        steps_cfg = c.get("steps")
+        rollouts = max((r.get("rollouts") or 0 for r in t.rows), default=0)
+        r0, r1 = _first_last([r for r in t.rows if r["step"] > 0], "reward/mean")
+        cells = [t.label, t.method, str(c.get("prompts_per_step")), f"{t.steps_done}/{steps_cfg}", str(rollouts),
+                 f"{r0:.3f} → {r1:.3f}" if r0 is not None else DASH]
+        rec = {"label": t.label, "method": t.method, "run": str(t.path), "prompts_per_step": c.get("prompts_per_step"),
+               "rollouts_per_prompt": c.get("rollouts_per_prompt"), "steps_done": t.steps_done,
+               "steps_configured": steps_cfg, "rollouts": rollouts, "reward_first": r0, "reward_last": r1}
+        for n in names:
+            a0, a1 = _first_last(t.rows, f"eval/{n}/accuracy")
+            cells.append(f"{pct(a0)} → {pct(a1)}" if a0 is not None else DASH)
+            rec[f"{n}_accuracy_start"], rec[f"{n}_accuracy_end"] = a0, a1
+        display.append(cells)
+        records.append(rec)
+    notes = ["Held-out accuracy is the trainer's greedy evaluation (in %) at step 0 and at the last evaluated step."]
+    return Table("training", columns, display, records, notes)
+
+
+PHASES = (("time/generation", "generation"), ("time/reference", "reference"), ("time/training", "training"),
+          ("time/step", "step"))
+
+
+def efficiency(t: TrainRun) -> dict:
+    """Seconds/step by phase (mean over steps after the first, which pays one-off warm-up), peak memory,
+    rollout tokens/s."""
+    steps = [r for r in t.rows if r["step"] > 0]
+    body = [r for r in steps if r["step"] > 1] or steps
+    out: dict = {"label": t.label, "method": t.method, "steps_averaged": len(body),
+                 "first_step_excluded": len(body) < len(steps)}
+    for key, name in PHASES:
+        vals = [r[key] for r in body if r.get(key) is not None]
+        out[f"{name}_s"] = mean(vals) if vals else None
+    mem = [r["memory/peak_gb"] for r in steps if r.get("memory/peak_gb") is not None]
+    out["peak_memory_gb"] = max(mem) if mem else None
+    tps = [r["rollout/tokens_per_second"] for r in body if r.get("rollout/tokens_per_second") is not None]
+    out["rollout_tokens_per_s"] = mean(tps) if tps else None
+    out["device"] = t.config.get("device")
+    return out
+
+
+def _ratio(x: float | None, ref: float | None) -> float | None:
+    return x / ref if x is not None and ref else None
+
+
+def efficiency_table(trains: list[TrainRun]) -> Table:
+    recs = [efficiency(t) for t in trains]
+    ref = next((r for t, r in zip(trains, recs) if t.method == "TBRM n=1"), None)
+    for r in recs:
+        r["step_time_vs_tbrm_n1"] = _ratio(r["step_s"], ref and ref["step_s"])
+        r["memory_vs_tbrm_n1"] = _ratio(r["peak_memory_gb"], ref and ref["peak_memory_gb"])
+        r["tokens_per_s_vs_tbrm_n1"] = _ratio(r["rollout_tokens_per_s"], ref and ref["rollout_tokens_per_s"])
+    x = lambda v: DASH if v is None else f"{v:.2f}×"  # noqa: E731
+    s = lambda v, d=2: DASH if v is None else f"{v:.{d}f}"  # noqa: E731
+    columns = ["Method", "Generation s", "Reference s", "Training s", "Total s/step", "Peak memory GB",
+               "Rollout tok/s", "Time vs TBRM n=1", "Memory vs TBRM n=1", "Tok/s vs TBRM n=1"]
+    display = [[r["label"], s(r["generation_s"]), s(r["reference_s"]), s(r["training_s"]), s(r["step_s"]),
+                s(r["peak_memory_gb"]), s(r["rollout_tokens_per_s"], 0), x(r["step_time_vs_tbrm_n1"]),
+                x(r["memory_vs_tbrm_n1"]), x(r["tokens_per_s_vs_tbrm_n1"])] for r in recs]
+    notes = ["Seconds per step are means over the steps after the first (the first pays one-off warm-up; it is "
+             "used only when it is the only step). Held-out evaluation time is not part of a step."]
+    if ref:
+        notes.append(f"Ratios are to {ref['label']} (the paper: PPO takes 1.3× and GRPO n=4 3.1× TBRM n=1's time "
+                     f"per step; TBRM n=1 uses 33% less memory than PPO).")
+    else:
+        notes.append("No TBRM n=1 run given, so no ratios.")
+    if any(str(t.config.get("device", "")).startswith("cpu") or t.config.get("device") == "auto" for t in trains):
+        notes.append("On CPU, peak memory is the process's peak resident memory (models, optimizer, Python); on "
+                     "CUDA it is peak allocated GPU memory.")
+    return Table("efficiency", columns, display, recs, notes)
