@@ -67,8 +67,9 @@ PAPER = {"ppo-n1": {"speed_ratio": round(1 / 1.3, 2), "memory_ratio": round(1 / 
 
 # ----------------------------------------------------------------------------------------------- settings
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description="Training speed and memory of TBRM n=1/n=4, GRPO n=4, PPO n=1 and "
+                                            "TRL's GRPOTrainer n=4 for the same prompts per step "
+                                            "(see benchmarks/README.md).")
     p.add_argument("--steps", type=int, default=4, help="optimizer steps per algorithm (default 4)")
     p.add_argument("--prompts", type=int, default=8, help="prompts per step, the same for all (default 8)")
     p.add_argument("--max-new-tokens", type=int, default=64, help="response length limit (default 64)")

@@ -75,7 +75,7 @@ class Trainer:
         # Data first: bad files fail before minutes of model loading.
         self.offline = load_trajectories(cfg.offline_trajectories) if cfg.offline_trajectories else None
         self.source = None if self.offline else prompt_source(cfg)
-        self.heldout = heldout_sets(cfg)
+        self.heldout = heldout_sets(cfg) if cfg.evaluate else {}
         set_threads(cfg.threads)
         torch.manual_seed(cfg.seed)
         self.device = resolve_device(cfg.device)
