@@ -97,7 +97,10 @@ def build_report(run_dirs: list[str], out: str | Path, *, labels: list[str] | No
                               "test when both have one sample per problem, else a paired bootstrap over problems."),
                    Block("table", table=pt)]
         if pt.records:
-            blocks.append(Block("list", items=[f"{r['benchmark']}: {r['sentence']}." for r in pt.records]))
+            blocks.append(Block("p", "In words:"))
+            blocks.append(Block("list", items=[
+                f"{r['benchmark']}: {r['sentence']}." + (f" Settings differ: {r['settings_differ']}."
+                                                         if r["settings_differ"] else "") for r in pt.records]))
 
     if trains:
         tt = T.training_table(trains)

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import argparse
-import argparse as _ap
 
 
 def _alpha(text: str) -> float:
     try:
         x = float(text)
     except ValueError:
-        raise _ap.ArgumentTypeError(f"not a number: {text!r}") from None
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
     if not 0.0 < x < 1.0:
-        raise _ap.ArgumentTypeError(f"must be in (0, 1), got {x}")
+        raise argparse.ArgumentTypeError(f"must be in (0, 1), got {x}")
     return x
 
 

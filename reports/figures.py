@@ -15,8 +15,6 @@ from reports.tables import ModelRow, bench_names
 COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
           "#17becf")
 
-# x axes for the training curves: (file suffix, axis label, per-row value function)
-X_AXES = ("step", "time", "rollouts")
 X_LABELS = {"step": "training step", "time": "training wall-clock (minutes, excl. held-out eval)",
             "rollouts": "rollouts consumed"}
 
@@ -52,7 +50,8 @@ def table1_figure(rows: list[ModelRow], metric: str, colors: dict[str, str]) -> 
                error_kw={"elinewidth": 1, "ecolor": "#333333"})
     ax.set_xticks(range(len(names)), [f"{b}\n({r})" for b, r in zip(names, _metric_names(rows, names, metric))])
     ax.set_ylabel("score (%)")
-    ax.set_ylim(bottom=0)
+    top = max([100 * r.benchmarks[b].metric(metric)[1]["ci_high"] for r in rows for b in names if b in r.benchmarks])
+    ax.set_ylim(0, max(5.0, 1.15 * top))
     ax.grid(axis="y", alpha=0.3)
     ax.set_title("Benchmark scores with bootstrap CIs over problems")
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
@@ -138,7 +137,7 @@ def efficiency_figure(records: list[dict], colors: dict[str, str]) -> Figure | N
     ax_t.set_yticks(list(ys), [r["label"] for r in recs])
     ax_t.invert_yaxis()
     ax_t.set_xlabel("seconds per step")
-    ax_t.legend(fontsize=8)
+    ax_t.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.3), ncols=3)
     ax_t.set_title("time per step by phase", fontsize=10)
     ax_m.barh(ys, [r.get("peak_memory_gb") or 0.0 for r in recs], color=[colors.get(r["label"], "#777") for r in recs])
     ax_m.set_yticks(list(ys), [""] * len(recs))

@@ -341,15 +341,15 @@ def _assign_labels(evals: list[EvalRun], trains: list[TrainRun]) -> None:
             r.label = f"{r.base_model} (base)"
             continue
         label = r.method or "?"
-        if isinstance(r, EvalRun) and r.checkpoint_step is not None and r.final_step and r.checkpoint_step < r.final_step:
-            label += f" @ step {r.checkpoint_step}"
+        step, final = getattr(r, "checkpoint_step", None), getattr(r, "final_step", None)
+        if step is not None and final and step < final:
+            label += f" @ step {step}"
         if len(bases) > 1:
             label += f" ({r.base_model})"
         r.label = label
-    for group in (trains,):
-        counts: dict[str, int] = {}
-        for r in group:
-            counts[r.label] = counts.get(r.label, 0) + 1
-        for r in group:
-            if counts[r.label] > 1 and not r.user_label:
-                r.label = f"{r.label} [{r.path.name}]"
+    counts: dict[str, int] = {}
+    for t in trains:
+        counts[t.label] = counts.get(t.label, 0) + 1
+    for t in trains:
+        if counts[t.label] > 1 and not t.user_label:
+            t.label = f"{t.label} [{t.path.name}]"

@@ -46,7 +46,11 @@ class Mismatch:
 
 
 def pct(x: float | None, digits: int = 1) -> str:
-    return DASH if x is None else f"{100 * x:.{digits}f}"
+    """A [0, 1] score in percent, Unicode minus for negatives (as `reports.stats.describe` writes them)."""
+    if x is None:
+        return DASH
+    s = f"{100 * x:.{digits}f}"
+    return "0." + "0" * digits if s.lstrip("-") == "0." + "0" * digits else s.replace("-", "\u2212")
 
 
 # ---------------------------------------------------------------------------------------------------- rows
@@ -146,9 +150,11 @@ def table1(rows: list[ModelRow], mismatches: list[Mismatch], metric: str = "avg"
     names = bench_names(rows)
     used, avg_notes = average_benchmarks(rows, mismatches, average_over)
     metric_of = {b: {r.benchmarks[b].metric(metric)[0] for r in rows if b in r.benchmarks} for b in names}
+    flagged = {m.benchmark for m in mismatches}
     columns = ["Model / method"]
     for b in names:
-        columns.append(f"{b} ({next(iter(metric_of[b]))})" if len(metric_of[b]) == 1 else b)
+        col = f"{b} ({next(iter(metric_of[b]))})" if len(metric_of[b]) == 1 else b
+        columns.append(col + (" ⚠" if b in flagged else ""))
     columns.append("Average")
     display, records = [], []
     levels = set()
@@ -248,13 +254,13 @@ def paired_table(rows: list[ModelRow], alpha: float = 0.05) -> Table:
             })
     for rec, p in zip(records, holm([r["p_value"] for r in records])):
         rec["p_holm"] = p
-    columns = ["Benchmark", "A", "B", "Problems", "A − B (points)", "CI", "Test", "p", "p (Holm)", "Verdict"]
+    columns = ["Benchmark", "A", "B", "Problems", "A − B (points)", "CI", "Test", "p", "p (Holm)", "Significant"]
     display = []
     for r in records:
         ci = (f"{pct(r['ci_low'])} to {pct(r['ci_high'])}" if r["ci_low"] is not None else DASH)
-        verdict = r["sentence"] + (f" ⚠ settings differ: {r['settings_differ']}" if r["settings_differ"] else "")
         display.append([r["benchmark"], r["method_a"], r["method_b"], str(r["n_problems"]), pct(r["diff"]), ci,
-                        r["test"].replace("_", " "), _p(r["p_value"]), _p(r["p_holm"]), verdict])
+                        r["test"].replace("_", " "), _p(r["p_value"]), _p(r["p_holm"]),
+                        "yes" if r["significant"] else "no"])
     notes = [f"Pairs are matched by problem id; significant means p < {alpha:g} for that one comparison. "
              f"p (Holm) adjusts for all {len(records)} comparisons in this table (family-wise error); prefer it "
              f"when scanning many pairs." if records else "No pair of rows shares a benchmark with the same problems."]

@@ -1,0 +1,346 @@
+"""`tbrm reproduce`: the paper's Table 1 runs as commands (`--preset paper`), or a CPU-scale version of the
+comparison that actually runs (`--preset cpu`, `cpu-full`).
+
+CPU presets: train TBRM n=1, TBRM n=4, GRPO n=4 and PPO n=1 from `tbrm/recipes/cpu-*.yaml` with an equal prompt
+budget (same prompts per step and steps), evaluate the base model and every final checkpoint on the held-out
+arithmetic split and a MATH500 slice, then write the report. Every stage is a subprocess
+(`python -m tbrm.cli ...`); train and eval resume in place, and a stage whose outputs are complete (final
+checkpoint / summary.json with the same settings) is skipped, so rerunning the same command after a crash or a
+kill picks up where it stopped. Stage timings are written to DIR/stages.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+# Every per-stage setting of the CPU presets, in one place. `steps` and the prompts per step of the recipes
+# set the prompt budget (equal for every method); `train_overrides` apply to every method (key=value, as for
+# `tbrm train`). The held-out problems come from the recipes' arithmetic task with `heldout_size`.
+PRESETS: dict[str, dict[str, Any]] = {
+    "cpu": {
+        "model": "smollm2",
+        "recipes": ["cpu-tbrm-n1", "cpu-tbrm-n4", "cpu-grpo-n4", "cpu-ppo-n1"],
+        "steps": 30,
+        "train_overrides": ["eval_problems=50"],  # the trainer's own held-out curve (every eval_every steps)
+        "heldout_size": 100,
+        "heldout_problems": 100,  # final held-out evaluation (tbrm eval --data-file), <= heldout_size
+        "heldout_max_new_tokens": 48,  # = the recipes' max_new_tokens
+        "math500_limit": 20,  # 0 skips MATH500
+        "math500_max_new_tokens": 512,
+        "eval_batch_size": 64,
+    },
+    "cpu-full": {
+        "model": "smollm2",
+        "recipes": ["cpu-tbrm-n1", "cpu-tbrm-n4", "cpu-grpo-n4", "cpu-ppo-n1"],
+        "steps": 120,
+        "train_overrides": ["eval_problems=100", "eval_every=20", "save_every=20"],
+        "heldout_size": 200,
+        "heldout_problems": 200,
+        "heldout_max_new_tokens": 48,
+        "math500_limit": 100,
+        "math500_max_new_tokens": 1024,
+        "eval_batch_size": 64,
+    },
+}
+
+PAPER_SIZES = ("qwen1.5b", "qwen7b")
+PAPER_METHODS = ("tbrm-n1", "tbrm-n4", "grpo-n4", "ppo-n1")
+PAPER_BENCHMARKS = ("math500", "aime24", "aime25", "amc23", "minerva", "olympiadbench", "gsm8k")
+PAPER_TABLE1 = ("aime24", "aime25", "amc23", "math500", "minerva", "olympiadbench")  # the paper's Average
+
+
+@dataclass
+class Stage:
+    name: str
+    argv: list[str] | None = None  # a `tbrm` subcommand's arguments, run as a subprocess
+    func: Callable[[], None] | None = None  # or an in-process step (cheap)
+    done: Callable[[], bool] = lambda: False
+    outputs: list[Path] = field(default_factory=list)
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "reproduce", help="reproduce the method comparison: run it on CPU, or print the paper's commands",
+        description="--preset cpu (default): train TBRM n=1/n=4, GRPO n=4 and PPO n=1 on the bundled "
+                    "SmolLM2-135M-Instruct with an equal prompt budget, evaluate base + final checkpoints on "
+                    "held-out arithmetic and a MATH500 slice, and write DIR/report. Kill it and rerun the same "
+                    "command: finished stages are skipped, the others resume. --preset cpu-full: the same, "
+                    "larger (hours). --preset paper: print and write DIR/commands.sh with the exact commands "
+                    "of the paper's Table 1 (GPUs; nothing is run).")
+    p.add_argument("--preset", choices=("cpu", "cpu-full", "paper"), default="cpu")
+    p.add_argument("--out", required=True, help="output folder (resumed if it exists)")
+    p.add_argument("--steps", type=int, help="training steps of every method (cpu presets)")
+    p.add_argument("--math500-limit", type=int, help="MATH500 problems evaluated, 0 = none (cpu presets)")
+    p.add_argument("--heldout-problems", type=int, help="held-out arithmetic problems evaluated (cpu presets)")
+    p.add_argument("--threads", type=int, help="torch CPU threads of every stage")
+    p.add_argument("--dry-run", action="store_true", help="print the stages' commands and exit")
+    # test / tuning hooks (hidden): another model, a subset of recipes, preset entries, extra train overrides
+    p.add_argument("--model", help=argparse.SUPPRESS)
+    p.add_argument("--recipes", nargs="+", help=argparse.SUPPRESS)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=argparse.SUPPRESS)
+    p.add_argument("--train-set", action="append", default=[], metavar="KEY=VALUE", help=argparse.SUPPRESS)
+    p.set_defaults(func=run)
+
+
+# ---------------------------------------------------------------------------------------------------- settings
+
+
+def resolve_settings(a: argparse.Namespace) -> dict[str, Any]:
+    import yaml
+
+    s = json.loads(json.dumps(PRESETS[a.preset]))
+    for spec in a.set:
+        key, sep, val = spec.partition("=")
+        if not sep or key not in s:
+            raise ValueError(f"--set {spec!r}: expected KEY=VALUE with KEY one of {', '.join(s)}")
+        s[key] = yaml.safe_load(val)
+    for key, val in (("steps", a.steps), ("math500_limit", a.math500_limit), ("heldout_problems", a.heldout_problems),
+                     ("model", a.model), ("recipes", a.recipes)):
+        if val is not None:
+            s[key] = val
+    s["train_overrides"] = list(s["train_overrides"]) + list(a.train_set)
+    s["threads"] = a.threads
+    for key in ("steps", "heldout_problems", "heldout_size", "heldout_max_new_tokens", "math500_max_new_tokens",
+                "eval_batch_size"):
+        if not isinstance(s[key], int) or s[key] < 1:
+            raise ValueError(f"{key} must be a positive integer, got {s[key]!r}")
+    if not isinstance(s["math500_limit"], int) or s["math500_limit"] < 0:
+        raise ValueError(f"math500_limit must be an integer >= 0, got {s['math500_limit']!r}")
+    if s["heldout_problems"] > s["heldout_size"]:
+        raise ValueError(f"heldout_problems={s['heldout_problems']} > heldout_size={s['heldout_size']}")
+    return s
+
+
+def train_overrides(s: dict) -> list[str]:
+    out = [f"steps={s['steps']}", f"heldout_size={s['heldout_size']}", *s["train_overrides"]]
+    if s["model"] not in ("smollm2", "smollm2-135m-instruct"):  # the recipes' model
+        out.append(f"model={s['model']}")
+    if s["threads"]:
+        out.append(f"threads={s['threads']}")
+    return out
+
+
+def _short(recipe: str) -> str:
+    return recipe.removeprefix("cpu-").removeprefix("paper-")
+
+
+# ---------------------------------------------------------------------------------------------------- cpu stages
+
+
+def cpu_stages(s: dict, out: Path) -> list[Stage]:
+    """The plan, validated before anything runs: configs load, the prompt budget is equal, and outputs already
+    on disk were made with these settings."""
+    from tbrm.config import ConfigError, load_config, to_dict
+    from tbrm.data import heldout_sets
+    from tbrm.trainer import RESUMABLE_CHANGES, checkpoints
+
+    overrides = train_overrides(s)
+    cfgs = {r: load_config(r, overrides) for r in s["recipes"]}
+    budgets = {r: (c.prompts_per_step, c.steps) for r, c in cfgs.items()}
+    if len(set(budgets.values())) > 1:
+        raise ConfigError(f"unequal prompt budgets (prompts_per_step, steps): {budgets}")
+    tasks = {r: (c.arith_digits, c.arith_ops, c.heldout_size, c.data) for r, c in cfgs.items()}
+    if len(set(map(repr, tasks.values()))) > 1:
+        raise ConfigError(f"the recipes train on different tasks, so no common held-out split: {tasks}")
+    first = next(iter(cfgs.values()))
+    if first.data != "arithmetic":
+        raise ConfigError("the cpu presets need arithmetic recipes (data: arithmetic)")
+
+    stages: list[Stage] = []
+    n_held = s["heldout_problems"]
+    data_file = out / "data" / f"arith-heldout-{n_held}.jsonl"
+
+    def write_heldout() -> None:
+        from dataclasses import replace
+
+        from tbrm.io import atomic_write_text
+
+        problems = heldout_sets(replace(first, eval_problems=n_held))["heldout"]
+        atomic_write_text(data_file, "".join(json.dumps({"id": p.id, "problem": p.problem, "answer": p.answer})
+                                             + "\n" for p in problems))
+
+    stages.append(Stage(f"write {n_held} held-out arithmetic problems", func=write_heldout,
+                        done=data_file.is_file, outputs=[data_file]))
+
+    thr = ["--threads", str(s["threads"])] if s["threads"] else []
+    trained: list[tuple[str, Path]] = []
+    for recipe, cfg in cfgs.items():
+        run = out / "train" / _short(recipe)
+        final = run / f"checkpoint-{cfg.steps}"
+        on_disk = run / "train_config.json"
+        if on_disk.is_file():
+            old = json.loads(on_disk.read_text())
+            diff = [k for k, v in to_dict(cfg).items() if k not in RESUMABLE_CHANGES and old.get(k) != v]
+            if diff:
+                raise ConfigError(f"{on_disk} was trained with other settings ({', '.join(diff[:6])}); use a new "
+                                  f"--out or delete {run}")
+        method = f"{cfg.algorithm.upper()} n={cfg.rollouts_per_prompt}"
+        stages.append(Stage(f"train {method} ({recipe}, {cfg.steps} steps x {cfg.prompts_per_step} prompts)",
+                            argv=["train", "--recipe", recipe, "--out", str(run), "--no-progress", *overrides],
+                            done=lambda run=run, final=final: any(p == final for _, p in checkpoints(run)),
+                            outputs=[run]))
+        trained.append((f"{_short(recipe)}-step{cfg.steps}", final))
+
+    evals: list[Path] = []
+    models = [("base", s["model"])] + [(k, str(p)) for k, p in trained]
+    for key, model in models:
+        jobs = [("heldout", ["--data-file", str(data_file), "--id-field", "id"], s["heldout_max_new_tokens"],
+                 {"data_file": str(data_file), "limit": None})]
+        if s["math500_limit"]:
+            jobs.append(("math500", ["--benchmarks", "math500", "--limit", str(s["math500_limit"])],
+                         s["math500_max_new_tokens"], {"benchmarks": ["math500"], "limit": s["math500_limit"]}))
+        for bench, args, max_new, expect in jobs:
+            run = out / "evals" / f"{key}-{bench}"
+            expect = {**expect, "model": model, "max_new_tokens": max_new}
+            evals.append(run)
+            stages.append(Stage(f"evaluate {key} on {bench}",
+                                argv=["eval", "--model", model, *args, "--max-new-tokens", str(max_new),
+                                      "--batch-size", str(s["eval_batch_size"]), "--out", str(run),
+                                      "--no-progress", *thr],
+                                done=lambda run=run, expect=expect: _eval_done(run, expect), outputs=[run]))
+    trains = [out / "train" / _short(r) for r in cfgs]
+    stages.append(Stage("write the report", argv=["report", *map(str, evals), *map(str, trains), "--out",
+                                                  str(out / "report"), "--title",
+                                                  f"tbrm reproduce: {len(cfgs)} methods on {Path(s['model']).name}"],
+                        outputs=[out / "report" / "report.md", out / "report" / "report.html"]))
+    return stages
+
+
+def _eval_done(run: Path, expect: dict) -> bool:
+    summary = run / "summary.json"
+    if not summary.is_file():
+        return False
+    cfg = json.loads(summary.read_text()).get("config", {})
+    diff = {k: (cfg.get(k), v) for k, v in expect.items() if cfg.get(k) != v}
+    if diff:
+        raise ValueError(f"{summary} was made with other settings ({diff}); use a new --out or delete {run}")
+    return True
+
+
+def _fmt(seconds: float) -> str:
+    m, s = divmod(int(seconds), 60)
+    h, m = divmod(m, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+def run_stages(stages: list[Stage], out: Path) -> int:
+    from tbrm.io import atomic_write_json
+
+    t0 = time.perf_counter()
+    log_path = out / "stages.json"
+    log = json.loads(log_path.read_text()) if log_path.is_file() else {}
+    n = len(stages)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    for st in stages:  # outputs on disk made with other settings fail now, not after an hour of training
+        st.done()
+    for i, st in enumerate(stages, start=1):
+        head = f"[{i}/{n}] {st.name}"
+        if st.done():
+            print(f"{head}: complete, skipped  (elapsed {_fmt(time.perf_counter() - t0)})", flush=True)
+            continue
+        print(f"{head}  (elapsed {_fmt(time.perf_counter() - t0)})", flush=True)
+        if st.argv:
+            print("    $ tbrm " + shlex.join(st.argv), flush=True)
+        t = time.perf_counter()
+        if st.func is not None:
+            st.func()
+        else:
+            rc = subprocess.run([sys.executable, "-m", "tbrm.cli", *st.argv], env=env).returncode
+            if rc != 0:
+                print(f"tbrm reproduce: stage {i}/{n} ({st.name}) failed with exit code {rc}. Rerun the same "
+                      f"command to resume: finished stages are skipped, training and evaluation continue where "
+                      f"they stopped.", file=sys.stderr, flush=True)
+                return rc if rc > 0 else 1
+        dt = time.perf_counter() - t
+        log[st.name] = round(dt, 1)
+        atomic_write_json(log_path, log)
+        print(f"{head}: done in {_fmt(dt)}  (elapsed {_fmt(time.perf_counter() - t0)})", flush=True)
+    print(f"reproduce: all {n} stages complete in {_fmt(time.perf_counter() - t0)}; report: "
+          f"{out / 'report' / 'report.md'} and report.html; stage timings: {log_path}", flush=True)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------------- paper
+
+
+def paper_commands(out: Path) -> list[str]:
+    """The paper's Table 1 runs (both model sizes): 8 trainings, their final checkpoints' and the base models'
+    evaluations on the 7 benchmarks with the paper defaults (AIME/AMC avg@32 at T=1.0, others greedy, 2048 new
+    tokens: the registry defaults), and the report."""
+    from tbrm.config import load_config
+
+    q = lambda p: shlex.quote(str(p))  # noqa: E731
+    cmds, evals, trains = [], [], []
+    bench = " ".join(PAPER_BENCHMARKS)
+    for size in PAPER_SIZES:
+        base = load_config(f"paper-tbrm-n1-{size}").model
+        ev = out / "evals" / f"{size}-base"
+        evals.append(ev)
+        cmds.append(f"tbrm eval --model {q(base)} --benchmarks {bench} --dtype bfloat16 --out {q(ev)}")
+        for m in PAPER_METHODS:
+            recipe = f"paper-{m}-{size}"
+            cfg = load_config(recipe)
+            run = out / "train" / recipe
+            trains.append(run)
+            cmds.append(f"tbrm train --recipe {recipe} --out {q(run)}")
+            ev = out / "evals" / f"{size}-{m}-step{cfg.steps}"
+            evals.append(ev)
+            cmds.append(f"tbrm eval --model {q(run / f'checkpoint-{cfg.steps}')} --benchmarks {bench} "
+                        f"--dtype bfloat16 --out {q(ev)}")
+    runs = " ".join(q(p) for p in [*evals, *trains])
+    cmds.append(f"tbrm report {runs} --out {q(out / 'report')} --average-over {' '.join(PAPER_TABLE1)} "
+                f"--title {q('TBRM paper Table 1 reproduction')}")
+    return cmds
+
+
+def write_paper(out: Path) -> int:
+    from tbrm.io import atomic_write_text
+
+    cmds = paper_commands(out.resolve())
+    header = ["#!/usr/bin/env bash",
+              "# TBRM (arXiv 2505.15311) Table 1: Qwen2.5-Math-1.5B and -7B trained with TBRM n=1, TBRM n=4, GRPO n=4",
+              "# and PPO n=1 (recipes tbrm/recipes/paper-*.yaml: DAPO-Math-17k, 128 prompts/step, 760 steps), then",
+              "# scored with the paper's evaluation defaults: AIME24/25 and AMC23 avg@32 at temperature 1.0, MATH500,",
+              "# Minerva, OlympiadBench (and GSM8K, not in the paper's Table 1) greedy; 2048 new tokens; qwen-math",
+              "# template; Math-Verify; bfloat16 inference. Needs CUDA GPUs (hours per training run). Every command",
+              "# resumes in place when rerun. Generated by `tbrm reproduce --preset paper`; nothing was run.",
+              "set -euo pipefail", ""]
+    text = "\n".join(header + cmds) + "\n"
+    path = out / "commands.sh"
+    atomic_write_text(path, text)
+    path.chmod(0o755)
+    print("\n".join(cmds))
+    print(f"\nwritten to {path} (nothing was run)")
+    return 0
+
+
+def run(a: argparse.Namespace) -> int:
+    out = Path(a.out).resolve()
+    if a.preset == "paper":
+        extra = [n for n in ("steps", "math500_limit", "heldout_problems", "model", "recipes")
+                 if getattr(a, n) is not None] + (["set"] if a.set else []) + (["train_set"] if a.train_set else [])
+        if extra:
+            raise ValueError(f"--preset paper takes no {', '.join('--' + e.replace('_', '-') for e in extra)}: "
+                             f"it writes the paper's exact commands (edit the recipes to change them)")
+        return write_paper(out)
+    s = resolve_settings(a)
+    stages = cpu_stages(s, out)
+    if a.dry_run:
+        for i, st in enumerate(stages, start=1):
+            cmd = f"tbrm {shlex.join(st.argv)}" if st.argv else "(in-process)"
+            print(f"[{i}/{len(stages)}] {st.name}\n    {cmd}")
+        return 0
+    out.mkdir(parents=True, exist_ok=True)
+    print(f"tbrm reproduce --preset {a.preset}: {len(stages)} stages into {out}; settings: "
+          + json.dumps({k: v for k, v in s.items() if k != 'recipes'}) + f"; methods: {', '.join(s['recipes'])}",
+          flush=True)
+    return run_stages(stages, out)

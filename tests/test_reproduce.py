@@ -1,0 +1,140 @@
+"""`tbrm reproduce`: the paper preset's commands are valid `tbrm` invocations of existing recipes; the cpu preset's
+plan is an equal-prompt-budget comparison; and the cpu pipeline runs end to end on the tiny model, survives a
+real SIGKILL mid-training and, rerun, skips every finished stage."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shlex
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import run_cli
+from tbrm.cli import build_parser
+from tbrm.config import RECIPES_DIR, load_config
+
+
+def _tbrm_commands(text: str) -> list[list[str]]:
+    return [shlex.split(line)[1:] for line in text.splitlines() if line.startswith("tbrm ")]
+
+
+def test_paper_preset_writes_valid_commands_of_existing_recipes(tmp_path):
+    out = tmp_path / "paper"
+    proc = run_cli("reproduce", "--preset", "paper", "--out", str(out))
+    script = (out / "commands.sh").read_text()
+    assert script.startswith("#!/usr/bin/env bash") and "set -euo pipefail" in script
+    cmds = _tbrm_commands(script)
+    assert cmds == _tbrm_commands(proc.stdout)  # printed and written alike
+    parser = build_parser()
+    parsed = [parser.parse_args(c) for c in cmds]  # every line is a valid tbrm invocation (SystemExit otherwise)
+    trains = [p for p in parsed if p.command == "train"]
+    evals = [p for p in parsed if p.command == "eval"]
+    reports = [p for p in parsed if p.command == "report"]
+    assert {t.recipe for t in trains} == {f"paper-{m}-{s}" for m in ("tbrm-n1", "tbrm-n4", "grpo-n4", "ppo-n1")
+                                          for s in ("qwen1.5b", "qwen7b")}
+    for t in trains:
+        assert (RECIPES_DIR / f"{t.recipe}.yaml").is_file()
+        cfg = load_config(t.recipe)
+        # each trained model is evaluated at its final checkpoint
+        assert any(e.model == str(Path(t.out) / f"checkpoint-{cfg.steps}") for e in evals), t.recipe
+    assert {e.model for e in evals} >= {"Qwen/Qwen2.5-Math-1.5B", "Qwen/Qwen2.5-Math-7B"}  # base models
+    assert len(evals) == 10
+    for e in evals:
+        assert e.benchmarks == ["math500", "aime24", "aime25", "amc23", "minerva", "olympiadbench", "gsm8k"]
+        # paper defaults come from the registry (AIME/AMC avg@32 at T=1.0, others greedy): not overridden
+        assert e.samples is None and e.temperature is None and e.limit is None
+    (rep,) = reports
+    assert set(rep.runs) == {e.out for e in evals} | {t.out for t in trains}
+    assert set(rep.average_over) == {"aime24", "aime25", "amc23", "math500", "minerva", "olympiadbench"}
+    assert not (out / "train").exists()  # nothing was run
+
+
+def test_paper_preset_rejects_cpu_knobs(tmp_path):
+    proc = run_cli("reproduce", "--preset", "paper", "--steps", "3", "--out", str(tmp_path / "p"), check=False)
+    assert proc.returncode == 2 and "--steps" in proc.stderr and not (tmp_path / "p").exists()
+
+
+def test_cpu_plan_is_an_equal_budget_comparison(tmp_path):
+    proc = run_cli("reproduce", "--out", str(tmp_path / "r"), "--dry-run", "--steps", "7", "--math500-limit", "5")
+    cmds = _tbrm_commands("\n".join(line.strip() for line in proc.stdout.splitlines()))
+    parser = build_parser()
+    parsed = [parser.parse_args(c) for c in cmds]
+    trains = [p for p in parsed if p.command == "train"]
+    assert [t.recipe for t in trains] == ["cpu-tbrm-n1", "cpu-tbrm-n4", "cpu-grpo-n4", "cpu-ppo-n1"]
+    cfgs = [load_config(t.recipe, t.overrides) for t in trains]
+    assert {(c.steps, c.prompts_per_step) for c in cfgs} == {(7, cfgs[0].prompts_per_step)}
+    assert {c.algorithm for c in cfgs} == {"tbrm", "grpo", "ppo"}
+    evals = [p for p in parsed if p.command == "eval"]
+    assert len(evals) == 2 * 5  # base + 4 checkpoints, each on held-out arithmetic and MATH500
+    assert sum(e.limit == 5 and e.benchmarks == ["math500"] for e in evals) == 5
+    held = [e for e in evals if e.data_file]
+    assert len(held) == 5 and len({e.data_file for e in held}) == 1
+    assert {e.model for e in evals} == {"smollm2"} | {str(Path(t.out) / "checkpoint-7") for t in trains}
+    assert [p.command for p in parsed][-1] == "report"
+    assert not (tmp_path / "r").exists()  # a dry run writes nothing
+
+
+def test_cpu_settings_are_validated(tmp_path):
+    proc = run_cli("reproduce", "--out", str(tmp_path / "r"), "--dry-run", "--set", "nope=1", check=False)
+    assert proc.returncode == 2 and "nope" in proc.stderr
+    proc = run_cli("reproduce", "--out", str(tmp_path / "r"), "--dry-run", "--heldout-problems", "500", check=False)
+    assert proc.returncode == 2 and "heldout_size" in proc.stderr
+
+
+TINY = ["--recipes", "cpu-tbrm-n1", "cpu-grpo-n4", "--steps", "2", "--math500-limit", "2", "--heldout-problems", "4",
+        "--set", "heldout_size=20", "--set", "heldout_max_new_tokens=4", "--set", "math500_max_new_tokens=4",
+        "--set", "eval_batch_size=8", "--train-set", "prompts_per_step=2", "--train-set", "max_new_tokens=4",
+        "--train-set", "eval_problems=4", "--train-set", "micro_batch_size=4", "--train-set", "generation_batch_size=8",
+        "--train-set", "save_every=1", "--train-set", "tensorboard=false"]
+
+
+def test_cpu_pipeline_end_to_end_with_kill_and_resume(tiny_model_path, tmp_path):
+    out = tmp_path / "repro"
+    args = ["reproduce", "--out", str(out), "--model", tiny_model_path, *TINY]
+    # a real SIGKILL of the first training after its first step: reproduce stops and says how to resume
+    killed = run_cli(*args, env={"TBRM_KILL_AFTER_STEP": "1"}, check=False)
+    assert killed.returncode == 1 and "stage 2/10" in killed.stderr and "Rerun the same command" in killed.stderr
+    assert (out / "train" / "tbrm-n1" / "checkpoint-1").is_dir() and not (out / "evals").exists()
+
+    resumed = run_cli(*args)
+    assert "[1/10] write 4 held-out arithmetic problems: complete, skipped" in resumed.stdout
+    assert "[2/10] train TBRM n=1" in resumed.stdout and "all 10 stages complete" in resumed.stdout
+    rows = [json.loads(x) for x in (out / "train" / "tbrm-n1" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [0, 1, 2]  # resumed from checkpoint-1, not restarted or duplicated
+    held = [json.loads(x) for x in (out / "data" / "arith-heldout-4.jsonl").read_text().splitlines()]
+    from tbrm.data import heldout_sets
+
+    cfg = load_config("cpu-tbrm-n1", ["heldout_size=20", "eval_problems=4"])
+    assert [h["id"] for h in held] == [p.id for p in heldout_sets(cfg)["heldout"]]  # the trainer's split
+    for key in ("base", "tbrm-n1-step2", "grpo-n4-step2"):
+        for bench in ("heldout", "math500"):
+            assert (out / "evals" / f"{key}-{bench}" / "summary.json").is_file()
+    report = out / "report"
+    assert (report / "report.html").is_file() and (report / "figures" / "curves_vs_rollouts.png").is_file()
+    with open(report / "tables" / "table1.csv", newline="") as f:
+        t1 = list(csv.DictReader(f))
+    assert [r["label"] for r in t1] == [f"{Path(tiny_model_path).name} (base)", "TBRM n=1", "GRPO n=4"]
+    assert all(r["arith-heldout-4_n_problems"] == "4" and r["math500_n_problems"] == "2" for r in t1)
+    assert all(r["average"] != "" for r in t1)  # same problems and settings everywhere: averaged
+    timings = json.loads((out / "stages.json").read_text())
+    assert len(timings) == 10 and all(v >= 0 for v in timings.values())
+
+    again = run_cli(*args)
+    skipped = [line for line in again.stdout.splitlines() if line.endswith(")") and "complete, skipped" in line]
+    assert len(skipped) == 9 and "[10/10] write the report" in again.stdout  # only the report is redone
+
+
+def test_changed_settings_on_rerun_are_refused(tiny_model_path, tmp_path):
+    out = tmp_path / "repro"
+    (out / "evals" / "base-math500").mkdir(parents=True)
+    (out / "evals" / "base-math500" / "summary.json").write_text(json.dumps({"config": {"limit": 3}}))
+    proc = run_cli("reproduce", "--out", str(out), "--model", tiny_model_path, *TINY, check=False)
+    assert proc.returncode == 2 and "base-math500/summary.json was made with other settings" in proc.stderr
+
+
+@pytest.mark.parametrize("preset", ["cpu", "cpu-full"])
+def test_presets_load(preset, tmp_path):
+    proc = run_cli("reproduce", "--preset", preset, "--out", str(tmp_path / "r"), "--dry-run")
+    assert "[1/16]" in proc.stdout and "write the report" in proc.stdout
