@@ -35,10 +35,48 @@ def grading_throughput(sample_files: list[Path], workers: int | None) -> dict:
             "timeouts": sum(x.outcome.value == "timeout" for x in verdicts)}
 
 
+def generate_parity(batch: int = 64, new_tokens: int = 64, dtype: str = "float32") -> dict:
+    """Like-for-like check of harness overhead: the same 64 short prompts sampled at T=1.0 by a plain
+    `model.generate` call and by the harness's HFGenerator (the DEVELOPERS.md reference setting)."""
+    import torch
+    from transformers import GenerationConfig
+
+    from evals.prompts import render_prompt
+    from tbrm.generation import HFGenerator, SamplingParams
+    from tbrm.models import load_model, load_tokenizer, resolve_model
+    from tbrm.tasks import ArithmeticTask
+
+    path = resolve_model("smollm2-135m-instruct")
+    tok, model = load_tokenizer(path), load_model(path, dtype=dtype)
+    problems = ArithmeticTask(digits=(1, 2), heldout_size=batch).problems("heldout")
+    prompts = [render_prompt(p.problem, "qwen-math", tok) for p in problems][:batch]
+    enc = tok(prompts, return_tensors="pt", padding=True, add_special_tokens=False)
+    cfg = GenerationConfig(max_new_tokens=new_tokens, do_sample=True, temperature=1.0, top_k=0, eos_token_id=2,
+                           pad_token_id=tok.pad_token_id)
+    torch.manual_seed(0)
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        out = model.generate(**enc, generation_config=cfg)
+    plain_s = time.perf_counter() - t0
+    new = out[:, enc.input_ids.shape[1]:]
+    # tokens up to and including the first EOS, as the harness counts them
+    plain_tokens = sum(min(len(row), (row == 2).nonzero()[0].item() + 1 if (row == 2).any() else len(row)) for row in new)
+    gen = HFGenerator(model, tok, batch_size=batch)
+    params = SamplingParams(n=1, temperature=1.0, max_new_tokens=new_tokens, seed=0)
+    t0 = time.perf_counter()
+    samples = gen.run_batch(prompts, gen.plan(prompts, params)[0], 0, params)
+    harness_s = time.perf_counter() - t0
+    harness_tokens = sum(s.num_tokens for s in samples)
+    return {"sequences": batch, "max_new_tokens": new_tokens, "dtype": dtype,
+            "plain_generate_tokens_per_second": plain_tokens / plain_s,
+            "harness_tokens_per_second": harness_tokens / harness_s,
+            "plain_tokens": int(plain_tokens), "harness_tokens": harness_tokens}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--limit", type=int, default=None, help="first N problems of each benchmark (default: all)")
-    ap.add_argument("--max-new-tokens", type=int, default=512)
+    ap.add_argument("--max-new-tokens", type=int, default=256)
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--runs", default=str(HERE / "runs"), help="where the resumable eval run directories go")
@@ -53,6 +91,8 @@ def main() -> None:
             ("amc23", dict(samples=4, temperature=1.0))]  # 4 samples at T=1.0 (the paper uses 32)
     results = {"settings": vars(args), "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
                "benchmarks": {}}
+    results["generate_parity"] = generate_parity(dtype=args.dtype)
+    print("plain generate vs harness:", results["generate_parity"], flush=True)
     for name, over in plan:
         cfg = EvalConfig(model="smollm2-135m-instruct", benchmarks=[name], limit=args.limit,
                          max_new_tokens=args.max_new_tokens, dtype=args.dtype, batch_size=args.batch_size, **over)
@@ -91,6 +131,9 @@ def main() -> None:
                  f"{g['answers_per_second']:.0f} answers/s ({g['timeouts']} timeouts). "
                  f"Settings: {args.dtype}, batch {args.batch_size}, max_new_tokens {args.max_new_tokens}, "
                  f"{os.cpu_count()} CPUs.")
+    p = results["generate_parity"]
+    lines.append(f"\nSame 64 short prompts sampled at T=1.0, {p['max_new_tokens']} new tokens: plain `model.generate` "
+                 f"{p['plain_generate_tokens_per_second']:.0f} tok/s, harness {p['harness_tokens_per_second']:.0f} tok/s.")
     atomic_write_text(f"{args.out}.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
 

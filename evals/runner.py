@@ -265,8 +265,10 @@ def run_eval(cfg: EvalConfig, out_dir: str | Path, *, progress: bool = True, con
             rows = evaluate_problems(task.name, task.problems, prompts, task.params, generator, verifier,
                                      out_dir / "samples" / f"{task.name}.jsonl", progress=progress)
             results[task.name] = summarize_rows(rows, task.params)
+    trained = Path(model_path) / "train_config.json"
     summary = {
-        "model": cfg.model, "model_path": model_path, "fingerprint": identity["model"],
+        "model": cfg.model, "model_path": str(Path(model_path).resolve()) if Path(model_path).exists() else model_path,
+        "trained_with": read_json(trained) if trained.exists() else None, "fingerprint": identity["model"],
         "template": template, "config": asdict(cfg), "versions": package_versions(), "device": str(device),
         "benchmarks": results, "wall_seconds_this_invocation": round(time.perf_counter() - t_start, 2),
     }

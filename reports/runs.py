@@ -238,12 +238,15 @@ def load_eval_run(run_dir: Path) -> EvalRun:
     method = checkpoint_step = final_step = None
     base = short_model_name(model)
     mdir = _find_model_dir(model_path, run_dir)
-    if mdir is not None and (mdir / "train_config.json").is_file():
-        tc = _read_json_dict(mdir / "train_config.json")
-        method = method_label(tc, mdir / "train_config.json")
+    recorded = s.get("trained_with") if isinstance(s.get("trained_with"), dict) else None
+    if (mdir is not None and (mdir / "train_config.json").is_file()) or recorded:
+        # the summary records the checkpoint's training config, so a moved checkpoint keeps its label
+        tc = recorded or _read_json_dict(mdir / "train_config.json")
+        method = method_label(tc, summary_path if recorded else mdir / "train_config.json")
         base = short_model_name(str(tc.get("model", "?")))
-        tail = mdir.resolve().name.split("-")[-1]
-        checkpoint_step = int(tail) if mdir.resolve().name.startswith("checkpoint-") and tail.isdigit() else None
+        name = Path(model_path).name
+        tail = name.split("-")[-1]
+        checkpoint_step = int(tail) if name.startswith("checkpoint-") and tail.isdigit() else None
         final_step = tc.get("steps") if isinstance(tc.get("steps"), int) else None
     elif mdir is None and not _looks_like_hub_id(model_path):
         notes.append(f"{run_dir}: model {model_path} not found from here, so whether it is a trained checkpoint "

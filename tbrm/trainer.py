@@ -289,7 +289,9 @@ class Trainer:
                 row = self.step(step)
                 last = step == cfg.steps
                 if cfg.evaluate and (last or (cfg.eval_every and step % cfg.eval_every == 0)):
+                    t_eval = time.perf_counter()
                     row.update(self.evaluate(step))
+                    row["time/eval"] = time.perf_counter() - t_eval
                 self.log(row)
                 if last or (cfg.save_every and step % cfg.save_every == 0):
                     self.save(step)
