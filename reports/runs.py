@@ -240,9 +240,10 @@ def load_eval_run(run_dir: Path) -> EvalRun:
     mdir = _find_model_dir(model_path, run_dir)
     recorded = s.get("trained_with") if isinstance(s.get("trained_with"), dict) else None
     if (mdir is not None and (mdir / "train_config.json").is_file()) or recorded:
-        # the summary records the checkpoint's training config, so a moved checkpoint keeps its label
-        tc = recorded or _read_json_dict(mdir / "train_config.json")
-        method = method_label(tc, summary_path if recorded else mdir / "train_config.json")
+        # the checkpoint's own train_config wins; the copy in the summary keeps a moved checkpoint's label
+        reachable = mdir is not None and (mdir / "train_config.json").is_file()
+        tc = _read_json_dict(mdir / "train_config.json") if reachable else recorded
+        method = method_label(tc, mdir / "train_config.json" if reachable else summary_path)
         base = short_model_name(str(tc.get("model", "?")))
         name = Path(model_path).name
         tail = name.split("-")[-1]
