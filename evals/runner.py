@@ -112,6 +112,10 @@ def resolve_tasks(cfg: EvalConfig) -> list[BenchmarkTask]:
             max_new_tokens=cfg.max_new_tokens if cfg.max_new_tokens is not None else max_new,
             seed=cfg.seed,
         )
+        if params.greedy and params.n > 1:
+            # greedy decoding gives every sample the same text: generate it once (avg@1 == avg@n here)
+            print(f"{name}: greedy decoding, so 1 sample per problem instead of {params.n}", flush=True)
+            params.n = 1
         tasks.append(BenchmarkTask(name, problems, params))
     return tasks
 

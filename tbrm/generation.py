@@ -94,12 +94,16 @@ def generate(generator: Generator, prompts: Sequence[str], params: SamplingParam
 class HFGenerator:
     """transformers `generate` backend.
 
-    batch_size: sequences per forward batch. On CPU, 32-64 maximises tokens/s for a 135M model; on GPU, larger.
-    Batches hold prompts of similar length (sorted, longest first so an out-of-memory shows up at once).
+    batch_size: most sequences per batch. On CPU, 32-64 maximises tokens/s for a 135M model; on GPU, larger.
+    Batches hold prompts of similar length (sorted, longest first so an out-of-memory shows up at once) under a
+    token budget (see `plan`).
     """
 
-    def __init__(self, model, tokenizer, batch_size: int = 64, autocast: str = "none"):
+    def __init__(self, model, tokenizer, batch_size: int = 64, autocast: str = "none",
+                 max_batch_tokens: int | None = None):
         self.model = model
+        # rows x (padded prompt + new tokens) per batch; default batch_size x (256 + max_new_tokens)
+        self.max_batch_tokens = max_batch_tokens
         self.autocast = autocast  # "bf16": sample under bf16 autocast (fp32 master weights stay untouched)
         self.tokenizer = tokenizer
         self.batch_size = int(batch_size)
@@ -122,10 +126,30 @@ class HFGenerator:
         return tok(prompt, add_special_tokens=add).input_ids
 
     def plan(self, prompts: Sequence[str], params: SamplingParams) -> list[list[WorkItem]]:
+        """Deterministic batches: sequences sorted by prompt length (longest first), a new batch started when
+        `batch_size` rows are reached, when rows x (width + max_new_tokens) would pass the token budget, or when
+        the next prompt is under half the batch's width. Every row of a batch is padded to its longest prompt
+        and the KV cache of every row grows to that width, so one 900-token prompt in a batch of 100-token
+        prompts would make the whole batch ~5x more expensive."""
         lengths = [len(self.encode(p)) for p in prompts]
         items = [(pi, si) for pi in range(len(prompts)) for si in range(params.n)]
         items.sort(key=lambda it: (-lengths[it[0]], it[0], it[1]))
-        return [items[i : i + self.batch_size] for i in range(0, len(items), self.batch_size)]
+        budget = self.max_batch_tokens or self.batch_size * (256 + params.max_new_tokens)
+        batches: list[list[WorkItem]] = []
+        current: list[WorkItem] = []
+        width = 0
+        for item in items:
+            length = lengths[item[0]]
+            if current and (len(current) >= self.batch_size or length < width / 2
+                            or (len(current) + 1) * (width + params.max_new_tokens) > budget):
+                batches.append(current)
+                current = []
+            if not current:
+                width = length
+            current.append(item)
+        if current:
+            batches.append(current)
+        return batches
 
     @torch.no_grad()
     def run_batch(self, prompts: Sequence[str], batch: list[WorkItem], batch_index: int,

@@ -121,9 +121,9 @@ def test_bundled_smollm2_on_math500_and_amc23_slices(smollm2_path, tmp_path):
                    "--samples", "2", "--max-new-tokens", "48", "--out", str(out), "--no-progress")
     summary = json.loads((out / "summary.json").read_text())
     assert summary["model_path"] == smollm2_path
-    for name in ("math500", "amc23"):
+    for name, n in (("math500", 1), ("amc23", 2)):  # greedy MATH500: one sample is all --samples 2 can give
         rows = _rows(out / "samples" / f"{name}.jsonl")
-        assert len(rows) == 4
+        assert len(rows) == 2 * n
         # a real instruct model writes words, not token soup
         assert all(len(r["response"].split()) >= 3 for r in rows)
     assert summary["benchmarks"]["amc23"]["sampling"]["temperature"] == 1.0  # the paper default for AMC

@@ -48,3 +48,21 @@ def test_micro_batch_selection_keeps_rows_aligned(tiny):
     second = batch.select(slice(1, 2))
     assert second.rewards.tolist() == [1.5] and second.extra["ref_logprobs"].tolist() == [[pytest.approx(0.2), pytest.approx(0.3)]]
     assert second.prompt_width == batch.prompt_width
+
+
+def test_generation_plan_bounds_padding_and_tokens(tiny):
+    from tbrm.generation import HFGenerator, SamplingParams
+
+    model, tok = tiny
+    gen = HFGenerator(model, tok, batch_size=4, max_batch_tokens=10 * 100)
+    prompts = ["word " * 300] + ["word " * 20] * 6 + ["word " * 9] * 3
+    plan = gen.plan(prompts, SamplingParams(n=2, max_new_tokens=50))
+    items = [it for b in plan for it in b]
+    assert sorted(items) == [(p, s) for p in range(10) for s in range(2)]  # every sample exactly once
+    assert plan[0] == [(0, 0), (0, 1)]  # the long prompt does not drag short ones into its padding
+    lengths = [len(gen.encode(p)) for p in prompts]
+    for batch in plan:
+        width = max(lengths[p] for p, _ in batch)
+        assert len(batch) <= 4 and min(lengths[p] for p, _ in batch) >= width / 2
+        assert len(batch) * (width + 50) <= 1000 or len(batch) == 1
+    assert plan == gen.plan(prompts, SamplingParams(n=2, max_new_tokens=50))  # deterministic (resume relies on it)
