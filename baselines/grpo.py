@@ -21,14 +21,14 @@ class GRPO(Algorithm):
         self.token_weighted = cfg.loss_agg == "token-mean"
 
     @torch.no_grad()
-    def prepare(self, batch, policy_forward):
+    def prepare(self, batch, policy_logprobs):
         # Rollouts of one prompt are consecutive rows (the loop guarantees it), as grpo_advantages expects.
         adv = grpo_advantages(batch.rewards, self.cfg.rollouts_per_prompt, scale_by_std=self.cfg.scale_adv_by_std)
         batch.extra["advantages"] = adv
         if self.cfg.policy_epochs > 1:
             # Only with several passes does pi_old differ from pi_theta; with one pass the ratio is exactly 1
             # and this extra forward would be wasted.
-            batch.extra["old_logprobs"] = policy_forward(batch).logprobs
+            batch.extra["old_logprobs"] = policy_logprobs(batch)
         groups = (batch.rewards.view(-1, self.cfg.rollouts_per_prompt).std(-1) > 0).float()
         return {"grpo/groups_with_signal": groups.mean().item()}
 

@@ -49,13 +49,13 @@ class PPO(Algorithm):
         self.critic_opt = torch.optim.AdamW(self.critic.parameters(), lr=cfg.critic_lr, weight_decay=0.0)
 
     @torch.no_grad()
-    def prepare(self, batch, policy_forward):
+    def prepare(self, batch, policy_logprobs):
         values = self.critic(batch, self.cfg.autocast)
         rewards = outcome_token_rewards(batch.rewards, batch.response_mask)
         adv, returns = gae(rewards, values, batch.response_mask, self.cfg.gae_gamma, self.cfg.gae_lambda)
         batch.extra.update(old_values=values, returns=returns, advantages=whiten(adv, batch.response_mask))
         if self.cfg.policy_epochs > 1:
-            batch.extra["old_logprobs"] = policy_forward(batch).logprobs
+            batch.extra["old_logprobs"] = policy_logprobs(batch)
         m = batch.response_mask
         return {"ppo/value_mean": float((values * m).sum() / m.sum().clamp(min=1))}
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from evals.benchmarks import DataError, field_value, read_records
 from evals.metrics import ProblemResult, summarize
 from evals.verifier import Verifier
-from tbrm.io import atomic_write_json, atomic_write_text
+from tbrm.io import atomic_write_json, atomic_write_jsonl
 
 CHUNK = 512
 
@@ -22,8 +22,6 @@ def grade_file(path: str | Path, *, response_field: str = "response", answer_fie
                id_field: str | None = None, out_dir: str | Path, allow_fallback: bool = True,
                timeout_s: float = 5.0, workers: int | None = None, progress: bool = True,
                print_table: bool = True) -> dict:
-    import json
-
     from tqdm.auto import tqdm
 
     path = Path(path)
@@ -59,7 +57,7 @@ def grade_file(path: str | Path, *, response_field: str = "response", answer_fie
                "id_field": id_field, "allow_fallback": allow_fallback, "n_rows": len(rows), "outcomes": outcomes,
                "fallback_extractions": sum(r["extraction"] == "fallback" for r in rows), "metrics": metrics}
     out_dir = Path(out_dir)
-    atomic_write_text(out_dir / "graded.jsonl", "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    atomic_write_jsonl(out_dir / "graded.jsonl", rows)
     atomic_write_json(out_dir / "summary.json", summary)
     if print_table:
         from rich.console import Console

@@ -27,7 +27,7 @@ from evals.metrics import ProblemResult, length_stats, summarize
 from evals.problem import Problem
 from evals.verifier import Verifier
 from tbrm.generation import Generator, SamplingParams
-from tbrm.io import append_jsonl, atomic_write_json, atomic_write_text, read_json, read_jsonl
+from tbrm.io import append_jsonl, atomic_write_json, atomic_write_jsonl, read_json, read_jsonl
 
 
 @dataclass
@@ -145,7 +145,7 @@ def evaluate_problems(
     done = {b for b, rs in by_batch.items() if b < len(plan) and len(rs) == len(plan[b])}
     if len(done) != len(by_batch):  # a torn batch from a crash: drop its rows, it will be regenerated
         kept = [r for r in rows if r["batch_index"] in done]
-        atomic_write_text(samples_path, "".join(_dumps(r) for r in kept))
+        atomic_write_jsonl(samples_path, kept)
         rows = kept
     if done:
         print(f"{name}: resuming, {len(done)}/{len(plan)} batches already on disk", flush=True)
@@ -186,12 +186,6 @@ def evaluate_problems(
     order = {p.id: i for i, p in enumerate(problems)}
     rows.sort(key=lambda r: (order.get(r["problem_id"], 1 << 30), r["sample_index"]))
     return rows
-
-
-def _dumps(row: dict) -> str:
-    import json
-
-    return json.dumps(row, ensure_ascii=False) + "\n"
 
 
 def summarize_rows(rows: Sequence[dict], params: SamplingParams | None = None) -> dict:

@@ -162,11 +162,10 @@ def cpu_stages(s: dict, out: Path) -> list[Stage]:
     def write_heldout() -> None:
         from dataclasses import replace
 
-        from tbrm.io import atomic_write_text
+        from tbrm.io import atomic_write_jsonl
 
         problems = heldout_sets(replace(first, eval_problems=n_held))["heldout"]
-        atomic_write_text(data_file, "".join(json.dumps({"id": p.id, "problem": p.problem, "answer": p.answer})
-                                             + "\n" for p in problems))
+        atomic_write_jsonl(data_file, ({"id": p.id, "problem": p.problem, "answer": p.answer} for p in problems))
 
     stages.append(Stage(f"write {n_held} held-out arithmetic problems", func=write_heldout,
                         done=data_file.is_file, outputs=[data_file]))

@@ -25,8 +25,9 @@ class Algorithm:
         self.device = device
 
     @torch.no_grad()
-    def prepare(self, batch: RolloutBatch, policy_forward) -> dict[str, float]:
-        """Fill `batch.extra` with what the loss needs that must not change during the update."""
+    def prepare(self, batch: RolloutBatch, policy_logprobs) -> dict[str, float]:
+        """Fill `batch.extra` with what the loss needs that must not change during the update.
+        `policy_logprobs(batch)` gives the current policy's micro-batched no-grad [B, T] response log-probs."""
         return {}
 
     def loss(self, mb: RolloutBatch, out: ResponseOutputs) -> tuple[torch.Tensor, dict[str, float]]:

@@ -48,10 +48,19 @@ def read_json(path: str | os.PathLike) -> Any:
         raise CorruptFileError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from e
 
 
+def jsonl_text(rows: Iterable[dict]) -> str:
+    """The one JSONL line format of every run file."""
+    return "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in rows)
+
+
+def atomic_write_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> None:
+    atomic_write_text(path, jsonl_text(rows))
+
+
 def append_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in rows)
+    text = jsonl_text(rows)
     if not text:
         return
     with open(path, "a", encoding="utf-8") as f:

@@ -18,14 +18,13 @@ import resource
 import shutil
 import signal
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from tbrm.config import ConfigError, TrainConfig, to_dict
-from tbrm.io import append_jsonl, atomic_write_json, atomic_write_text, read_json, read_jsonl
+from tbrm.io import append_jsonl, atomic_write_json, atomic_write_jsonl, read_json, read_jsonl
 
 # Settings that may change between a run and its resumption (they do not change what is computed per step).
 RESUMABLE_CHANGES = {"steps", "evaluate", "eval_every", "save_every", "keep_checkpoints", "device", "threads", "tensorboard",
@@ -110,7 +109,7 @@ class Trainer:
         self.render = lambda text: render_prompt(text, cfg.template, self.tokenizer)
         # Metrics after the checkpoint we resume from belong to steps that will be redone.
         rows = [r for r in read_jsonl(run_dir / "metrics.jsonl") if r["step"] <= self.start_step]
-        atomic_write_text(run_dir / "metrics.jsonl", "".join(_line(r) for r in rows))
+        atomic_write_jsonl(run_dir / "metrics.jsonl", rows)
         atomic_write_json(run_dir / "train_config.json", to_dict(cfg))
         self.writer = None
         if cfg.tensorboard:
@@ -127,7 +126,7 @@ class Trainer:
     # ------------------------------------------------------------------ one step
     def rollouts(self, step: int):
         """Sample (or, off-policy, read) the step's trajectories and reward them with the shared verifier."""
-        from tbrm.generation import SamplingParams
+        from tbrm.generation import SamplingParams, generate
 
         cfg, tok = self.cfg, self.tokenizer
         if self.offline is not None:
@@ -144,19 +143,14 @@ class Trainer:
         prompts = [self.render(p.problem) for p in problems]
         params = SamplingParams(n=cfg.rollouts_per_prompt, temperature=cfg.temperature, top_p=cfg.top_p,
                                 max_new_tokens=cfg.max_new_tokens, seed=cfg.seed * 1_000_003 + step)
-        samples = [[None] * params.n for _ in prompts]
         t0 = time.perf_counter()
-        tokens = 0
-        for bi, batch in enumerate(self.generator.plan(prompts, params)):
-            for s in self.generator.run_batch(prompts, batch, bi, params):
-                samples[s.prompt_index][s.sample_index] = s
-                tokens += s.num_tokens
+        samples = generate(self.generator, prompts, params)
         gen_seconds = time.perf_counter() - t0
         flat = [s for group in samples for s in group]  # rollouts of a prompt stay consecutive (GRPO groups)
         verdicts = self.verifier.verify_batch([(s.text, problems[s.prompt_index].answer) for s in flat])
         rewards = [cfg.reward_correct if v.correct else cfg.reward_wrong for v in verdicts]
         info = {"truncated": [s.finish_reason == "length" for s in flat], "correct": [v.correct for v in verdicts],
-                "fallback": [v.extraction == "fallback" for v in verdicts], "gen_tokens": tokens,
+                "fallback": [v.extraction == "fallback" for v in verdicts], "gen_tokens": sum(s.num_tokens for s in flat),
                 "gen_seconds": gen_seconds}
         return [s.prompt_ids for s in flat], [s.token_ids for s in flat], rewards, [s.prompt_index for s in flat], info
 
@@ -187,7 +181,7 @@ class Trainer:
             batch.extra["ref_logprobs"] = self._no_grad_logprobs(self.ref, batch)
         t_ref = time.perf_counter()
         self.policy.train()
-        prep = self.algo.prepare(batch, lambda b: _NoGradForward(self, b))
+        prep = self.algo.prepare(batch, lambda b: self._no_grad_logprobs(self.policy, b))
         sums: dict[str, float] = {}
         log_ratio = []
         for _ in range(cfg.policy_epochs):
@@ -311,19 +305,6 @@ class Trainer:
             if self.writer:
                 self.writer.close()
         return read_jsonl(self.run_dir / "metrics.jsonl")
-
-
-class _NoGradForward:
-    """What `Algorithm.prepare` gets to compute pi_old log-probs: the policy's micro-batched no-grad forward."""
-
-    def __init__(self, trainer: Trainer, batch):
-        self.logprobs = trainer._no_grad_logprobs(trainer.policy, batch)
-
-
-def _line(row: dict) -> str:
-    import json
-
-    return json.dumps(row) + "\n"
 
 
 def train(cfg: TrainConfig, run_dir: str | Path, progress: bool = True) -> list[dict]:
