@@ -14,6 +14,7 @@ from tbrm.algorithm import Algorithm
 
 class GRPO(Algorithm):
     name = "grpo"
+    tempered_logprobs = True
 
     def __init__(self, cfg, policy, device):
         super().__init__(cfg, policy, device)

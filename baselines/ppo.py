@@ -39,6 +39,7 @@ class Critic(nn.Module):
 class PPO(Algorithm):
     name = "ppo"
     token_weighted = True
+    tempered_logprobs = True
 
     def __init__(self, cfg, policy, device):
         super().__init__(cfg, policy, device)
@@ -53,7 +54,9 @@ class PPO(Algorithm):
         values = self.critic(batch, self.cfg.autocast)
         rewards = outcome_token_rewards(batch.rewards, batch.response_mask)
         adv, returns = gae(rewards, values, batch.response_mask, self.cfg.gae_gamma, self.cfg.gae_lambda)
-        batch.extra.update(old_values=values, returns=returns, advantages=whiten(adv, batch.response_mask))
+        if self.cfg.whiten_advantages:
+            adv = whiten(adv, batch.response_mask)
+        batch.extra.update(old_values=values, returns=returns, advantages=adv)
         if self.cfg.policy_epochs > 1:
             batch.extra["old_logprobs"] = policy_logprobs(batch)
         m = batch.response_mask

@@ -171,8 +171,10 @@ def ppo_policy_loss(
 def _explained_variance(pred: Tensor, target: Tensor, mask: Tensor) -> float:
     # 1 − Var[target − pred] / Var[target] over real tokens; nan when Var[target] = 0 (e.g. every answer in
     # the batch wrong): undefined rather than a misleading number (same convention as stable-baselines3).
+    # "0" includes float rounding: returns = (r - V) + V are constant only up to ~1e-9, and dividing by that
+    # variance gave explained variances of -1e15.
     var_t = masked_mean((target - masked_mean(target, mask)) ** 2, mask)
-    if var_t.item() <= 0:
+    if var_t.item() <= 1e-10:
         return float("nan")
     res = target - pred
     var_r = masked_mean((res - masked_mean(res, mask)) ** 2, mask)

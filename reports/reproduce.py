@@ -22,32 +22,38 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-# Every per-stage setting of the CPU presets, in one place. `steps` and the prompts per step of the recipes
-# set the prompt budget (equal for every method); `train_overrides` apply to every method (key=value, as for
-# `tbrm train`). The held-out problems come from the recipes' arithmetic task with `heldout_size`.
+# Every per-stage setting of the CPU presets, in one place. `steps` and `prompts_per_step` set the prompt budget
+# (equal for every method); `train_overrides` apply to every method (key=value, as for `tbrm train`). The held-out
+# problems come from the recipes' arithmetic task with `heldout_size`; the final evaluation uses the first
+# `heldout_problems` of them. Sizes of `cpu` are chosen to finish within 45 minutes on 2 cores (measured in
+# benchmarks/results/reproduce_cpu.json). `cpu-full` trains the same runs twice as long: every training setting
+# but `steps` is shared, so `--preset cpu-full --out DIR` on a DIR that holds a finished `cpu` run continues its
+# trainings from their last checkpoint (20 -> 40 steps, same data order and optimizer state) instead of starting
+# over, and evaluates on more held-out problems and a larger MATH500 slice (in their own eval folders).
+_CPU_TRAIN = ["prompts_per_step=8", "eval_problems=50", "eval_every=10", "save_every=10"]
 PRESETS: dict[str, dict[str, Any]] = {
     "cpu": {
         "model": "smollm2",
         "recipes": ["cpu-tbrm-n1", "cpu-tbrm-n4", "cpu-grpo-n4", "cpu-ppo-n1"],
-        "steps": 30,
-        "train_overrides": ["eval_problems=50"],  # the trainer's own held-out curve (every eval_every steps)
-        "heldout_size": 100,
+        "steps": 20,
+        "train_overrides": _CPU_TRAIN,  # the trainer's own held-out curve: 50 problems every 10 steps
+        "heldout_size": 200,
         "heldout_problems": 100,  # final held-out evaluation (tbrm eval --data-file), <= heldout_size
         "heldout_max_new_tokens": 48,  # = the recipes' max_new_tokens
-        "math500_limit": 20,  # 0 skips MATH500
-        "math500_max_new_tokens": 512,
+        "math500_limit": 10,  # 0 skips MATH500 (a sanity check at this scale: ~2 min per model for 20)
+        "math500_max_new_tokens": 256,
         "eval_batch_size": 64,
     },
     "cpu-full": {
         "model": "smollm2",
         "recipes": ["cpu-tbrm-n1", "cpu-tbrm-n4", "cpu-grpo-n4", "cpu-ppo-n1"],
-        "steps": 120,
-        "train_overrides": ["eval_problems=100", "eval_every=20", "save_every=20"],
+        "steps": 40,
+        "train_overrides": _CPU_TRAIN,
         "heldout_size": 200,
         "heldout_problems": 200,
         "heldout_max_new_tokens": 48,
-        "math500_limit": 100,
-        "math500_max_new_tokens": 1024,
+        "math500_limit": 50,
+        "math500_max_new_tokens": 384,
         "eval_batch_size": 64,
     },
 }
@@ -73,16 +79,20 @@ def add_parser(sub) -> None:
         description="--preset cpu (default): train TBRM n=1/n=4, GRPO n=4 and PPO n=1 on the bundled "
                     "SmolLM2-135M-Instruct with an equal prompt budget, evaluate base + final checkpoints on "
                     "held-out arithmetic and a MATH500 slice, and write DIR/report. Kill it and rerun the same "
-                    "command: finished stages are skipped, the others resume. --preset cpu-full: the same, "
-                    "larger (hours). --preset paper: print and write DIR/commands.sh with the exact commands "
+                    "command: finished stages are skipped, the others resume. --preset cpu-full: the same "
+                    "trained twice as long and evaluated on more problems; on a DIR holding a finished cpu run it "
+                    "continues those trainings instead of starting over. --preset paper: print and write DIR/commands.sh with the exact commands "
                     "of the paper's Table 1 (GPUs; nothing is run).")
     p.add_argument("--preset", choices=("cpu", "cpu-full", "paper"), default="cpu")
-    p.add_argument("--out", required=True, help="output folder (resumed if it exists)")
+    p.add_argument("--out", default="runs/reproduce",
+                   help="output folder, resumed if it exists (default runs/reproduce: shared by cpu and cpu-full, "
+                        "so cpu-full continues a finished cpu run)")
     p.add_argument("--steps", type=int, help="training steps of every method (cpu presets)")
     p.add_argument("--math500-limit", type=int, help="MATH500 problems evaluated, 0 = none (cpu presets)")
     p.add_argument("--heldout-problems", type=int, help="held-out arithmetic problems evaluated (cpu presets)")
     p.add_argument("--threads", type=int, help="torch CPU threads of every stage")
     p.add_argument("--dry-run", action="store_true", help="print the stages' commands and exit")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars inside the stages")
     # test / tuning hooks (hidden): another model, a subset of recipes, preset entries, extra train overrides
     p.add_argument("--model", help=argparse.SUPPRESS)
     p.add_argument("--recipes", nargs="+", help=argparse.SUPPRESS)
@@ -109,6 +119,8 @@ def resolve_settings(a: argparse.Namespace) -> dict[str, Any]:
             s[key] = val
     s["train_overrides"] = list(s["train_overrides"]) + list(a.train_set)
     s["threads"] = a.threads
+    s["progress"] = not a.no_progress
+    s["preset"] = a.preset
     for key in ("steps", "heldout_problems", "heldout_size", "heldout_max_new_tokens", "math500_max_new_tokens",
                 "eval_batch_size"):
         if not isinstance(s[key], int) or s[key] < 1:
@@ -171,6 +183,7 @@ def cpu_stages(s: dict, out: Path) -> list[Stage]:
                         done=data_file.is_file, outputs=[data_file]))
 
     thr = ["--threads", str(s["threads"])] if s["threads"] else []
+    quiet = [] if s["progress"] else ["--no-progress"]  # stages show their own bars: step, reward, ETA, seq/s
     trained: list[tuple[str, Path]] = []
     for recipe, cfg in cfgs.items():
         run = out / "train" / _short(recipe)
@@ -182,10 +195,14 @@ def cpu_stages(s: dict, out: Path) -> list[Stage]:
             if diff:
                 raise ConfigError(f"{on_disk} was trained with other settings ({', '.join(diff[:6])}); use a new "
                                   f"--out or delete {run}")
+        later = [p.name for k, p in checkpoints(run) if k > cfg.steps]
+        if later and not final.is_dir():
+            raise ConfigError(f"{run} was trained further ({', '.join(later)}) and its {final.name} was rotated "
+                              f"away; use --steps with one of those, or a new --out")
         method = f"{cfg.algorithm.upper()} n={cfg.rollouts_per_prompt}"
         stages.append(Stage(f"train {method} ({recipe}, {cfg.steps} steps x {cfg.prompts_per_step} prompts)",
-                            argv=["train", "--recipe", recipe, "--out", str(run), "--no-progress", *overrides],
-                            done=lambda run=run, final=final: any(p == final for _, p in checkpoints(run)),
+                            argv=["train", "--recipe", recipe, "--out", str(run), *quiet, *overrides],
+                            done=lambda run=run, n=cfg.steps: any(k >= n for k, _ in checkpoints(run)),
                             outputs=[run]))
         trained.append((f"{_short(recipe)}-step{cfg.steps}", final))
 
@@ -198,19 +215,22 @@ def cpu_stages(s: dict, out: Path) -> list[Stage]:
             jobs.append(("math500", ["--benchmarks", "math500", "--limit", str(s["math500_limit"])],
                          s["math500_max_new_tokens"], {"benchmarks": ["math500"], "limit": s["math500_limit"]}))
         for bench, args, max_new, expect in jobs:
-            run = out / "evals" / f"{key}-{bench}"
+            size = n_held if bench == "heldout" else s["math500_limit"]
+            run = out / "evals" / f"{key}-{bench}-{size}"  # presets sharing DIR evaluate different slices
             expect = {**expect, "model": model, "max_new_tokens": max_new}
             evals.append(run)
-            stages.append(Stage(f"evaluate {key} on {bench}",
+            stages.append(Stage(f"evaluate {key} on {bench} ({size} problems, {max_new} new tokens)",
                                 argv=["eval", "--model", model, *args, "--max-new-tokens", str(max_new),
                                       "--batch-size", str(s["eval_batch_size"]), "--out", str(run),
-                                      "--no-progress", *thr],
+                                      *quiet, *thr],
                                 done=lambda run=run, expect=expect: _eval_done(run, expect), outputs=[run]))
     trains = [out / "train" / _short(r) for r in cfgs]
+    report = out / f"report-{s['preset']}"  # cpu and cpu-full may share DIR: one report each
     stages.append(Stage("write the report", argv=["report", *map(str, evals), *map(str, trains), "--out",
-                                                  str(out / "report"), "--title",
-                                                  f"tbrm reproduce: {len(cfgs)} methods on {Path(s['model']).name}"],
-                        outputs=[out / "report" / "report.md", out / "report" / "report.html"]))
+                                                  str(report), "--title",
+                                                  f"tbrm reproduce --preset {s['preset']}: {len(cfgs)} methods on "
+                                                  f"{Path(s['model']).name}, {first.steps} steps"],
+                        outputs=[report / "report.md", report / "report.html"]))
     return stages
 
 
@@ -264,7 +284,7 @@ def run_stages(stages: list[Stage], out: Path) -> int:
         atomic_write_json(log_path, log)
         print(f"{head}: done in {_fmt(dt)}  (elapsed {_fmt(time.perf_counter() - t0)})", flush=True)
     print(f"reproduce: all {n} stages complete in {_fmt(time.perf_counter() - t0)}; report: "
-          f"{out / 'report' / 'report.md'} and report.html; stage timings: {log_path}", flush=True)
+          f"{stages[-1].outputs[0]} and report.html; stage timings: {log_path}", flush=True)
     return 0
 
 

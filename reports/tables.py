@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from itertools import combinations
-from statistics import mean
+from statistics import mean, median
 
 from reports.runs import BenchResult, EvalRun, TrainRun
 from reports.stats import compare, describe
@@ -327,19 +327,20 @@ PHASES = (("time/generation", "generation"), ("time/reference", "reference"), ("
 
 
 def efficiency(t: TrainRun) -> dict:
-    """Seconds/step by phase (mean over steps after the first, which pays one-off warm-up), peak memory,
-    rollout tokens/s."""
+    """Seconds/step by phase (median over steps after the first, which pays one-off warm-up), peak memory,
+    rollout tokens/s. Medians: one step stalled by another process on a shared machine, or by the step's
+    checkpoint write, must not move a method's figure."""
     steps = [r for r in t.rows if r["step"] > 0]
     body = [r for r in steps if r["step"] > 1] or steps
     out: dict = {"label": t.label, "method": t.method, "steps_averaged": len(body),
                  "first_step_excluded": len(body) < len(steps)}
     for key, name in PHASES:
         vals = [r[key] for r in body if r.get(key) is not None]
-        out[f"{name}_s"] = mean(vals) if vals else None
+        out[f"{name}_s"] = median(vals) if vals else None
     mem = [r["memory/peak_gb"] for r in steps if r.get("memory/peak_gb") is not None]
     out["peak_memory_gb"] = max(mem) if mem else None
     tps = [r["rollout/tokens_per_second"] for r in body if r.get("rollout/tokens_per_second") is not None]
-    out["rollout_tokens_per_s"] = mean(tps) if tps else None
+    out["rollout_tokens_per_s"] = median(tps) if tps else None
     out["device"] = t.config.get("device")
     return out
 
@@ -362,8 +363,9 @@ def efficiency_table(trains: list[TrainRun]) -> Table:
     display = [[r["label"], s(r["generation_s"]), s(r["reference_s"]), s(r["training_s"]), s(r["step_s"]),
                 s(r["peak_memory_gb"]), s(r["rollout_tokens_per_s"], 0), x(r["step_time_vs_tbrm_n1"]),
                 x(r["memory_vs_tbrm_n1"]), x(r["tokens_per_s_vs_tbrm_n1"])] for r in recs]
-    notes = ["Seconds per step are means over the steps after the first (the first pays one-off warm-up; it is "
-             "used only when it is the only step). Held-out evaluation time is not part of a step."]
+    notes = ["Seconds per step and tokens/s are medians over the steps after the first (the first pays one-off "
+             "warm-up; it is used only when it is the only step; medians keep a step stalled by another process "
+             "from moving the figure). Held-out evaluation time is not part of a step."]
     if ref:
         notes.append(f"Ratios are to {ref['label']} (the paper: PPO takes 1.3× and GRPO n=4 3.1× TBRM n=1's time "
                      f"per step; TBRM n=1 uses 33% less memory than PPO).")

@@ -19,10 +19,16 @@ class Algorithm:
     name = "base"
     needs_reference = True
     token_weighted = False  # True: the loss is a token mean, so micro-batches are weighted by their token count
+    # Policy-gradient methods (GRPO, PPO) estimate the gradient of the policy that sampled the rollouts,
+    # softmax(logits / T), so their log-probs (policy, old, reference) divide by the sampling temperature, as verl
+    # and TRL do. TBRM keeps raw logits: they are its Q-values and its loss defines pi = softmax(logits); sampling
+    # at T is only exploration (it may even learn from another policy's trajectories).
+    tempered_logprobs = False
 
     def __init__(self, cfg: TrainConfig, policy, device: torch.device):
         self.cfg = cfg
         self.device = device
+        self.logit_temperature = cfg.temperature if self.tempered_logprobs else 1.0
 
     @torch.no_grad()
     def prepare(self, batch: RolloutBatch, policy_logprobs) -> dict[str, float]:

@@ -48,7 +48,8 @@ class TrainConfig:
     prompts_per_step: int = 8  # paper: 128. More prompts = lower-variance gradient, linearly more time per step
     rollouts_per_prompt: int = 1  # n. TBRM works with n=1 (paper: n=1 and n=4); GRPO needs n>=2 for a baseline
     max_new_tokens: int = 64  # paper: 2048. Truncated responses get the reward of whatever answer they hold
-    temperature: float = 1.0  # paper: 1.0. Lower = denser reward for a weak model, but less exploration
+    temperature: float = 1.0  # paper: 1.0. Lower = denser reward for a weak model, but less exploration.
+    # GRPO/PPO also compute their log-probs from logits / temperature (verl, TRL); TBRM from raw logits.
     top_p: float = 1.0
 
     # --- optimisation --------------------------------------------------------------------------------------------
@@ -79,6 +80,12 @@ class TrainConfig:
     value_clip: float = 0.2
     gae_gamma: float = 1.0
     gae_lambda: float = 1.0
+    # Normalise GAE advantages to zero mean / unit std over the batch's tokens (verl, TRL: always). Keeps the
+    # update scale steady at paper scale (128 rollouts/step). With few rollouts and sparse outcome rewards a batch
+    # often has no correct answer; its advantages are then pure critic noise (-V_t), and whitening blows that
+    # noise up to a full-size update (the CPU recipe turns it off: PPO drifted ~9 nats from the reference in 20
+    # steps with it on, while reward fell to 0).
+    whiten_advantages: bool = True
 
     # --- rewards (the same verifier as evaluation) -----------------------------------------------------------------
     reward_correct: float = 1.0

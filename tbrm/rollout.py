@@ -93,8 +93,12 @@ def autocast_context(device: torch.device, autocast: str):
     return nullcontext()
 
 
-def response_forward(model, batch: RolloutBatch, autocast: str = "none", keep_hidden: bool = False) -> ResponseOutputs:
+def response_forward(model, batch: RolloutBatch, autocast: str = "none", keep_hidden: bool = False,
+                     temperature: float = 1.0) -> ResponseOutputs:
     """Run `model` over the batch and return fp32 response logits, log-probs and V(s_1).
+
+    `temperature` divides the logits before log-probs and entropy (GRPO/PPO: the ratio and KL then refer to the
+    policy that sampled, as in verl and TRL); V(s_1) always comes from the raw logits (TBRM: logits are Q-values).
 
     The decoder runs under the requested autocast; the LM head runs in fp32 on the response slice only
     (memory: B*T*V floats instead of B*(W+T)*V)."""
@@ -106,6 +110,8 @@ def response_forward(model, batch: RolloutBatch, autocast: str = "none", keep_hi
     hidden = out.last_hidden_state[:, W - 1 : W - 1 + T]
     head = model.get_output_embeddings()
     logits = F.linear(hidden.float(), head.weight.float(), None if head.bias is None else head.bias.float())
-    return ResponseOutputs(logits=logits, logprobs=token_logprobs(logits, batch.response_ids),
-                           v_start=logsumexp_values(logits[:, :1]).squeeze(1),
+    v_start = logsumexp_values(logits[:, :1]).squeeze(1)
+    if temperature != 1.0:
+        logits = logits / temperature
+    return ResponseOutputs(logits=logits, logprobs=token_logprobs(logits, batch.response_ids), v_start=v_start,
                            hidden=hidden if keep_hidden else None)

@@ -81,6 +81,9 @@ class Trainer:
         self.model_path = resolve_model(cfg.model)
         done = checkpoints(run_dir)
         self.start_step = done[-1][0] if done else 0
+        if self.start_step > cfg.steps:
+            raise ConfigError(f"{run_dir} already holds {done[-1][1].name}, beyond steps={cfg.steps}; train with "
+                              f"steps>={self.start_step} to continue it, or use a new run folder")
         load_from = str(done[-1][1]) if done else self.model_path
         self.tokenizer = load_tokenizer(self.model_path)
         self.policy = load_model(load_from, dtype=cfg.dtype, device=self.device, trainable=True)
@@ -161,7 +164,7 @@ class Trainer:
     def _forward(self, model, batch):
         from tbrm.rollout import response_forward
 
-        return response_forward(model, batch, self.cfg.autocast)
+        return response_forward(model, batch, self.cfg.autocast, temperature=self.algo.logit_temperature)
 
     @torch.no_grad()
     def _no_grad_logprobs(self, model, batch) -> torch.Tensor:

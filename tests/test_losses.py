@@ -393,6 +393,11 @@ def test_ppo_value_loss_clipping():
     assert close(values.grad, [[-0.3, 0.0, 0.0]])
     _, m2 = ppo_value_loss(values, old, torch.ones(1, 3), mask)
     assert math.isnan(m2["ppo/explained_variance"])  # constant returns: undefined
+    # constant only up to float rounding, as returns = (r - V) + V are when every reward is 0
+    v = torch.randn(4, 6) * 0.05
+    adv, ret = gae(torch.zeros(4, 6), v, torch.ones(4, 6))
+    _, m3 = ppo_value_loss(v, v, ret, torch.ones(4, 6))
+    assert math.isnan(m3["ppo/explained_variance"])
 
 
 def test_ppo_actor_loss_combines_terms():

@@ -149,6 +149,21 @@ def test_efficiency_uses_steps_after_the_first(runs, tmp_path):
     assert e["peak_memory_gb"] == pytest.approx(max(r["memory/peak_gb"] for r in rows if "memory/peak_gb" in r))
 
 
+def test_efficiency_is_robust_to_one_stalled_step(runs):
+    """Per-step figures are medians: one step slowed 10x by another process must not move them."""
+    from reports.runs import load_train_run
+    from reports.tables import efficiency
+
+    t = load_train_run(runs["train-tbrm"])
+    secs = [50.0, 10.0, 11.0, 100.0, 12.0]  # step 1 (warm-up, excluded), then one stall among normal steps
+    t.rows = [{"step": 0}] + [{"step": i, "time/step": s, "time/generation": s / 2, "rollout/tokens_per_second": 100 / s}
+                              for i, s in enumerate(secs, start=1)]
+    e = efficiency(t)
+    assert e["step_s"] == pytest.approx(11.5) and e["generation_s"] == pytest.approx(5.75)
+    assert e["rollout_tokens_per_s"] == pytest.approx((100 / 11 + 100 / 12) / 2)
+    assert e["steps_averaged"] == 4 and e["first_step_excluded"]
+
+
 def test_average_over_matching_benchmarks(runs, tmp_path):
     from reports.build import build_report
 

@@ -109,9 +109,9 @@ def test_cpu_pipeline_end_to_end_with_kill_and_resume(tiny_model_path, tmp_path)
     cfg = load_config("cpu-tbrm-n1", ["heldout_size=20", "eval_problems=4"])
     assert [h["id"] for h in held] == [p.id for p in heldout_sets(cfg)["heldout"]]  # the trainer's split
     for key in ("base", "tbrm-n1-step2", "grpo-n4-step2"):
-        for bench in ("heldout", "math500"):
+        for bench in ("heldout-4", "math500-2"):
             assert (out / "evals" / f"{key}-{bench}" / "summary.json").is_file()
-    report = out / "report"
+    report = out / "report-cpu"
     assert (report / "report.html").is_file() and (report / "figures" / "curves_vs_rollouts.png").is_file()
     with open(report / "tables" / "table1.csv", newline="") as f:
         t1 = list(csv.DictReader(f))
@@ -125,13 +125,34 @@ def test_cpu_pipeline_end_to_end_with_kill_and_resume(tiny_model_path, tmp_path)
     skipped = [line for line in again.stdout.splitlines() if line.endswith(")") and "complete, skipped" in line]
     assert len(skipped) == 9 and "[10/10] write the report" in again.stdout  # only the report is redone
 
+    # a longer preset on the same folder (as cpu-full after cpu) continues the trainings instead of restarting,
+    # and evaluates its own slices beside the finished ones
+    longer = run_cli(*args, "--steps", "3", "--heldout-problems", "5")
+    assert "[1/10] write 5 held-out arithmetic problems: done" in longer.stdout
+    for run in ("tbrm-n1", "grpo-n4"):
+        rows = [json.loads(x) for x in (out / "train" / run / "metrics.jsonl").read_text().splitlines()]
+        assert [r["step"] for r in rows] == [0, 1, 2, 3]
+        assert (out / "evals" / f"{run}-step3-heldout-5" / "summary.json").is_file()
+    assert (out / "evals" / "tbrm-n1-step2-heldout-4" / "summary.json").is_file()  # the shorter run's, kept
+    with open(report / "tables" / "table1.csv", newline="") as f:
+        assert all(r["arith-heldout-5_n_problems"] == "5" for r in csv.DictReader(f))
+
+    # going back to fewer steps: its final checkpoint was rotated away, so it is refused before anything runs
+    shorter = run_cli(*args, "--steps", "1", check=False)
+    assert shorter.returncode == 2 and "checkpoint-1" in shorter.stderr and "[1/10]" not in shorter.stdout
+    train_args = ["train", "--recipe", "cpu-tbrm-n1", "--out", str(out / "train" / "tbrm-n1"), "--no-progress",
+                  "steps=1", "heldout_size=20", f"model={tiny_model_path}",
+                  *[v for k, v in zip(TINY, TINY[1:]) if k == "--train-set"]]
+    proc = run_cli(*train_args, check=False)
+    assert proc.returncode == 2 and "beyond steps=1" in proc.stderr
+
 
 def test_changed_settings_on_rerun_are_refused(tiny_model_path, tmp_path):
     out = tmp_path / "repro"
-    (out / "evals" / "base-math500").mkdir(parents=True)
-    (out / "evals" / "base-math500" / "summary.json").write_text(json.dumps({"config": {"limit": 3}}))
+    (out / "evals" / "base-math500-2").mkdir(parents=True)
+    (out / "evals" / "base-math500-2" / "summary.json").write_text(json.dumps({"config": {"limit": 3}}))
     proc = run_cli("reproduce", "--out", str(out), "--model", tiny_model_path, *TINY, check=False)
-    assert proc.returncode == 2 and "base-math500/summary.json was made with other settings" in proc.stderr
+    assert proc.returncode == 2 and "base-math500-2/summary.json was made with other settings" in proc.stderr
 
 
 @pytest.mark.parametrize("preset", ["cpu", "cpu-full"])

@@ -32,6 +32,28 @@ def test_padded_batch_matches_unpadded_sequences(tiny):
     assert batch.response_mask.tolist() == [[1, 1, 0, 0], [1, 1, 1, 1], [1, 0, 0, 0]]
 
 
+def test_temperature_scales_logprobs_but_not_v_start(tiny):
+    """GRPO/PPO log-probs are those of the sampling policy softmax(logits/T); V(s_1) stays on raw logits."""
+    model, tok = tiny
+    batch = collate([[5, 6, 7], [8]], [[9, 10], [11, 12]], [1.0, 0.0], [0, 1], tok.pad_token_id)
+    raw = response_forward(model, batch)
+    hot = response_forward(model, batch, temperature=0.5)
+    expected = torch.log_softmax(raw.logits / 0.5, -1).gather(-1, batch.response_ids.unsqueeze(-1)).squeeze(-1)
+    torch.testing.assert_close(hot.logprobs, expected, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(hot.logprobs, raw.logprobs, atol=1e-3)
+    torch.testing.assert_close(hot.v_start, raw.v_start)
+
+
+def test_only_policy_gradient_methods_temper_their_logprobs(tiny):
+    from tbrm.algorithm import make_algorithm
+    from tbrm.config import load_config
+
+    for recipe, expected in (("cpu-tbrm-n1", 1.0), ("cpu-grpo-n4", 0.7), ("cpu-ppo-n1", 0.7)):
+        cfg = load_config(recipe)
+        assert cfg.temperature == 0.7
+        assert make_algorithm(cfg, tiny[0], torch.device("cpu")).logit_temperature == expected
+
+
 def test_bf16_autocast_keeps_fp32_logprobs_close(tiny):
     model, tok = tiny
     batch = collate([[5, 6, 7]], [[8, 9, 10]], [1.0], [0], tok.pad_token_id)
@@ -66,3 +88,26 @@ def test_generation_plan_bounds_padding_and_tokens(tiny):
         assert len(batch) <= 4 and min(lengths[p] for p, _ in batch) >= width / 2
         assert len(batch) * (width + 50) <= 1000 or len(batch) == 1
     assert plan == gen.plan(prompts, SamplingParams(n=2, max_new_tokens=50))  # deterministic (resume relies on it)
+
+
+@pytest.mark.parametrize("whiten", [True, False])
+def test_ppo_advantages_whitened_only_when_asked(tiny, whiten):
+    """Raw GAE advantages are r - V (gamma = lambda = 1); whitening rescales them to zero mean, unit std."""
+    from baselines.ppo_loss import gae, outcome_token_rewards
+    from tbrm.algorithm import make_algorithm
+    from tbrm.config import load_config
+
+    model, tok = tiny
+    cfg = load_config("cpu-ppo-n1", [f"whiten_advantages={str(whiten).lower()}"])
+    algo = make_algorithm(cfg, model, torch.device("cpu"))
+    batch = collate([[5, 6, 7], [8, 9]], [[10, 11, 12], [13, 14]], [1.0, 0.0], [0, 1], tok.pad_token_id)
+    algo.prepare(batch, lambda b: None)
+    m = batch.response_mask
+    raw, _ = gae(outcome_token_rewards(batch.rewards, m), batch.extra["old_values"], m)
+    adv = batch.extra["advantages"]
+    if whiten:
+        real = adv[m > 0]
+        assert abs(real.mean().item()) < 1e-5 and real.std().item() == pytest.approx(1.0, abs=1e-3)
+    else:
+        torch.testing.assert_close(adv, raw)
+        torch.testing.assert_close(raw, (batch.rewards[:, None] - batch.extra["old_values"]) * m)
