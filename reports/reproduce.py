@@ -53,7 +53,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "heldout_problems": 200,
         "heldout_max_new_tokens": 48,
         "math500_limit": 50,
-        "math500_max_new_tokens": 384,
+        "math500_max_new_tokens": 256,
         "eval_batch_size": 64,
     },
 }
@@ -151,9 +151,9 @@ def _short(recipe: str) -> str:
 def cpu_stages(s: dict, out: Path) -> list[Stage]:
     """The plan, validated before anything runs: configs load, the prompt budget is equal, and outputs already
     on disk were made with these settings."""
-    from tbrm.config import ConfigError, load_config, to_dict
+    from tbrm.config import ConfigError, load_config
     from tbrm.data import heldout_sets
-    from tbrm.trainer import RESUMABLE_CHANGES, checkpoints
+    from tbrm.trainer import checkpoints, config_changes
 
     overrides = train_overrides(s)
     cfgs = {r: load_config(r, overrides) for r in s["recipes"]}
@@ -191,7 +191,7 @@ def cpu_stages(s: dict, out: Path) -> list[Stage]:
         on_disk = run / "train_config.json"
         if on_disk.is_file():
             old = json.loads(on_disk.read_text())
-            diff = [k for k, v in to_dict(cfg).items() if k not in RESUMABLE_CHANGES and old.get(k) != v]
+            diff = list(config_changes(old, cfg))
             if diff:
                 raise ConfigError(f"{on_disk} was trained with other settings ({', '.join(diff[:6])}); use a new "
                                   f"--out or delete {run}")

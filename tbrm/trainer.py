@@ -19,6 +19,7 @@ import shutil
 import signal
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -39,12 +40,19 @@ def checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
     return sorted(out)
 
 
+def config_changes(old: dict, cfg: TrainConfig) -> dict[str, tuple[Any, Any]]:
+    """Settings of `cfg` that differ from a run's saved train_config.json and may not change on resume. A field
+    the saved config lacks (added to TrainConfig after that run) counts as its default, which the run used."""
+    defaults = to_dict(TrainConfig())
+    return {k: (old.get(k, defaults[k]), v) for k, v in to_dict(cfg).items()
+            if k not in RESUMABLE_CHANGES and old.get(k, defaults[k]) != v}
+
+
 def _check_run_config(run_dir: Path, cfg: TrainConfig) -> None:
     path = run_dir / "train_config.json"
     if not path.exists():
         return
-    old = read_json(path)
-    diff = {k: (old.get(k), v) for k, v in to_dict(cfg).items() if k not in RESUMABLE_CHANGES and old.get(k) != v}
+    diff = config_changes(read_json(path), cfg)
     if diff:
         details = "; ".join(f"{k}: on disk {a!r}, now {b!r}" for k, (a, b) in list(diff.items())[:6])
         raise ConfigError(f"{path} belongs to a run with other settings ({details}); use a new run directory")

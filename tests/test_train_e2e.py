@@ -85,6 +85,19 @@ def test_resume_with_changed_settings_is_refused(tiny_model_path, tmp_path):
     assert proc.returncode == 2 and "lr" in proc.stderr and "new run directory" in proc.stderr
 
 
+def test_config_fields_added_after_a_run_resume_at_their_default():
+    """A run saved before a TrainConfig field existed used that field's default: resuming it with the default is
+    no change; with another value it is."""
+    from tbrm.config import load_config, to_dict
+    from tbrm.trainer import config_changes
+
+    saved = to_dict(load_config("cpu-tbrm-n1"))
+    del saved["whiten_advantages"]  # as in a train_config.json written before the field was added
+    assert config_changes(saved, load_config("cpu-tbrm-n1", ["steps=99"])) == {}
+    assert config_changes(saved, load_config("cpu-tbrm-n1", ["whiten_advantages=false"])) == {
+        "whiten_advantages": (True, False)}
+
+
 def test_off_policy_tbrm_learns_from_a_trajectory_file(tiny_model_path, tmp_path):
     traj = tmp_path / "traj.jsonl"
     rows = [{"prompt": f"What is {a} + {a}?", "response": f"{a} + {a} = {2 * a}", "reward": float(a % 2)}
