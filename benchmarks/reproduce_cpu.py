@@ -69,6 +69,8 @@ def markdown(res: dict) -> str:
                   "| method | " + " | ".join(c.removesuffix("_value") for c in cols) + " |",
                   "|---|" + "---:|" * len(cols)]
         lines += [f"| {r['label']} | " + " | ".join(pct(r.get(c)) for c in cols) + " |" for r in res["headline"]]
+    if res.get("notes"):
+        lines += ["", "Notes:", ""] + [f"- {n}" for n in res["notes"]]
     lines += ["", f"Produced by `python benchmarks/reproduce_cpu.py --preset {res['preset']}` "
                   f"({res['updated']}); figures in reproduce_{res['preset']}.json."]
     return "\n".join(lines) + "\n"
@@ -79,6 +81,8 @@ def main() -> int:
     p.add_argument("--preset", choices=("cpu", "cpu-full"), default="cpu")
     p.add_argument("--out", default=str(REPO / "runs" / "reproduce"), help="the reproduce folder")
     p.add_argument("--results", default=str(HERE / "results"))
+    p.add_argument("--note", action="append", default=[],
+                   help="a line for the results (e.g. what else ran on the machine meanwhile); repeatable")
     a = p.parse_args()
     out = Path(a.out).resolve()
     names = planned_stages(a.preset, out)
@@ -101,7 +105,7 @@ def main() -> int:
            "machine": f"{os.cpu_count()} CPUs ({platform.processor() or platform.machine()}), Python "
                       f"{platform.python_version()}",
            "load_before": [round(x, 2) for x in load_before],
-           "headline": headline(out / f"report-{a.preset}"),
+           "headline": headline(out / f"report-{a.preset}"), "notes": a.note,
            "updated": datetime.now(timezone.utc).isoformat(timespec="seconds")}
     results = Path(a.results)
     atomic_write_json(results / f"reproduce_{a.preset}.json", res)

@@ -46,7 +46,7 @@ REPO = HERE.parent
 sys.path.insert(0, str(REPO))  # run as a script from anywhere: `tbrm`, `evals` import from the checkout
 
 from tbrm.config import ConfigError, TrainConfig, load_config  # noqa: E402  (light: dataclass + OmegaConf)
-from tbrm.io import atomic_write_json, atomic_write_text, read_json  # noqa: E402
+from tbrm.io import atomic_write_json, atomic_write_text, read_json, read_jsonl  # noqa: E402
 
 # name -> what runs. "ours" = `tbrm train` on the shared loop; "trl" = TRL's GRPOTrainer (benchmarks/trl_grpo_peer.py).
 ALGORITHMS = {
@@ -156,19 +156,9 @@ def read_rows(run_dir: Path, runner: str) -> list[dict]:
             return json.loads(path.read_text())["steps"]
         except (OSError, ValueError, KeyError):
             return []
-    rows = []
-    try:
-        text = (run_dir / "metrics.jsonl").read_text()
-    except OSError:
-        return []
-    for line in text.splitlines():
-        try:
-            row = json.loads(line)
-        except ValueError:
-            continue  # a line being written right now
-        if row.get("step", 0) >= 1 and "time/step" in row:
-            rows.append(row)
-    return rows
+    # the run is live: a last line being written right now is skipped, and the file left alone
+    rows = read_jsonl(run_dir / "metrics.jsonl", torn_tail="skip")
+    return [r for r in rows if r.get("step", 0) >= 1 and "time/step" in r]
 
 
 def _mean(rows: list[dict], key: str) -> float | None:

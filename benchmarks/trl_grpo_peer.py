@@ -38,7 +38,6 @@ os.environ["TRANSFORMERS_OFFLINE"] = "1"
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 
 import argparse
-import json
 import platform
 import resource
 import sys

@@ -7,7 +7,7 @@ Two kinds, told apart by their files:
 
 Everything a report shows is checked here first, so a bad, missing or corrupt file fails with one clear error
 naming the file (and line), never with a traceback from deep inside a table or a plot. Reading never modifies
-a run (unlike `tbrm.io.read_jsonl`, which truncates a torn tail so a run can resume).
+a run (`torn_tail="skip"`, where a writer resuming its own run repairs it).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tbrm.io import CorruptFileError, read_json
+from tbrm.io import CorruptFileError, read_json, read_jsonl_numbered
 
 ALGORITHM_NAMES = {"tbrm": "TBRM", "grpo": "GRPO", "ppo": "PPO"}
 
@@ -122,30 +122,6 @@ def short_model_name(name: str) -> str:
     return Path(name.rstrip("/")).name or name
 
 
-def read_jsonl_strict(path: Path, *, allow_torn_tail: bool) -> tuple[list[tuple[int, dict]], bool]:
-    """Rows of a JSONL file with their 1-based line numbers, without modifying the file. A bad line raises
-    CorruptFileError naming file and line; only a torn *final* line without a newline (a run killed mid-write)
-    is skipped, and only when `allow_torn_tail`. Returns (rows, torn_tail_skipped)."""
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file")
-    raw = path.read_bytes()
-    lines = raw.split(b"\n")
-    out: list[tuple[int, dict]] = []
-    for i, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            if allow_torn_tail and i == len(lines) and not raw.endswith(b"\n"):
-                return out, True
-            raise CorruptFileError(f"{path}:{i}: not valid JSON ({getattr(e, 'msg', e)})") from None
-        if not isinstance(row, dict):
-            raise CorruptFileError(f"{path}:{i}: expected a JSON object, got {type(row).__name__}")
-        out.append((i, row))
-    return out, False
-
-
 def _need(obj: Any, key: str, types, where: str) -> Any:
     if not isinstance(obj, dict) or key not in obj:
         raise ValueError(f"{where}: missing field {key!r}")
@@ -194,7 +170,9 @@ def _load_bench(run_dir: Path, name: str, b: dict, summary_path: Path, template:
     ci_level = 1.0 - float((b.get("bootstrap") or {}).get("alpha", 0.05))
 
     spath = run_dir / "samples" / f"{name}.jsonl"
-    rows, _ = read_jsonl_strict(spath, allow_torn_tail=False)
+    if not spath.is_file():
+        raise FileNotFoundError(f"{spath}: no such file")
+    rows, _ = read_jsonl_numbered(spath, torn_tail="raise")
     per: dict[str, dict[int, bool]] = {}
     for line, r in rows:
         at = f"{spath}:{line}"
@@ -266,7 +244,9 @@ def load_train_run(run_dir: Path) -> TrainRun:
     cfg = _read_json_dict(cpath)
     method = method_label(cfg, cpath)
     mpath = run_dir / "metrics.jsonl"
-    rows, torn = read_jsonl_strict(mpath, allow_torn_tail=True)
+    if not mpath.is_file():
+        raise FileNotFoundError(f"{mpath}: no such file")
+    rows, torn = read_jsonl_numbered(mpath, torn_tail="skip")
     notes = [f"{mpath}: skipped a torn last line (the run was stopped mid-write)"] if torn else []
     out: list[dict] = []
     last = -1

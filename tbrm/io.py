@@ -69,28 +69,44 @@ def append_jsonl(path: str | os.PathLike, rows: Iterable[dict]) -> None:
         os.fsync(f.fileno())
 
 
-def read_jsonl(path: str | os.PathLike, *, tolerate_torn_tail: bool = True) -> list[dict]:
-    """Read a JSONL run file. A torn *last* line (a crash mid-write) is dropped and the file is truncated to
-    its last whole line, so appending can continue; a bad line elsewhere raises CorruptFileError."""
+def read_jsonl_numbered(path: str | os.PathLike, *, torn_tail: str = "repair") -> tuple[list[tuple[int, dict]], bool]:
+    """The rows of a JSONL run file with their 1-based line numbers, and whether a torn last line was met.
+
+    Every line must be a JSON object, else CorruptFileError names the file and line. The one exception is a
+    torn *last* line, the mark of a writer killed mid-append (no newline after it): `torn_tail="repair"` drops
+    it and truncates the file to its last whole line, so the writer can resume appending; `"skip"` drops it and
+    leaves the file alone (a reader of someone else's run, live or crashed, must not modify it); `"raise"`
+    treats it as corruption. A missing file has no rows."""
+    if torn_tail not in ("repair", "skip", "raise"):
+        raise ValueError(f"torn_tail must be repair, skip or raise, not {torn_tail!r}")
     path = Path(path)
     if not path.exists():
-        return []
+        return [], False
     raw = path.read_bytes()
     lines = raw.split(b"\n")
-    rows: list[dict] = []
+    rows: list[tuple[int, dict]] = []
     good_bytes = 0
-    for i, line in enumerate(lines):
-        if not line.strip():
-            good_bytes += len(line) + 1
-            continue
-        try:
-            rows.append(json.loads(line))
-            good_bytes += len(line) + 1
-        except json.JSONDecodeError as e:
-            is_tail = all(not rest.strip() for rest in lines[i + 1 :])
-            if is_tail and tolerate_torn_tail:
-                with open(path, "r+b") as f:
-                    f.truncate(min(good_bytes, len(raw)))
-                break
-            raise CorruptFileError(f"{path}:{i + 1}: not valid JSON ({e.msg})") from e
-    return rows
+    for i, line in enumerate(lines, start=1):
+        if line.strip():
+            try:
+                row = json.loads(line)
+            except (json.JSONDecodeError, UnicodeDecodeError) as e:
+                if i == len(lines) and torn_tail != "raise":  # last line, no newline after it: torn
+                    if torn_tail == "repair":
+                        with open(path, "r+b") as f:
+                            f.truncate(good_bytes)
+                    return rows, True
+                raise CorruptFileError(f"{path}:{i}: not valid JSON ({getattr(e, 'msg', e)})") from None
+            if not isinstance(row, dict):
+                raise CorruptFileError(f"{path}:{i}: expected a JSON object, got {type(row).__name__}")
+            rows.append((i, row))
+        good_bytes += len(line) + 1
+    if torn_tail == "repair" and raw and not raw.endswith(b"\n"):  # a whole last line missing only its newline
+        with open(path, "ab") as f:
+            f.write(b"\n")
+    return rows, False
+
+
+def read_jsonl(path: str | os.PathLike, *, torn_tail: str = "repair") -> list[dict]:
+    """The rows of a JSONL run file (see `read_jsonl_numbered` for torn last lines and errors)."""
+    return [row for _, row in read_jsonl_numbered(path, torn_tail=torn_tail)[0]]
