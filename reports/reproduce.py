@@ -30,7 +30,8 @@ from typing import Any, Callable
 # but `steps` is shared, so `--preset cpu-full --out DIR` on a DIR that holds a finished `cpu` run continues its
 # trainings from their last checkpoint (20 -> 40 steps, same data order and optimizer state) instead of starting
 # over, and evaluates on more held-out problems and a larger MATH500 slice (in their own eval folders).
-_CPU_TRAIN = ["prompts_per_step=8", "eval_problems=50", "eval_every=10", "save_every=10"]
+# keep_checkpoints=3: after cpu-full's step 40 the cpu run's checkpoint-20 (evaluated by `cpu`) is still there.
+_CPU_TRAIN = ["prompts_per_step=8", "eval_problems=50", "eval_every=10", "save_every=10", "keep_checkpoints=3"]
 PRESETS: dict[str, dict[str, Any]] = {
     "cpu": {
         "model": "smollm2",

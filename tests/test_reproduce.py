@@ -137,9 +137,12 @@ def test_cpu_pipeline_end_to_end_with_kill_and_resume(tiny_model_path, tmp_path)
     with open(report / "tables" / "table1.csv", newline="") as f:
         assert all(r["arith-heldout-5_n_problems"] == "5" for r in csv.DictReader(f))
 
-    # going back to fewer steps: its final checkpoint was rotated away, so it is refused before anything runs
-    shorter = run_cli(*args, "--steps", "1", check=False)
-    assert shorter.returncode == 2 and "checkpoint-1" in shorter.stderr and "[1/10]" not in shorter.stdout
+    assert (out / "train" / "tbrm-n1" / "checkpoint-2").is_dir()  # the shorter run's final checkpoint is kept
+    # ...unless rotated away by a much longer run: going back to it is refused before anything runs
+    run_cli(*args, "--steps", "5", "--math500-limit", "0")
+    assert not (out / "train" / "tbrm-n1" / "checkpoint-2").exists()
+    shorter = run_cli(*args, "--steps", "2", check=False)
+    assert shorter.returncode == 2 and "checkpoint-2" in shorter.stderr and "[1/10]" not in shorter.stdout
     train_args = ["train", "--recipe", "cpu-tbrm-n1", "--out", str(out / "train" / "tbrm-n1"), "--no-progress",
                   "steps=1", "heldout_size=20", f"model={tiny_model_path}",
                   *[v for k, v in zip(TINY, TINY[1:]) if k == "--train-set"]]
