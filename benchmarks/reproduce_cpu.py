@@ -55,7 +55,9 @@ def headline(report: Path) -> list[dict]:
 def markdown(res: dict) -> str:
     lines = [f"# `tbrm reproduce --preset {res['preset']}`: time on this machine", "",
              f"Machine: {res['machine']}. Load average before the run: {res['load_before']}.", "",
-             f"**Total (all stages, from scratch, install excluded): {res['total_min']:.1f} min**"
+             (f"**Total (all stages, from scratch, install excluded): {res['total_min']:.1f} min**"
+              if res["preset"] != "cpu-full" else
+              f"**Total of this preset's stages (install excluded): {res['total_min']:.1f} min**")
              + (f" (target {res['target_min']:.0f} min: {'met' if res['meets_target'] else 'NOT met'})"
                 if res.get("target_min") else "") + ".", "",
              *(["Trainings continued from a finished `cpu` run in the same folder count only their added steps "
