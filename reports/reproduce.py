@@ -79,11 +79,12 @@ def add_parser(sub) -> None:
         "reproduce", help="reproduce the method comparison: run it on CPU, or print the paper's commands",
         description="--preset cpu (default): train TBRM n=1/n=4, GRPO n=4 and PPO n=1 on the bundled "
                     "SmolLM2-135M-Instruct with an equal prompt budget, evaluate base + final checkpoints on "
-                    "held-out arithmetic and a MATH500 slice, and write DIR/report. Kill it and rerun the same "
-                    "command: finished stages are skipped, the others resume. --preset cpu-full: the same "
-                    "trained twice as long and evaluated on more problems; on a DIR holding a finished cpu run it "
-                    "continues those trainings instead of starting over. --preset paper: print and write DIR/commands.sh with the exact commands "
-                    "of the paper's Table 1 (GPUs; nothing is run).")
+                    "held-out arithmetic and a MATH500 slice, and write DIR/report-cpu (~40 min on 2 cores). "
+                    "Kill it and rerun the same command: finished stages are skipped, the others resume. "
+                    "--preset cpu-full: the same trained twice as long and evaluated on more problems; on a DIR "
+                    "holding a finished cpu run it continues those trainings instead of starting over. "
+                    "--preset paper: print and write DIR/commands.sh with the exact commands of the paper's "
+                    "Table 1 (GPUs; nothing is run).")
     p.add_argument("--preset", choices=("cpu", "cpu-full", "paper"), default="cpu")
     p.add_argument("--out", default="runs/reproduce",
                    help="output folder, resumed if it exists (default runs/reproduce: shared by cpu and cpu-full, "
