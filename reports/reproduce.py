@@ -155,7 +155,7 @@ def cpu_stages(s: dict, out: Path) -> list[Stage]:
     on disk were made with these settings."""
     from tbrm.config import ConfigError, load_config
     from tbrm.data import heldout_sets
-    from tbrm.trainer import checkpoints, config_changes
+    from tbrm.trainer import check_run_config, checkpoints
 
     overrides = train_overrides(s)
     cfgs = {r: load_config(r, overrides) for r in s["recipes"]}
@@ -190,13 +190,7 @@ def cpu_stages(s: dict, out: Path) -> list[Stage]:
     for recipe, cfg in cfgs.items():
         run = out / "train" / _short(recipe)
         final = run / f"checkpoint-{cfg.steps}"
-        on_disk = run / "train_config.json"
-        if on_disk.is_file():
-            old = json.loads(on_disk.read_text())
-            diff = list(config_changes(old, cfg))
-            if diff:
-                raise ConfigError(f"{on_disk} was trained with other settings ({', '.join(diff[:6])}); use a new "
-                                  f"--out or delete {run}")
+        check_run_config(run, cfg, hint=f"use a new --out or delete {run}")
         later = [p.name for k, p in checkpoints(run) if k > cfg.steps]
         if later and not final.is_dir():
             raise ConfigError(f"{run} was trained further ({', '.join(later)}) and its {final.name} was rotated "

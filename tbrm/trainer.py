@@ -48,14 +48,15 @@ def config_changes(old: dict, cfg: TrainConfig) -> dict[str, tuple[Any, Any]]:
             if k not in RESUMABLE_CHANGES and old.get(k, defaults[k]) != v}
 
 
-def _check_run_config(run_dir: Path, cfg: TrainConfig) -> None:
+def check_run_config(run_dir: Path, cfg: TrainConfig, hint: str = "use a new run directory") -> None:
+    """Refuse to resume a run in `run_dir` whose saved settings differ from `cfg` beyond RESUMABLE_CHANGES."""
     path = run_dir / "train_config.json"
     if not path.exists():
         return
     diff = config_changes(read_json(path), cfg)
     if diff:
         details = "; ".join(f"{k}: on disk {a!r}, now {b!r}" for k, (a, b) in list(diff.items())[:6])
-        raise ConfigError(f"{path} belongs to a run with other settings ({details}); use a new run directory")
+        raise ConfigError(f"{path} belongs to a run with other settings ({details}); {hint}")
 
 
 def _peak_memory_gb(device: torch.device) -> float:
@@ -78,7 +79,7 @@ class Trainer:
         from tbrm.models import load_model, load_tokenizer, resolve_device, resolve_model, set_threads
 
         cfg, run_dir = self.cfg, self.run_dir
-        _check_run_config(run_dir, cfg)
+        check_run_config(run_dir, cfg)
         # Data first: bad files fail before minutes of model loading.
         self.offline = load_trajectories(cfg.offline_trajectories) if cfg.offline_trajectories else None
         self.source = None if self.offline else prompt_source(cfg)
