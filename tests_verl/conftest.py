@@ -1,0 +1,63 @@
+"""Fixtures for the verl integration tests (run in the verl environment: scripts/test_verl.sh or `tox -e verl`).
+
+These tests are not collected by the main `pytest` run (pyproject's testpaths is tests/): the main environment
+has no verl. Here verl is required: a missing verl is a collection error, never a silent skip.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing in the tests may reach a hub
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import verl  # noqa: E402,F401  (required; loads the tbrm_verl plugin through its entry point)
+
+REPO = Path(__file__).resolve().parents[1]
+VOCAB = 97
+
+
+@pytest.fixture(scope="session")
+def dist():
+    """A one-process gloo group: verl's FSDP engine reads its rank and data-parallel size from it."""
+    import torch.distributed as td
+
+    if not td.is_initialized():
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        # No LOCAL_RANK: with it, torch's DeviceMesh would select a CUDA device for the CPU-only group.
+        os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+        td.init_process_group("gloo", rank=0, world_size=1)
+    yield
+    # left initialised for the session; the process exits afterwards
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen_dir(tmp_path_factory) -> str:
+    """A 2-layer, 32-wide random Qwen2 with a 97-token vocabulary, saved as an HF folder (no tokenizer)."""
+    import torch
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    cfg = Qwen2Config(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+                      tie_word_embeddings=False, pad_token_id=0, bos_token_id=1, eos_token_id=2)
+    torch.manual_seed(0)
+    model = Qwen2ForCausalLM(cfg)
+    out = tmp_path_factory.mktemp("tiny-qwen2")
+    model.save_pretrained(out)
+    return str(out)
+
+
+def run_python(code: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run `python -c code` in a fresh process (the repo as cwd) and return it; the caller checks the result."""
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=full_env,
+                          timeout=timeout, cwd=REPO)
