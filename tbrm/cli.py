@@ -103,6 +103,10 @@ def build_parser() -> argparse.ArgumentParser:
                 raise
             continue
         mod.add_parsers(sub)
+    # `tbrm verl ...` is dispatched in main() to tbrm_verl (optional extra [verl], its own environment);
+    # listed here for --help only.
+    sub.add_parser("verl", help="run a paper recipe at scale on verl (extra [verl]); `tbrm verl --help`",
+                   add_help=False)
     return parser
 
 
@@ -125,6 +129,11 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["verl"]:
+        from tbrm_verl.cli import main as verl_main
+
+        return verl_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
