@@ -168,19 +168,20 @@ def _actor_sp_size(config) -> int:
     return int(max(sizes))
 
 
-def check_actor_settings(config, temperature=None) -> None:
+def check_actor_settings(config, temperature=None, use_fused_kernels: bool = False) -> None:
     """Refuse actor settings under which ``tbrm_actor_loss`` would not be the TBRM objective.
 
     Args:
         config: verl's actor config (``ActorConfig`` or the ``actor_rollout_ref.actor`` DictConfig).
         temperature: the rollout temperature(s) the engine divides logits by (scalar or tensor), if known.
+        use_fused_kernels: the engine's flag (from ``actor_rollout_ref.model.use_fused_kernels``), if known.
     """
     problems = []
     strategy = _get(config, "strategy")
     if strategy not in ("fsdp", "fsdp2"):
         problems.append(f"actor strategy {strategy!r} is not supported: only the FSDP engine computes V(s_1) "
                         "(Megatron's vocab-parallel logits would need a tensor-parallel logsumexp)")
-    if _get(config, "use_fused_kernels", False):
+    if use_fused_kernels or _get(config, "use_fused_kernels", False):
         problems.append("use_fused_kernels=True is not supported: fused kernels never materialise the logits, "
                         "so V(s_1) = logsumexp(logits) cannot be taken")
     if _actor_sp_size(config) > 1:
@@ -216,7 +217,10 @@ def tbrm_actor_loss(config, model_output, data, dp_group=None):
     from verl.utils.metric import AggregationType, Metric
     from verl.workers.utils.padding import no_padding_2_padding
 
-    check_actor_settings(config, data.get("temperature", None) if hasattr(data, "get") else None)
+    from verl.utils import tensordict_utils as tu
+
+    check_actor_settings(config, temperature=data.get("temperature", None),
+                         use_fused_kernels=tu.get_non_tensor_data(data=data, key="use_fused_kernels", default=False))
     if V_KEY not in model_output:
         raise RuntimeError(
             "TBRM on verl: the actor engine did not compute V(s_1) (model_output has no 'tbrm_v'). The tbrm_verl "

