@@ -5,6 +5,10 @@ config and tokenizer in ``huggingface/``). verl's own ``FSDPModelMerger`` joins 
 ``RUN/checkpoint-N``, the name this suite's trainer gives its checkpoints. Each folder is written under a
 temporary name and renamed when complete, so an interrupted export is redone, never half-used; a finished one
 is not redone.
+
+Each exported folder also gets ``train_config.json``: the recipe the run was prepared from (RUN/recipe.yaml) with
+``"engine": "verl"``. `tbrm eval` records it as ``trained_with`` and `tbrm report` labels the checkpoint's method
+from it, as for checkpoints of this suite's own trainer.
 """
 
 from __future__ import annotations
@@ -55,7 +59,23 @@ def export(run_dir: str | Path, step: int | None = None) -> list[Path]:
         cfg = ModelMergerConfig(operation="merge", backend="fsdp", local_dir=str(actor), target_dir=str(tmp),
                                 hf_model_config_path=str(actor / "huggingface"))
         FSDPModelMerger(cfg).merge_and_save()
+        _write_train_config(run_dir, tmp)
         tmp.rename(target)
         print(f"checkpoint-{n}: exported from {actor.relative_to(run_dir)}")
         written.append(target)
     return written
+
+
+def _write_train_config(run_dir: Path, hf_dir: Path) -> None:
+    import json
+
+    from omegaconf import OmegaConf
+
+    recipe_file = run_dir / "recipe.yaml"
+    if not recipe_file.is_file():
+        print(f"note: {recipe_file.name} not found in the run folder (not prepared by `tbrm verl`): the export "
+              "has no train_config.json, so reports will not know its method")
+        return
+    recipe = OmegaConf.to_container(OmegaConf.load(recipe_file))
+    train_config = {**{k: v for k, v in recipe.items() if k != "name"}, "recipe": recipe.get("name"), "engine": "verl"}
+    (hf_dir / "train_config.json").write_text(json.dumps(train_config, indent=2) + "\n")

@@ -195,7 +195,7 @@ def check_actor_settings(config, temperature=None, use_fused_kernels: bool = Fal
     if temperature is not None:
         t = torch.as_tensor(temperature, dtype=torch.float64)
         if not torch.all(t == 1.0):
-            problems.append(f"rollout temperature {t.flatten()[0].item()} is not supported: TBRM's Q-values are "
+            problems.append(f"rollout temperature {float(t.flatten()[0]):g} is not supported: TBRM's Q-values are "
                             "the raw logits (T = 1); verl divides the logits by the rollout temperature, which "
                             "would train a tempered policy")
     if problems:
