@@ -317,8 +317,41 @@ def paper_commands(out: Path) -> list[str]:
     return cmds
 
 
+def paper_verl_commands() -> list[str]:
+    """The same eight trainings at the paper's scale on verl (`tbrm verl`: 4 GPUs per run, exact TBRM plugin,
+    verl's own PPO/GRPO), each exported to HF and scored like the single-process runs; then a report next to the
+    base models. Paths are relative to the folder of the script (it starts with `cd` there)."""
+    from tbrm.config import load_config
+
+    bench = " ".join(PAPER_BENCHMARKS)
+    cmds, evals = [], [f"evals/{size}-base" for size in PAPER_SIZES]
+    for size in PAPER_SIZES:
+        for m in PAPER_METHODS:
+            recipe = f"paper-{m}-{size}"
+            steps = load_config(recipe).steps
+            run, ev = f"verl/{recipe}", f"evals/{size}-{m}-verl-step{steps}"
+            evals.append(ev)
+            cmds += [f"tbrm verl {recipe} --out {run} --gpus 4 --launch",
+                     f"tbrm verl export {run} --step {steps}",
+                     f"tbrm eval --model {run}/checkpoint-{steps} --benchmarks {bench} --dtype bfloat16 --out {ev}"]
+    cmds.append(f"tbrm report {' '.join(evals)} --out report-verl --average-over {' '.join(PAPER_TABLE1)} "
+                f"--title {shlex.quote('TBRM paper Table 1 reproduction on verl')}")
+    return cmds
+
+
 def write_paper(out: Path) -> int:
     from tbrm.io import atomic_write_text
+
+    verl_header = ["#!/usr/bin/env bash",
+                   "# The paper's Table 1 trainings at full scale on verl 0.9.1 (Ray + FSDP + vLLM, 4 GPUs per run), as",
+                   "# the paper ran them: `tbrm verl` turns each recipe into a verl launch (TBRM through the exact plugin,",
+                   "# verl's own GRPO/PPO, this suite's verifier as reward), exports checkpoint-760 to HF and scores it",
+                   "# like commands.sh does. Run in the environment with tbrm-bench[verl] and verl's GPU stack; the base",
+                   "# model evaluations (evals/*-base) come from commands.sh. Nothing was run.",
+                   "set -euo pipefail", 'cd "$(dirname "$0")"', ""]
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "commands_verl.sh", "\n".join(verl_header + paper_verl_commands()) + "\n")
+    (out / "commands_verl.sh").chmod(0o755)
 
     cmds = paper_commands(out.resolve())
     header = ["#!/usr/bin/env bash",
@@ -334,7 +367,7 @@ def write_paper(out: Path) -> int:
     atomic_write_text(path, text)
     path.chmod(0o755)
     print("\n".join(cmds))
-    print(f"\nwritten to {path} (nothing was run)")
+    print(f"\nwritten to {path} and, for the same runs on verl, {out / 'commands_verl.sh'} (nothing was run)")
     return 0
 
 

@@ -167,3 +167,30 @@ def test_tbrm_verl_reports_bad_input_clearly(tmp_path):
     assert proc.returncode == 2 and "temperature=0.5" in proc.stderr and "Traceback" not in proc.stderr
     proc = run_cli("verl", "no-such-recipe", "--out", str(tmp_path / "r"), check=False)
     assert proc.returncode == 2 and "not found" in proc.stderr
+
+
+def test_reproduce_paper_writes_verl_commands_for_every_recipe(tmp_path):
+    """`tbrm reproduce --preset paper` writes commands_verl.sh: each paper recipe launched with `tbrm verl`
+    (arguments valid for its parser), exported at its final step and evaluated from that folder."""
+    import shlex
+
+    from tests_verl.conftest import run_cli
+    from tbrm_verl.cli import _export_parser, _recipe_parser
+
+    run_cli("reproduce", "--preset", "paper", "--out", str(tmp_path))
+    script = (tmp_path / "commands_verl.sh").read_text()
+    assert str(tmp_path) not in script and 'cd "$(dirname "$0")"' in script
+    lines = [shlex.split(x) for x in script.splitlines() if x.startswith("tbrm ")]
+    launched = {}
+    for i, argv in enumerate(lines):
+        if argv[1] == "verl" and argv[2] != "export":
+            a = _recipe_parser().parse_args(argv[2:])
+            steps = load_config(a.recipe).steps
+            assert a.launch and a.gpus == 4
+            export, evaluate = _export_parser().parse_args(lines[i + 1][3:]), lines[i + 2]
+            assert (export.run, export.step) == (a.out, steps)
+            assert evaluate[:2] == ["tbrm", "eval"] and evaluate[evaluate.index("--model") + 1] == \
+                f"{a.out}/checkpoint-{steps}"
+            launched[a.recipe] = a.out
+    assert sorted(launched) == PAPER_RECIPES
+    assert lines[-1][:2] == ["tbrm", "report"]
