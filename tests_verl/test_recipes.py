@@ -144,6 +144,20 @@ def test_tbrm_verl_writes_a_runnable_config_and_data_verl_reads(tmp_path, tiny_c
     built = check(config, stand_in_model=tiny_chat_model_dir)  # the file itself passes verl's checks
     assert built["algorithm"].kl_ctrl.kl_coef == 0.002 and config.data.train_batch_size == 2
     assert config.data.train_files == "data/train.parquet"
+    # what launch.sh hands to verl's Hydra entry point: this folder's config plus the absolute data/checkpoint paths
+    launch = (run / "launch.sh").read_text()
+    assert "verl.trainer.main_ppo --config-path=\"$PWD\" --config-name=verl_config" in launch
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(run), version_base=None):
+        launched = compose(config_name="verl_config", overrides=[
+            f"data.train_files={run}/data/train.parquet", f"data.val_files={run}/data/val.parquet",
+            f"trainer.default_local_dir={run}/checkpoints"])
+    assert OmegaConf.to_container(launched.actor_rollout_ref) == OmegaConf.to_container(config.actor_rollout_ref)
+    assert OmegaConf.to_container(launched.algorithm) == OmegaConf.to_container(config.algorithm)
+    check(launched, stand_in_model=tiny_chat_model_dir)
     summary = json.loads((run / "verl_run.json").read_text())
     assert summary["data"]["train"]["problems"] == 3 and summary["data"]["val"]["problems"] == 2
 
@@ -160,13 +174,14 @@ def test_tbrm_verl_writes_a_runnable_config_and_data_verl_reads(tmp_path, tiny_c
     assert [val[i]["extra_info"]["split"] for i in range(len(val))] == ["test", "test"]
 
 
-def test_tbrm_verl_reports_bad_input_clearly(tmp_path):
-    from tests_verl.conftest import run_cli
+def test_tbrm_verl_reports_bad_input_clearly(tmp_path, capsys):
+    from tbrm_verl.cli import main
 
-    proc = run_cli("verl", "paper-tbrm-n1-qwen1.5b", "temperature=0.5", "--out", str(tmp_path / "r"), check=False)
-    assert proc.returncode == 2 and "temperature=0.5" in proc.stderr and "Traceback" not in proc.stderr
-    proc = run_cli("verl", "no-such-recipe", "--out", str(tmp_path / "r"), check=False)
-    assert proc.returncode == 2 and "not found" in proc.stderr
+    assert main(["paper-tbrm-n1-qwen1.5b", "temperature=0.5", "--out", str(tmp_path / "r")]) == 2
+    assert "temperature=0.5" in capsys.readouterr().err
+    assert main(["no-such-recipe", "--out", str(tmp_path / "r")]) == 2
+    assert "not found" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()  # refused before anything was written
 
 
 def test_reproduce_paper_writes_verl_commands_for_every_recipe(tmp_path):
