@@ -79,3 +79,8 @@ def test_verl_checkpoint_exports_to_a_folder_tbrm_eval_scores(dist, tiny_chat_mo
     assert sum(summary["benchmarks"]["problems"]["outcomes"].values()) == 3
     assert summary["trained_with"]["engine"] == "verl" and summary["trained_with"]["algorithm"] == "tbrm"
     assert summary["trained_with"]["beta"] == 0.002 and summary["trained_with"]["steps"] == 760
+
+    report = tmp_path / "report"
+    run_cli("report", str(out), "--out", str(report))
+    text = (report / "report.md").read_text()
+    assert "TBRM n=1" in text  # the method label comes from the exported checkpoint's train_config.json
