@@ -39,7 +39,8 @@ exec "${PYTHON:-python}" -m verl.trainer.main_ppo --config-path="$PWD" --config-
 
 
 def _recipe_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="tbrm verl", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(prog="tbrm verl", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("recipe", help="recipe name (tbrm/recipes/*.yaml, e.g. paper-tbrm-n1-qwen1.5b) or YAML path")
     p.add_argument("overrides", nargs="*", help="key=value overrides of the recipe, as for `tbrm train`")
     p.add_argument("--out", required=True, help="run folder (created; rerunning rewrites config and data)")
