@@ -128,7 +128,10 @@ def _make_engine_class():
         kernels, Ulysses SP > 1, vocab-parallel DTensor logits. The rows are gathered BEFORE the logsumexp:
         ``logprobs_from_logits`` may run flash-attn's cross-entropy with ``inplace_backward=True``, which
         overwrites the logits buffer with its gradient, so an op that saved the full logits would back-prop
-        through garbage.
+        through garbage. (CPU tests cannot exercise that CUDA kernel; the GPU smoke script does.) The gather's
+        backward still produces one transient logits-shaped gradient per micro-batch, as the log-prob's does.
+        GRPO/PPO runs in the same environment also get ``tbrm_v`` (B rows of logsumexp, negligible); their loss
+        ignores it.
         """
 
         def prepare_model_outputs(self, output, output_args, micro_batch, logits_processor_func):
