@@ -1,40 +1,67 @@
 """The one answer grader behind training rewards and evaluation scores.
 
-`judge` grades one (response, gold) pair in the current process: extract the answer
-(`evals.extraction`), parse both sides with math-verify and compare them. It never times out by itself:
-math-verify's own timeouts use ``signal.alarm``, which raises outside the main thread (training calls
-the grader from threads), so they are switched off here.
+`judge` grades one (response, gold) pair in the current process:
 
-`Verifier` runs `judge` in a pebble process pool instead, which is where time limits live: a pair whose
-grading runs past ``timeout_s`` (sympy on ``9^{9^{9^{9}}}`` would run for hours) comes back as
-``Outcome.TIMEOUT`` and its worker is killed and replaced. Every pair comes back with a `Verdict`; a
-grader failure is an ``UNPARSED`` verdict that is logged and counted, never a crashed batch and never a
-silent WRONG.
+1. the gold is normalized (`normalize_gold`) and parsed whole, as if boxed, as verl and lighteval do;
+2. the response goes through our text rules (`evals.extraction.apply_text_rules`), then Math-Verify's own
+   extraction: LaTeX and plain expressions, ``\\boxed{}`` answers first (`MATH_VERIFY_EXTRACTION`);
+3. Math-Verify compares the two; our comparison rules then correct the cases it gets wrong
+   (`evals.extraction.RULES` lists every rule and why);
+4. only in lenient mode, and only when steps 2-3 found no answer at all: the old "answer phrase, else last
+   number" extraction, flagged ``extraction == "lenient"``.
+
+`judge_plain` is plain Math-Verify with library defaults, the reference for ``tbrm grade --audit``.
+
+Neither times out by itself: math-verify's own timeouts use ``signal.alarm``, which raises outside the main
+thread (training calls the grader from threads) and cannot interrupt sympy inside one long C call, so they
+are switched off here. `Verifier` runs them in a pebble process pool instead, which is where time limits
+live. Answers go to the workers in chunks; a chunk that runs past ``timeout_s`` (sympy on
+``9^{9^{9^{9}}}`` would run for hours) has its worker killed, and its answers are graded again one per
+task, each with its own ``timeout_s``: the hung one comes back as ``Outcome.TIMEOUT``, the rest graded.
+Identical (response, gold) pairs, common among rollouts, are graded once and cached. Every pair comes back
+with a `Verdict`; a grader failure is an ``UNPARSED`` verdict that is logged and counted, never a crashed
+batch and never a silent WRONG.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import math
 import multiprocessing
 import os
 import re
 import threading
 import time
-from collections import Counter
+import traceback
+from collections import Counter, OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import TimeoutError as FutureTimeoutError
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from enum import Enum
+from functools import lru_cache
 
-from math_verify import parse, verify
+from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
 from pebble import ProcessPool
-from sympy import Basic, Float, Rational
+from sympy import And, Basic, Float, Rational, Set
+from sympy.core.relational import Relational
 from sympy.matrices import MatrixBase
 
-from evals.extraction import extract_answer, normalize_gold
+from evals.extraction import (
+    apply_text_rules,
+    decimal_comma_value,
+    is_number,
+    is_unevaluated_arithmetic,
+    lenient_answer,
+    normalize_gold,
+)
+from evals.latex import last_boxed
 
 log = logging.getLogger(__name__)
+
+# Math-Verify's extraction as lighteval configures it for math: boxed answers before answer phrases.
+MATH_VERIFY_EXTRACTION = (LatexExtractionConfig(boxed_match_priority=0), ExprExtractionConfig())
 
 
 class Outcome(str, Enum):
@@ -49,11 +76,13 @@ class Verdict:
     """How one response was graded.
 
     extracted: the answer text taken from the response (None if none was found).
-    extraction: how it was found, the `Extraction.method` ("boxed", "fallback" or "none").
+    extraction: how it was found: "boxed", "text" (Math-Verify, unboxed), "lenient" (the opt-in fallback;
+        counted in summaries) or "none".
     answer_key: canonical string of the parsed prediction, equal for equivalent answers where cheap to
         tell ("0.5", "\\frac{1}{2}" and "1/2" all give "1/2"), for grouping answers in majority voting;
         None when nothing was parsed.
-    seconds: time spent grading (the timeout for TIMEOUT verdicts).
+    seconds: time spent grading (the timeout for TIMEOUT verdicts; a cached verdict keeps its first time).
+    rules: names of our rules (`evals.extraction.RULES`) that changed the text or the verdict.
     """
 
     outcome: Outcome
@@ -61,6 +90,7 @@ class Verdict:
     extraction: str
     answer_key: str | None
     seconds: float
+    rules: tuple[str, ...] = ()
 
     @property
     def correct(self) -> bool:
@@ -78,14 +108,22 @@ for _name in ("math_verify.parser", "math_verify.grader"):
     logging.getLogger(_name).addFilter(_DropTimeoutDisabledWarning())
 
 
-def _parse(answer: str) -> list:
-    # Boxing makes math-verify's LaTeX extractor take the whole string as the answer, for LaTeX
-    # ("\frac12") and plain text ("3/4", "2,125") alike. parsing_timeout=None: see the module docstring.
-    return parse(f"\\boxed{{{answer}}}", parsing_timeout=None)
+@lru_cache(maxsize=4096)
+def _parse_gold(gold: str) -> list:
+    """A normalized gold parsed whole (boxing makes the LaTeX extractor take all of it, "3/4" and "2,125"
+    included). Cached: every sample of a problem shares its gold. parsing_timeout=None: see the top."""
+    parsed = parse(f"\\boxed{{{gold}}}", parsing_timeout=None)
+    if not parsed:
+        raise ValueError(f"math-verify cannot parse the gold answer {gold!r}")
+    return parsed
 
 
 def _is_math(x: object) -> bool:
     return isinstance(x, (Basic, MatrixBase))
+
+
+def _set_vs_relation(gold: list, pred: list) -> bool:
+    return any(isinstance(g, Set) for g in gold) and any(isinstance(p, (Relational, And)) for p in pred)
 
 
 def _answer_key(parsed: list, extracted: str) -> str:
@@ -101,37 +139,101 @@ def _answer_key(parsed: list, extracted: str) -> str:
     return re.sub(r"\s+", "", extracted)
 
 
-def judge(response: str, gold: str, allow_fallback: bool = True) -> Verdict:
+def _extracted_text(parsed: list) -> str | None:
+    """Math-Verify's string of the answer it extracted (the last item in "first_match" fallback mode)."""
+    strings = [x for x in parsed if isinstance(x, str)]
+    return strings[-1] if strings else None
+
+
+def judge(response: str, gold: str, lenient: bool = False) -> Verdict:
     """Grade `response` against `gold` in this process, without any time limit (use `Verifier` for that).
 
     Raises ValueError for a gold answer that cannot be graded (None, empty, unparseable).
     """
     start = time.perf_counter()
-    found = extract_answer(response, allow_fallback)
+    gold = normalize_gold(gold)
+    gold_parsed = _parse_gold(gold)
+    text, rules = apply_text_rules(response)
+    pred = parse(text, MATH_VERIFY_EXTRACTION, parsing_timeout=None)
+    extracted = _extracted_text(pred)
+    method = "boxed" if "box" in text and last_boxed(text) else "text"
 
-    def verdict(outcome: Outcome, key: str | None = None) -> Verdict:
-        return Verdict(outcome, found.answer, found.method, key, time.perf_counter() - start)
+    def verdict(outcome: Outcome, key: str | None = None, extra: tuple[str, ...] = ()) -> Verdict:
+        return Verdict(outcome, extracted, method if extracted is not None else "none", key,
+                       time.perf_counter() - start, rules + extra)
 
-    if found.answer is None:
-        return verdict(Outcome.UNPARSED)
-    pred = _parse(found.answer)
+    if not any(_is_math(x) for x in pred) and lenient:
+        found = lenient_answer(response)
+        if found is not None:
+            pred = parse(f"\\boxed{{{found}}}", parsing_timeout=None)
+            extracted, method = found, "lenient"
     if not pred:
         return verdict(Outcome.UNPARSED)
-    gold_parsed = _parse(normalize_gold(gold))
-    if not gold_parsed:
-        raise ValueError(f"math-verify cannot parse the gold answer {gold!r}")
 
-    # Order matters: math-verify's verify(gold, target) is asymmetric.
-    if verify(gold_parsed, pred, timeout_seconds=None):
-        return verdict(Outcome.CORRECT, _answer_key(pred, found.answer))
+    # Order matters: math-verify's verify(gold, target) is asymmetric. Our "set-relation" rule is
+    # math-verify's allow_set_relation_comp, switched on only where it can matter (it costs a second check).
+    correct = verify(gold_parsed, pred, timeout_seconds=None)
+    if not correct and _set_vs_relation(gold_parsed, pred):
+        correct = verify(gold_parsed, pred, timeout_seconds=None, allow_set_relation_comp=True)
+        rules += ("set-relation",) if correct else ()
+    if correct and is_number(gold) and extracted is not None and is_unevaluated_arithmetic(extracted):
+        return verdict(Outcome.WRONG, _answer_key(pred, extracted), ("unevaluated-arithmetic",))
+    if correct:
+        return verdict(Outcome.CORRECT, _answer_key(pred, extracted or ""))
+    if extracted is not None and decimal_comma_value(extracted, gold):
+        return verdict(Outcome.CORRECT, _answer_key(gold_parsed, gold), ("decimal-comma",))
     if not any(_is_math(x) for x in pred):
         # math-verify returns the raw string when sympy could not read it, and compares strings only;
         # a non-matching unreadable answer ("\boxed{!!}") is a format failure, not a wrong value.
         return verdict(Outcome.UNPARSED)
-    return verdict(Outcome.WRONG, _answer_key(pred, found.answer))
+    return verdict(Outcome.WRONG, _answer_key(pred, extracted or ""))
+
+
+def judge_plain(response: str, gold: str) -> Verdict:
+    """Plain Math-Verify: ``verify(parse(gold), parse(response))`` with the library's defaults, the gold
+    boxed first as verl and lighteval do (a bare LaTeX gold is otherwise often not extracted at all)."""
+    start = time.perf_counter()
+    gold = normalize_gold(gold)
+    pred = parse(response, parsing_timeout=None)
+    extracted = _extracted_text(pred)
+    correct = bool(pred) and verify(_parse_gold(gold), pred, timeout_seconds=None)
+    outcome = Outcome.CORRECT if correct else Outcome.WRONG if any(_is_math(x) for x in pred) else Outcome.UNPARSED
+    key = _answer_key(pred, extracted or "") if outcome is not Outcome.UNPARSED else None
+    return Verdict(outcome, extracted, "text" if extracted is not None else "none", key,
+                   time.perf_counter() - start)
+
+
+def _grade_chunk(pairs: Sequence[tuple[str, str]], lenient: bool, plain: bool, timeout_s: float) -> list:
+    """Worker side: grade a chunk of pairs; each item is a Verdict, or the traceback text of a grader bug.
+
+    An answer that ran past `timeout_s` inside a chunk is a TIMEOUT, as it would have been alone.
+    """
+    out: list = []
+    for response, gold in pairs:
+        try:
+            v = judge_plain(response, gold) if plain else judge(response, gold, lenient)
+        except Exception:
+            out.append(traceback.format_exc(limit=8))
+            continue
+        if v.seconds > timeout_s:
+            v = Verdict(Outcome.TIMEOUT, v.extracted, v.extraction, None, timeout_s, v.rules)
+        out.append(v)
+    return out
+
+
+def _enlarge_math_verify_parse_cache() -> None:
+    """math-verify keeps the 20 latest LaTeX parses (`parse_latex_cached`); a grader sees the same few
+    answers ("\\frac{1}{2}", "5") over and over, and a parse costs 1-10 ms, so give it a large cache.
+    The cached function and its results are math-verify's own; only the cache size differs."""
+    import math_verify.parser as mvp
+
+    cached = getattr(mvp, "parse_latex_cached", None)
+    if cached is not None and hasattr(cached, "__wrapped__") and cached.cache_info().maxsize < 65536:
+        mvp.parse_latex_cached = lru_cache(maxsize=65536)(cached.__wrapped__)
 
 
 def _init_worker() -> None:
+    _enlarge_math_verify_parse_cache()
     # The first parse builds math-verify's LaTeX grammar (~0.1 s): pay it at worker start, not per pair.
     judge("\\boxed{1}", "1")
 
@@ -150,24 +252,47 @@ def _mp_context():
     return ctx
 
 
+def _pair_key(response: str, gold: str) -> bytes:
+    return hashlib.blake2b(f"{gold}\x00{response}".encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+
 class Verifier:
-    """A pool of warm grader processes with a per-pair time limit. Thread-safe; use as a context manager.
+    """A pool of warm grader processes with a per-answer time limit. Thread-safe; use as a context manager.
+
+    lenient: use the flagged "answer phrase, else last number" fallback where Math-Verify finds no answer
+        (for small models that never box; off by default, so scores do not depend on it).
+    plain: grade with plain Math-Verify (`judge_plain`) instead of our verifier, for audits.
+    chunk_size: answers per pool task (None: enough chunks to keep every worker busy, at most 64).
+    cache_size: graded (response, gold) pairs remembered; identical pairs are graded once.
 
     Every pair comes back as a Verdict: TIMEOUT past `timeout_s` (the worker is killed and replaced),
-    UNPARSED (logged, counted in `errors`) if the grader fails. `stats` counts outcomes seen so far.
+    UNPARSED (logged, counted in `errors`) if the grader fails. `stats` counts outcomes of every verdict
+    returned (cached ones included); `cache_hits` counts verdicts served from the cache.
 
     Like any spawn/forkserver child, each worker re-imports the parent's ``__main__`` script, so entry
     scripts should import heavy modules (torch) inside functions, or every worker start pays for them.
     """
 
-    def __init__(self, workers: int | None = None, timeout_s: float = 5.0, allow_fallback: bool = True):
+    MAX_CHUNK = 64
+
+    def __init__(self, workers: int | None = None, timeout_s: float = 5.0, lenient: bool = False,
+                 plain: bool = False, chunk_size: int | None = None, cache_size: int = 100_000):
         if timeout_s <= 0:
             raise ValueError(f"timeout_s must be positive, got {timeout_s}")
+        if chunk_size is not None and chunk_size < 1:
+            raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
+        if plain and lenient:
+            raise ValueError("plain Math-Verify has no lenient mode: pass plain=True or lenient=True, not both")
         self.workers = workers or min(2, os.cpu_count() or 1)
         self.timeout_s = float(timeout_s)
-        self.allow_fallback = allow_fallback
+        self.lenient = lenient
+        self.plain = plain
+        self.chunk_size = chunk_size
+        self.cache_size = cache_size
         self.stats: Counter[Outcome] = Counter()
         self.errors = 0  # grader failures (exceptions, dead workers), each also an UNPARSED verdict
+        self.cache_hits = 0
+        self._cache: OrderedDict[bytes, Verdict] = OrderedDict()
         self._lock = threading.Lock()
         self._closed = False
         self._pool = self._new_pool()
@@ -193,46 +318,102 @@ class Verifier:
     def verify_batch(self, pairs: Sequence[tuple[str, str]]) -> list[Verdict]:
         """Verdicts for (response, gold) pairs, in order. Raises ValueError at once for a bad gold."""
         pairs = [(response, normalize_gold(gold)) for response, gold in pairs]
-        verdicts = self._grade(pairs, retry_broken=True)
-        # Pairs lost to a broken pool (None) are graded once more on a fresh one, not scored as failures.
-        lost = [i for i, v in enumerate(verdicts) if v is None]
-        if lost:
-            for i, verdict in zip(lost, self._grade([pairs[i] for i in lost], retry_broken=False)):
-                verdicts[i] = verdict
+        keys = [_pair_key(response, gold) for response, gold in pairs]
+        verdicts: list[Verdict | None] = [None] * len(pairs)
+        todo: dict[bytes, int] = {}  # first index of each distinct pair not in the cache
         with self._lock:
+            for i, key in enumerate(keys):
+                cached = self._cache.get(key)
+                if cached is not None:
+                    self._cache.move_to_end(key)
+                    verdicts[i] = cached
+                elif key not in todo:
+                    todo[key] = i
+        graded = self._grade([pairs[i] for i in todo.values()], retry_broken=True)
+        # Pairs lost to a broken pool (None) are graded once more on a fresh one, not scored as failures.
+        lost = [j for j, g in enumerate(graded) if g is None]
+        if lost:
+            firsts = list(todo.values())
+            for j, g in zip(lost, self._grade([pairs[firsts[j]] for j in lost], retry_broken=False)):
+                graded[j] = g
+        by_key = {key: v for key, (v, _) in zip(todo, graded)}
+        for i, key in enumerate(keys):
+            if verdicts[i] is None:
+                verdicts[i] = by_key[key]
+        with self._lock:
+            for key, (v, ok) in zip(todo, graded):
+                # Timeouts and failures are not remembered: under load a timeout may not repeat.
+                if ok and v.outcome is not Outcome.TIMEOUT:
+                    self._cache[key] = v
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+            self.cache_hits += len(pairs) - len(todo)
             self.stats.update(v.outcome for v in verdicts)
         return verdicts
 
     def verify(self, response: str, gold: str) -> Verdict:
         return self.verify_batch([(response, gold)])[0]
 
-    def _grade(self, pairs: list[tuple[str, str]], retry_broken: bool) -> list[Verdict | None]:
-        pool = self._live_pool()
-        # All at once: workers pull tasks as they free up, and each timeout runs from a task's own start.
-        futures = [
-            pool.schedule(judge, args=(response, gold, self.allow_fallback), timeout=self.timeout_s)
-            for response, gold in pairs
-        ]
-        return [self._result(future, response, retry_broken) for future, (response, _) in zip(futures, pairs)]
+    def _chunks(self, n: int) -> list[range]:
+        size = self.chunk_size or max(1, min(self.MAX_CHUNK, math.ceil(n / (4 * self.workers))))
+        return [range(i, min(i + size, n)) for i in range(0, n, size)]
 
-    def _result(self, future, response: str, retry_broken: bool) -> Verdict | None:
+    def _schedule(self, pool: ProcessPool, pairs: list[tuple[str, str]]):
+        # Each chunk gets the time one answer may take: pebble's clock runs from the task's own start.
+        return pool.schedule(_grade_chunk, args=(pairs, self.lenient, self.plain, self.timeout_s),
+                             timeout=self.timeout_s)
+
+    def _grade(self, pairs: list[tuple[str, str]], retry_broken: bool) -> list[tuple[Verdict, bool] | None]:
+        """(verdict, graded normally) per pair; None for a pair lost to a broken pool (if retry_broken)."""
+        if not pairs:
+            return []
+        pool = self._live_pool()
+        chunks = self._chunks(len(pairs))
+        futures = [self._schedule(pool, [pairs[i] for i in chunk]) for chunk in chunks]
+        out: list[tuple[Verdict, bool] | None] = [None] * len(pairs)
+        redo: list[int] = []
+        for chunk, future in zip(chunks, futures):
+            try:
+                items = future.result()
+            except BrokenProcessPool:
+                if retry_broken:
+                    continue  # left None: graded again on a fresh pool
+                raise  # a fresh pool broke at once: the grader cannot run here at all
+            except Exception:  # timed out or its worker died: grade its answers again, one per task
+                redo.extend(chunk)
+                continue
+            for i, item in zip(chunk, items):
+                out[i] = self._from_item(item, pairs[i][0])
+        if redo and len(redo) > 1:
+            log.info("a grading chunk overran or lost its worker; regrading its %d answers one by one", len(redo))
+        singles = [(i, self._schedule(pool, [pairs[i]])) for i in redo]
+        for i, future in singles:
+            out[i] = self._single_result(future, pairs[i][0], retry_broken)
+        return out
+
+    def _from_item(self, item: Verdict | str, response: str) -> tuple[Verdict, bool]:
+        if isinstance(item, Verdict):
+            return item, True
+        log.error("grader failed; scored UNPARSED. Response (start): %.200r\n%s", response, item)
+        with self._lock:
+            self.errors += 1
+        return _failed(response, Outcome.UNPARSED, 0.0), False
+
+    def _single_result(self, future, response: str, retry_broken: bool) -> tuple[Verdict, bool] | None:
         try:
-            return future.result()
+            return self._from_item(future.result()[0], response)
         except FutureTimeoutError:
-            outcome, seconds = Outcome.TIMEOUT, self.timeout_s
-            found = extract_answer(response, self.allow_fallback)
-            log.warning("grading timed out after %.1f s; extracted answer %.200r", seconds, found.answer)
+            log.warning("grading timed out after %.1f s; response (end): %.200r", self.timeout_s, response[-200:])
+            return _failed(response, Outcome.TIMEOUT, self.timeout_s), False
         except BrokenProcessPool:
             if retry_broken:
                 return None
-            raise  # a fresh pool broke at once: the grader cannot run here at all
-        except Exception:  # the grader raised, or its worker died (pebble.ProcessExpired)
-            outcome, seconds = Outcome.UNPARSED, 0.0
-            found = extract_answer(response, self.allow_fallback)
+            raise
+        except Exception:  # its worker died (pebble.ProcessExpired), e.g. the OOM killer
             log.exception("grader failed; scored UNPARSED. Response (start): %.200r", response)
             with self._lock:
                 self.errors += 1
-        return Verdict(outcome, found.answer, found.method, None, seconds)
+            return _failed(response, Outcome.UNPARSED, 0.0), False
 
     def close(self) -> None:
         """Finish pending work and stop the workers. Idempotent."""
@@ -251,3 +432,9 @@ class Verifier:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _failed(response: str, outcome: Outcome, seconds: float) -> Verdict:
+    """The verdict of an answer whose grading did not finish: its last box, if any, as the extracted text."""
+    boxed = last_boxed(response)
+    return Verdict(outcome, boxed, "boxed" if boxed else "none", None, seconds)
