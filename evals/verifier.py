@@ -322,6 +322,8 @@ class Verifier:
         verdicts: list[Verdict | None] = [None] * len(pairs)
         todo: dict[bytes, int] = {}  # first index of each distinct pair not in the cache
         with self._lock:
+            if self._closed:
+                raise RuntimeError("Verifier is closed")
             for i, key in enumerate(keys):
                 cached = self._cache.get(key)
                 if cached is not None:
@@ -373,6 +375,9 @@ class Verifier:
         out: list[tuple[Verdict, bool] | None] = [None] * len(pairs)
         redo: list[int] = []
         for chunk, future in zip(chunks, futures):
+            if len(chunk) == 1:  # its own per-answer limit already: a timeout is the answer's
+                out[chunk[0]] = self._single_result(future, pairs[chunk[0]][0], retry_broken)
+                continue
             try:
                 items = future.result()
             except BrokenProcessPool:
@@ -384,7 +389,7 @@ class Verifier:
                 continue
             for i, item in zip(chunk, items):
                 out[i] = self._from_item(item, pairs[i][0])
-        if redo and len(redo) > 1:
+        if redo:
             log.info("a grading chunk overran or lost its worker; regrading its %d answers one by one", len(redo))
         singles = [(i, self._schedule(pool, [pairs[i]])) for i in redo]
         for i, future in singles:
