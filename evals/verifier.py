@@ -36,6 +36,7 @@ import time
 import traceback
 from collections import Counter, OrderedDict
 from collections.abc import Sequence
+from concurrent.futures import FIRST_COMPLETED, wait
 from concurrent.futures import TimeoutError as FutureTimeoutError
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -203,13 +204,27 @@ def judge_plain(response: str, gold: str) -> Verdict:
                    time.perf_counter() - start)
 
 
-def _grade_chunk(pairs: Sequence[tuple[str, str]], lenient: bool, plain: bool, timeout_s: float) -> list:
+# Worker progress, shared with the parent: per chunk slot (started flag, index of the answer being graded,
+# time.monotonic() when it started; CLOCK_MONOTONIC is system-wide on Linux). The parent's watchdog kills a
+# worker whose current answer has run past timeout_s, and knows which answer that was.
+_PROGRESS = None
+_SLOT_WIDTH = 3
+
+
+def _grade_chunk(pairs: Sequence[tuple[str, str]], lenient: bool, plain: bool, timeout_s: float,
+                 slot: int = -1) -> list:
     """Worker side: grade a chunk of pairs; each item is a Verdict, or the traceback text of a grader bug.
 
-    An answer that ran past `timeout_s` inside a chunk is a TIMEOUT, as it would have been alone.
+    An answer that ran past `timeout_s` is a TIMEOUT, whether or not the watchdog caught it in time.
     """
     out: list = []
-    for response, gold in pairs:
+    base = slot * _SLOT_WIDTH
+    for i, (response, gold) in enumerate(pairs):
+        if _PROGRESS is not None and slot >= 0:
+            # Written start time first, started flag last: the parent reads them in the other order.
+            _PROGRESS[base + 2] = time.monotonic()
+            _PROGRESS[base + 1] = i
+            _PROGRESS[base] = 1.0
         try:
             v = judge_plain(response, gold) if plain else judge(response, gold, lenient)
         except Exception:
@@ -232,7 +247,10 @@ def _enlarge_math_verify_parse_cache() -> None:
         mvp.parse_latex_cached = lru_cache(maxsize=65536)(cached.__wrapped__)
 
 
-def _init_worker() -> None:
+def _init_worker(progress=None) -> None:
+    global _PROGRESS
+    if progress is not None:
+        _PROGRESS = progress
     _enlarge_math_verify_parse_cache()
     # The first parse builds math-verify's LaTeX grammar (~0.1 s): pay it at worker start, not per pair.
     judge("\\boxed{1}", "1")
@@ -274,6 +292,8 @@ class Verifier:
     """
 
     MAX_CHUNK = 64
+    SLOTS = 4096  # chunks in flight that the watchdog can follow; more run with their backstop timeout only
+    WATCH_INTERVAL_S = 0.02
 
     def __init__(self, workers: int | None = None, timeout_s: float = 5.0, lenient: bool = False,
                  plain: bool = False, chunk_size: int | None = None, cache_size: int = 100_000):
@@ -295,10 +315,15 @@ class Verifier:
         self._cache: OrderedDict[bytes, Verdict] = OrderedDict()
         self._lock = threading.Lock()
         self._closed = False
+        ctx = _mp_context()
+        self._progress = ctx.Array("d", self.SLOTS * _SLOT_WIDTH, lock=False)
+        self._free_slots = list(range(self.SLOTS))
+        self._ctx = ctx
         self._pool = self._new_pool()
 
     def _new_pool(self) -> ProcessPool:
-        pool = ProcessPool(max_workers=self.workers, initializer=_init_worker, context=_mp_context())
+        pool = ProcessPool(max_workers=self.workers, initializer=_init_worker, initargs=(self._progress,),
+                           context=self._ctx)
         # pebble starts lazily; a first task starts the workers (and their warm-up) now, in the background.
         pool.schedule(_init_worker)
         return pool
@@ -360,41 +385,94 @@ class Verifier:
         size = self.chunk_size or max(1, min(self.MAX_CHUNK, math.ceil(n / (4 * self.workers))))
         return [range(i, min(i + size, n)) for i in range(0, n, size)]
 
-    def _schedule(self, pool: ProcessPool, pairs: list[tuple[str, str]]):
-        # Each chunk gets the time one answer may take: pebble's clock runs from the task's own start.
-        return pool.schedule(_grade_chunk, args=(pairs, self.lenient, self.plain, self.timeout_s),
-                             timeout=self.timeout_s)
-
     def _grade(self, pairs: list[tuple[str, str]], retry_broken: bool) -> list[tuple[Verdict, bool] | None]:
-        """(verdict, graded normally) per pair; None for a pair lost to a broken pool (if retry_broken)."""
+        """(verdict, graded normally) per pair; None for a pair lost to a broken pool (if retry_broken).
+
+        Chunks go to the pool at once; workers pull them as they free up. A watchdog polls the workers'
+        progress: when the answer a worker is on has run past timeout_s, the chunk is cancelled (pebble kills
+        that worker), that answer is a TIMEOUT, and the rest of the chunk goes back to the pool as a new
+        chunk. Each chunk also has a backstop timeout (all its answers' limits together) in case the
+        watchdog cannot see it; a chunk that hits it is regraded one answer per task.
+        """
         if not pairs:
             return []
         pool = self._live_pool()
-        chunks = self._chunks(len(pairs))
-        futures = [self._schedule(pool, [pairs[i] for i in chunk]) for chunk in chunks]
         out: list[tuple[Verdict, bool] | None] = [None] * len(pairs)
-        redo: list[int] = []
-        for chunk, future in zip(chunks, futures):
-            if len(chunk) == 1:  # its own per-answer limit already: a timeout is the answer's
-                out[chunk[0]] = self._single_result(future, pairs[chunk[0]][0], retry_broken)
-                continue
-            try:
-                items = future.result()
-            except BrokenProcessPool:
-                if retry_broken:
-                    continue  # left None: graded again on a fresh pool
-                raise  # a fresh pool broke at once: the grader cannot run here at all
-            except Exception:  # timed out or its worker died: grade its answers again, one per task
-                redo.extend(chunk)
-                continue
-            for i, item in zip(chunk, items):
-                out[i] = self._from_item(item, pairs[i][0])
-        if redo:
-            log.info("a grading chunk overran or lost its worker; regrading its %d answers one by one", len(redo))
-        singles = [(i, self._schedule(pool, [pairs[i]])) for i in redo]
-        for i, future in singles:
-            out[i] = self._single_result(future, pairs[i][0], retry_broken)
+        pending: dict = {}  # future -> (indices into pairs, progress slot or -1)
+
+        def submit(indices: list[int]) -> None:
+            slot = self._take_slot()
+            if slot >= 0:
+                self._progress[slot * _SLOT_WIDTH] = 0.0  # not started
+            future = pool.schedule(_grade_chunk, args=([pairs[i] for i in indices], self.lenient, self.plain,
+                                                       self.timeout_s, slot),
+                                   timeout=self.timeout_s * (len(indices) + 1))
+            pending[future] = (indices, slot)
+
+        for chunk in self._chunks(len(pairs)):
+            submit(list(chunk))
+        try:
+            while pending:
+                done, _ = wait(list(pending), timeout=self.WATCH_INTERVAL_S, return_when=FIRST_COMPLETED)
+                for future in done:
+                    indices, slot = pending.pop(future)
+                    self._give_slot(slot)
+                    self._collect(future, indices, pairs, out, submit, retry_broken)
+                now = time.monotonic()
+                for future, (indices, slot) in list(pending.items()):
+                    hung = self._hung_answer(slot, now)
+                    if hung is not None and future.cancel():  # kills the worker, if it is still running
+                        del pending[future]
+                        self._give_slot(slot)
+                        response = pairs[indices[hung]][0]
+                        log.warning("grading timed out after %.1f s; response (end): %.200r", self.timeout_s,
+                                    response[-200:])
+                        out[indices[hung]] = _failed(response, Outcome.TIMEOUT, self.timeout_s), False
+                        rest = indices[:hung] + indices[hung + 1 :]
+                        if rest:
+                            submit(rest)
+        finally:
+            for future, (_, slot) in pending.items():  # only on an exception: leave nothing running
+                future.cancel()
+                self._give_slot(slot)
         return out
+
+    def _hung_answer(self, slot: int, now: float) -> int | None:
+        """Index (in its chunk) of the answer a chunk's worker has been on for more than timeout_s, if any."""
+        if slot < 0:
+            return None
+        base = slot * _SLOT_WIDTH
+        if self._progress[base] != 1.0:
+            return None
+        index, started = int(self._progress[base + 1]), self._progress[base + 2]
+        return index if now - started > self.timeout_s else None
+
+    def _take_slot(self) -> int:
+        with self._lock:
+            return self._free_slots.pop() if self._free_slots else -1
+
+    def _give_slot(self, slot: int) -> None:
+        if slot >= 0:
+            with self._lock:
+                self._free_slots.append(slot)
+
+    def _collect(self, future, indices: list[int], pairs, out: list, submit, retry_broken: bool) -> None:
+        if len(indices) == 1:  # its own per-answer limit already: a timeout is the answer's
+            out[indices[0]] = self._single_result(future, pairs[indices[0]][0], retry_broken)
+            return
+        try:
+            items = future.result()
+        except BrokenProcessPool:
+            if retry_broken:
+                return  # left None: graded again on a fresh pool
+            raise  # a fresh pool broke at once: the grader cannot run here at all
+        except Exception:  # backstop timeout or its worker died: grade its answers again, one per task
+            log.info("a grading chunk overran or lost its worker; regrading its %d answers one by one", len(indices))
+            for i in indices:
+                submit([i])
+            return
+        for i, item in zip(indices, items):
+            out[i] = self._from_item(item, pairs[i][0])
 
     def _from_item(self, item: Verdict | str, response: str) -> tuple[Verdict, bool]:
         if isinstance(item, Verdict):

@@ -281,7 +281,11 @@ def test_verifier_lenient_flag_counts():
 
 @pytest.mark.skipif(not os.path.isdir("/proc"), reason="finds worker processes through /proc")
 def test_dead_workers_never_crash_a_batch(verifier, caplog):
-    others = _pool_workers()  # the module pool's workers, left alone
+    for _ in range(100):  # the module pool's workers, left alone (a replacement may still be starting)
+        others = _pool_workers()
+        if len(others) == 2:
+            break
+        time.sleep(0.05)
     with Verifier(workers=1, timeout_s=30) as v:
         assert v.verify("\\boxed{1}", "1").correct
         (worker,) = _pool_workers() - others
@@ -324,13 +328,18 @@ def test_hung_answer_in_a_chunk_kills_only_its_worker_and_the_rest_is_regraded()
         start = time.monotonic()
         verdicts = v.verify_batch(pairs)
         elapsed = time.monotonic() - start
-        after = _pool_workers() - others if proc else set()
+        after = before
+        for _ in range(40):  # pebble stops the cancelled worker from its own manager thread, soon after
+            after = _pool_workers() - others if proc else set()
+            if after != before:
+                break
+            time.sleep(0.05)
         assert v.stats[Outcome.TIMEOUT] == 1 and v.errors == 0
     assert verdicts[13].outcome is Outcome.TIMEOUT and verdicts[13].extracted == "9^{9^{9^{9}}}"
     rest = verdicts[:13] + verdicts[14:]
     assert [x.correct for x in rest] == [i % 4 != 0 for i in range(40)]
-    # the chunk overran (1 s), then the hung answer alone (1 s); the other worker kept grading meanwhile
-    assert elapsed < 2 * 1.0 + 3.0
+    # the watchdog stopped the hung answer after its 1 s; the other worker kept grading meanwhile
+    assert elapsed < 1.0 + 2.0
     if proc:
         assert len(before) == 2 and len(before - after) == 1  # exactly one worker was killed
 
