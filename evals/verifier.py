@@ -252,6 +252,7 @@ def _init_worker(progress=None) -> None:
     if progress is not None:
         _PROGRESS = progress
     _enlarge_math_verify_parse_cache()
+    import evals._warm_grader  # noqa: F401  (a no-op after the forkserver's preload; warms under spawn)
     # The first parse builds math-verify's LaTeX grammar (~0.1 s): pay it at worker start, not per pair.
     judge("\\boxed{1}", "1")
 
@@ -259,14 +260,15 @@ def _init_worker(progress=None) -> None:
 def _mp_context():
     """forkserver (spawn where missing): forking a parent that runs torch threads / CUDA is unsafe.
 
-    The forkserver preloads this module, so a worker (including each replacement for one killed by a
-    timeout) starts with math-verify already imported instead of importing it again (~0.5 s). The preload
-    list is process-wide and only read when the forkserver first starts; "__main__" is the stdlib default.
+    The forkserver preloads this module and warms the LaTeX parser (`evals._warm_grader`), so a worker
+    (including each replacement for one killed by a timeout) starts with math-verify imported and warm
+    instead of paying ~0.5 s of imports and slow first parses. The preload list is process-wide and only
+    read when the forkserver first starts; "__main__" is the stdlib default.
     """
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return multiprocessing.get_context("spawn")
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["__main__", __name__])
+    ctx.set_forkserver_preload(["__main__", __name__, "evals._warm_grader"])
     return ctx
 
 
@@ -409,8 +411,11 @@ class Verifier:
                                    timeout=self.timeout_s * (len(indices) + 1))
             pending[future] = (indices, slot)
 
+        # Samples of one problem share a gold: chunked together, a worker parses that gold (and their
+        # repeated answers) once.
+        order = sorted(range(len(pairs)), key=lambda i: pairs[i][1])
         for chunk in self._chunks(len(pairs)):
-            submit(list(chunk))
+            submit([order[i] for i in chunk])
         try:
             while pending:
                 done, _ = wait(list(pending), timeout=self.WATCH_INTERVAL_S, return_when=FIRST_COMPLETED)
