@@ -119,11 +119,11 @@ n(n+1)/2
 
 
 def warm_latex_parser() -> None:
-    """Parse `WARMUP_ANSWERS` with latex2sympy2 (the parser inside math-verify), ignoring failures."""
-    from latex2sympy2_extended.latex2sympy2 import latex2sympy
+    """Parse `WARMUP_ANSWERS` with the parser math-verify calls, ignoring failures."""
+    import math_verify.parser
 
     for line in WARMUP_ANSWERS.strip().splitlines():
         try:
-            latex2sympy(line)
+            math_verify.parser.latex2sympy(line, normalization_config=None)
         except Exception:  # a construct this grammar version lacks; warming is best effort
             pass

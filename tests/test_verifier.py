@@ -360,3 +360,50 @@ def test_timeouts_are_never_cached_and_always_counted():
         second = v.verify(*STUCK)  # not served from the cache: graded (and timed out) again
         assert [x.outcome for x in first + [second]] == [Outcome.TIMEOUT] * 3
         assert v.stats[Outcome.TIMEOUT] == 3 and v.cache_hits == 1
+
+
+# ---------------------------------------------------------------------------------------------------
+# The SLL-first LaTeX parse gives latex2sympy2's own results
+
+
+def _parse_both(latex: str) -> tuple[str, str]:
+    from latex2sympy2_extended.latex2sympy2 import latex2sympy
+
+    from evals.verifier import sll_first_latex2sympy
+
+    def run(f):
+        try:
+            return str(f(latex, is_real=True, normalization_config=None))
+        except Exception as e:  # the same failure from both is agreement too
+            return f"error: {type(e).__name__}"
+
+    return run(sll_first_latex2sympy), run(latex2sympy)
+
+
+def test_sll_first_parse_equals_the_stock_parse_on_typical_answers():
+    from evals.latex import WARMUP_ANSWERS
+
+    for line in WARMUP_ANSWERS.strip().splitlines() + ["x^3-3x^2+3x-3", "(x+8)(2x+15)", "-6x^2+36x-48"]:
+        sll, stock = _parse_both(line)
+        assert sll == stock, line
+
+
+@pytest.fixture(scope="module")
+def math500_answers() -> list[str]:
+    from evals.benchmarks import DataDirNotFound, data_dir
+
+    try:
+        path = data_dir() / "math500" / "test.jsonl"
+    except DataDirNotFound:
+        pytest.skip("benchmark data folder (../shared/data or $TBRM_DATA_DIR) not present")
+    if not path.is_file():
+        pytest.skip(f"{path.name} of MATH500 not in the benchmark data folder")
+    import json
+
+    return [json.loads(line)["answer"] for line in path.read_text().splitlines() if line.strip()]
+
+
+def test_sll_first_parse_equals_the_stock_parse_on_math_answers(math500_answers):
+    for answer in math500_answers:
+        sll, stock = _parse_both(answer)
+        assert sll == stock, answer

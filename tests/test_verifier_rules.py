@@ -121,3 +121,17 @@ def test_is_bare_answer(text, bare):
                                                  ("1.5 \\times 10^{-3}", False), ("\\sqrt{2} + 1", False)])
 def test_is_unevaluated_arithmetic(answer, unevaluated):
     assert is_unevaluated_arithmetic(answer) is unevaluated
+
+
+def test_identical_parses_are_what_math_verify_calls_equal():
+    # The verifier skips math-verify's verify() when both sides parse to the same object; check that
+    # verify() agrees on every typical answer (each compared with its own parse).
+    from math_verify import parse, verify
+
+    from evals.latex import WARMUP_ANSWERS
+    from evals.verifier import _identical
+
+    for answer in WARMUP_ANSWERS.strip().splitlines():
+        gold, pred = parse(f"\\boxed{{{answer}}}", parsing_timeout=None), parse(f"\\boxed{{{answer}}}", parsing_timeout=None)
+        if _identical(gold, pred):
+            assert verify(gold, pred, timeout_seconds=None), answer
