@@ -33,6 +33,9 @@ RULES = {
     "bare-answer": "a response that is nothing but a formula ('x^2 + 1', '[0,1)', '\\sqrt{2}/2') is read "
                    "whole, as if boxed; Math-Verify's unanchored extraction takes '1' from 'x^2 + 1' and "
                    "nothing from '[0,1)'.",
+    "last-box": "'I got \\boxed{3}. Checking again, it is \\boxed{5}.': Math-Verify joins every box into one "
+                "answer {3, 5}. Boxes count together only when nothing but separators (',', 'and', 'x =') stands "
+                "between them ('\\boxed{1}, \\boxed{2}'); earlier boxes cut off by prose are unboxed.",
     "set-relation": "an inequality answer against an interval gold ('k \\geq 3' vs '[3, \\infty)') is "
                     "compared as a set (Math-Verify's allow_set_relation_comp).",
     "decimal-comma": "'3,5' for the gold 3.5: a decimal comma, when the gold has decimals and the comma is "
@@ -85,6 +88,43 @@ def rule_digit_groups(text: str) -> str:
     return text
 
 
+_BOX_START_RE = re.compile(r"\\(?:boxed|fbox)\s*\{")
+# What may stand between boxes that together form one answer: "\boxed{1}, \boxed{2} and $y = \boxed{3}$".
+_BOX_GAP_RE = re.compile(r"(?:\s|,|;|\$|\\[()]|\\quad|\\text\{\s*(?:and|or)\s*\}|\band\b|\bor\b"
+                         r"|[A-Za-z](?:_\{?\w+\}?)?\s*=)*")
+
+
+def _box_spans(text: str) -> list[tuple[int, int, int]]:
+    """(start of "\\boxed", start of content, end after "}") of every complete box, in order."""
+    spans = []
+    for m in _BOX_START_RE.finditer(text):
+        depth, i = 1, m.end()
+        while i < len(text) and depth:
+            depth += {"{": 1, "}": -1}.get(text[i], 0)
+            i += 1
+        if depth == 0:
+            spans.append((m.start(), m.end(), i))
+    return [sp for k, sp in enumerate(spans) if k == 0 or sp[0] >= spans[k - 1][2]]  # outermost only
+
+
+def rule_last_box(text: str) -> str:
+    if text.count("box") < 2:
+        return text
+    spans = _box_spans(text)
+    if len(spans) < 2:
+        return text
+    first = len(spans) - 1  # the final group: the last box and the boxes joined to it by separators only
+    while first > 0 and _BOX_GAP_RE.fullmatch(text[spans[first - 1][2] : spans[first][0]]):
+        first -= 1
+    if first == 0:
+        return text
+    out, pos = [], 0
+    for start, content, end in spans[:first]:  # unbox: keep the content, drop "\boxed{" and "}"
+        out += [text[pos:start], text[content : end - 1]]
+        pos = end
+    return "".join(out) + text[pos:]
+
+
 _WORD_RE = re.compile(r"(?<![\\A-Za-z])[A-Za-z]{2,}")  # a word of prose, not "\frac" nor "x" nor "\text{cm}"
 # An equation ("x = 5", "2 + 3 = 5") is left to Math-Verify, which reads its last side.
 _DELIMITERS = ("\\boxed", "\\fbox", "$", "\\(", "\\[", "\n", "=")
@@ -104,7 +144,8 @@ def rule_bare_answer(text: str) -> str:
     return f"\\boxed{{{text.strip()}}}" if is_bare_answer(text) else text
 
 
-TEXT_RULES = (("currency", rule_currency), ("digit-groups", rule_digit_groups), ("bare-answer", rule_bare_answer))
+TEXT_RULES = (("currency", rule_currency), ("digit-groups", rule_digit_groups), ("last-box", rule_last_box),
+              ("bare-answer", rule_bare_answer))
 
 
 def apply_text_rules(text: str) -> tuple[str, tuple[str, ...]]:

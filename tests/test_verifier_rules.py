@@ -22,6 +22,8 @@ IMPROVEMENTS = {
     "digit-groups": [("\\boxed{1\\,000\\,000}", "1000000", C, W), ("\\boxed{1 000}", "1000", C, W),
                      ("so it is $1\\ 250$ meters", "1250", C, W)],
     "bare-answer": [("[0,1)", "[0,1)", C, U), ("x^2 + 1", "x^2+1", C, W), ("\\sqrt{2}/2", "\\frac{\\sqrt2}{2}", C, U)],
+    "last-box": [("First I got \\boxed{3}. Checking again, the result is \\boxed{5}.", "5", C, W),
+                 ("Case 1 gives \\boxed{2}; case 2 is impossible. So the answer is \\boxed{4}", "4", C, W)],
     "set-relation": [("\\boxed{k \\geq 3}", "[3, \\infty)", C, W), ("\\boxed{-1 < x < 2}", "(-1, 2)", C, W)],
     "decimal-comma": [("\\boxed{3,5}", "3.5", C, W), ("\\boxed{0,25}", "0.25", C, W)],
     "unevaluated-arithmetic": [
@@ -36,6 +38,7 @@ NOT_APPLICABLE = {
     "currency": [("The cost is $18.90$ dollars.", "18.90", C)],
     "digit-groups": [("We tried 3 100 ways and found \\boxed{7}", "7", C)],  # prose spaces are not groups
     "bare-answer": [("So 3 + 4 = 7", "7", C), ("The answer is 5", "5", C), ("x = 5", "5", C)],
+    "last-box": [("\\boxed{1}, \\boxed{2}, \\boxed{3}", "\\{1,2,3\\}", C), ("x = \\boxed{1} and y = \\boxed{2}", "1, 2", C)],
     "set-relation": [("\\boxed{x = 3}", "[3, \\infty)", W)],
     "decimal-comma": [("\\boxed{3,500}", "3.5", W), ("\\boxed{3,5}", "35", W), ("\\boxed{3,5}", "\\{3,5\\}", C)],
     "unevaluated-arithmetic": [
