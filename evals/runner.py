@@ -302,7 +302,7 @@ def print_summary(summary: dict, console=None) -> None:
     console = console or Console(width=None if sys.stdout.isatty() else 160)
     table = Table(title=f"{summary['model']}  ({summary['template']['name']} template)")
     for col in ("benchmark", "problems", "metric", "score", "95% CI", "pass@k", "maj@k", "unparsed",
-                "timeouts", "trunc.", "mean len", "tok/s"):
+                "timeouts", "lenient", "trunc.", "mean len", "tok/s"):
         table.add_column(col, justify="left" if col == "benchmark" else "right")
     for name, b in summary["benchmarks"].items():
         m = headline_metric(b)
@@ -314,7 +314,7 @@ def print_summary(summary: dict, console=None) -> None:
                       f"{100 * b[m]['ci_low']:.1f}-{100 * b[m]['ci_high']:.1f}",
                       f"{100 * pk['value']:.1f}" if pk and n > 1 else "-",
                       f"{100 * mk['value']:.1f}" if mk else "-",
-                      str(b["outcomes"]["unparsed"]), str(b["outcomes"]["timeout"]),
+                      str(b["outcomes"]["unparsed"]), str(b["outcomes"]["timeout"]), str(b.get("lenient_verdicts", 0)),
                       f"{100 * b['lengths']['truncation_rate']:.0f}%", f"{b['lengths']['mean_tokens']:.0f}",
                       f"{tps:.0f}" if tps else "-")
     console.print(table)

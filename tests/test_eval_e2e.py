@@ -84,9 +84,17 @@ def test_eval_user_file(tiny_model_path, tmp_path):
     data = tmp_path / "mine.jsonl"
     data.write_text("".join(json.dumps({"q": f"What is {i}+1?", "gold": i + 1}) + "\n" for i in range(3)))
     run_cli("eval", "--model", tiny_model_path, "--data-file", str(data), "--problem-field", "q", "--answer-field",
-            "gold", "--max-new-tokens", "6", "--out", str(tmp_path / "r"), "--no-progress")
+            "gold", "--max-new-tokens", "6", "--out", str(tmp_path / "r"), "--no-progress", "--audit")
     summary = json.loads((tmp_path / "r" / "summary.json").read_text())
-    assert summary["benchmarks"]["mine"]["n_problems"] == 3
+    bench = summary["benchmarks"]["mine"]
+    assert bench["n_problems"] == 3 and bench["lenient_verdicts"] == 0
+    # --audit: every answer also graded by plain Math-Verify, both scores side by side
+    audit = json.loads((tmp_path / "r" / "audit.json").read_text())
+    assert bench["audit"] == audit["mine"] and audit["mine"]["n_answers"] == 3
+    assert audit["mine"]["ours"] == pytest.approx(bench["avg@1"]["value"])
+    flips = audit["mine"]["flips"]
+    n_disagreements = len(_rows(tmp_path / "r" / "audit_disagreements.jsonl"))
+    assert n_disagreements == flips["plain_wrong_ours_correct"] + flips["plain_correct_ours_wrong"]
 
 
 def test_grade_scores_external_generations(tmp_path):
