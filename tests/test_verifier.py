@@ -407,3 +407,19 @@ def test_sll_first_parse_equals_the_stock_parse_on_math_answers(math500_answers)
     for answer in math500_answers:
         sll, stock = _parse_both(answer)
         assert sll == stock, answer
+
+
+def test_lenient_verdicts_are_counted_in_grade_summaries(tmp_path):
+    import json
+
+    from evals.grade import grade_file
+
+    f = tmp_path / "gens.jsonl"
+    rows = [{"response": r, "answer": g} for r, g, _ in UNFOUND] + [{"response": "\\boxed{4}", "answer": "4"}]
+    f.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    default = grade_file(f, out_dir=tmp_path / "default", workers=1, progress=False, print_table=False)
+    lenient = grade_file(f, out_dir=tmp_path / "lenient", lenient=True, workers=1, progress=False, print_table=False)
+    assert (default["lenient"], default["lenient_verdicts"], default["outcomes"]["correct"]) == (False, 0, 1)
+    assert (lenient["lenient"], lenient["lenient_verdicts"], lenient["outcomes"]["correct"]) == (True, 3, 3)
+    graded = [json.loads(x) for x in (tmp_path / "lenient" / "graded.jsonl").read_text().splitlines()]
+    assert [g["extraction"] for g in graded] == ["lenient", "lenient", "lenient", "boxed"]
