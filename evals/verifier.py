@@ -15,12 +15,16 @@
 Neither times out by itself: math-verify's own timeouts use ``signal.alarm``, which raises outside the main
 thread (training calls the grader from threads) and cannot interrupt sympy inside one long C call, so they
 are switched off here. `Verifier` runs them in a pebble process pool instead, which is where time limits
-live. Answers go to the workers in chunks; a chunk that runs past ``timeout_s`` (sympy on
-``9^{9^{9^{9}}}`` would run for hours) has its worker killed, and its answers are graded again one per
-task, each with its own ``timeout_s``: the hung one comes back as ``Outcome.TIMEOUT``, the rest graded.
-Identical (response, gold) pairs, common among rollouts, are graded once and cached. Every pair comes back
-with a `Verdict`; a grader failure is an ``UNPARSED`` verdict that is logged and counted, never a crashed
-batch and never a silent WRONG.
+live. Answers go to the workers in chunks (samples of one problem together), and a watchdog follows each
+worker's progress through shared memory: when the answer a worker is on runs past ``timeout_s`` (sympy on
+``9^{9^{9^{9}}}`` would run for hours) that worker alone is killed and replaced, the answer comes back as
+``Outcome.TIMEOUT``, and the rest of its chunk is graded again. Identical (response, gold) pairs, common
+among rollouts, are graded once and cached. Every pair comes back with a `Verdict`; a grader failure is an
+``UNPARSED`` verdict that is logged and counted, never a crashed batch and never a silent WRONG.
+
+Speed (``benchmarks/grade_speed.py``): most of a grader's time is latex2sympy2's ANTLR parse of LaTeX
+answers. Workers keep a large parse cache, parse in ANTLR's SLL mode first (`sll_first_latex2sympy`), start
+from a warmed-up parser (`evals._warm_grader`), and skip verify() when both sides parse to the same object.
 """
 
 from __future__ import annotations
