@@ -10,6 +10,7 @@ before answer phrases, and our gold is parsed the same way in both). Used by ``t
 
 from __future__ import annotations
 
+import sys
 from collections import Counter, defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -91,4 +92,4 @@ def print_audit(summary: dict, console=None) -> None:
         table.add_row(name, str(s["n_answers"]), f"{100 * s['ours']:.1f}", f"{100 * s['plain']:.1f}",
                       f"{s['score_change_points']:+.1f}", str(s["flips"]["plain_wrong_ours_correct"]),
                       str(s["flips"]["plain_correct_ours_wrong"]), f"{100 * s['agreement']:.1f}%", rules)
-    (console or Console()).print(table)
+    (console or Console(width=None if sys.stdout.isatty() else 160)).print(table)
