@@ -12,13 +12,16 @@ with 4 responses each (the paper's n = 4), every response drawn from
   "Answer: $X$"), 20%;
 - the worked solution ending in another problem's answer, 25%, or a short wrong answer, 10%;
 plus real SmolLM2-135M outputs (tests/fixtures/smollm2_outputs.jsonl: unboxed prose) and adversarial
-responses: power towers sympy would evaluate for hours (they must come back as TIMEOUT), a 200 kB response,
-a thousand boxes, deeply nested braces. Identical (response, gold) pairs occur as they do among rollouts.
+responses: power towers sympy would evaluate for hours (they must come back as TIMEOUT), and ones that are merely huge (a 200 kB response,
+a thousand boxes, deeply nested braces; these may time out too). Identical (response, gold) pairs occur as they do among rollouts.
 
 Graders, each on the same responses in the same order, in batches of 512 like `tbrm grade`:
 - ours: `Verifier()` (default settings, with its cache of identical pairs);
-- ours, no cache: the same with cache_size=0, to show what the cache buys;
-- plain Math-Verify: `Verifier(plain=True)`, library defaults, same pool, chunks and timeouts.
+- ours, cache off: the same with cache_size=0 (no cache across batches; duplicates within one batch of 512 are
+  still graded once), to show what the cache buys;
+- plain Math-Verify: `Verifier(plain=True)`, library defaults, same pool, chunks and timeouts (and the same
+  parser speed-ups in the workers);
+- plain Math-Verify as users call it, in this process on one core, on the first 2,000 non-adversarial ones.
 
 Results: benchmarks/results/grade_speed.json and .md, with the load average (the machine is shared; other jobs
 inflate the timings).
@@ -99,9 +102,9 @@ def build_responses(data_dir: Path, n: int, n_adversarial: int, samples: int = 4
     adversarial = [{"kind": "adversarial-timeout", "response": f"The result is \\boxed{{{TOWERS[i % len(TOWERS)]}}}",
                     "gold": str(i + 1)} for i in range(max(0, n_adversarial - 3))]
     adversarial += [
-        {"kind": "adversarial-fast", "response": "Let me think. " * 15000 + "\\boxed{7}", "gold": "7"},
-        {"kind": "adversarial-fast", "response": " ".join(f"\\boxed{{{i}}}" for i in range(1000)), "gold": "999"},
-        {"kind": "adversarial-fast", "response": "\\boxed{" + "{" * 500 + "1" + "}" * 500 + "}", "gold": "1"},
+        {"kind": "adversarial-size", "response": "Let me think. " * 15000 + "\\boxed{7}", "gold": "7"},
+        {"kind": "adversarial-size", "response": " ".join(f"\\boxed{{{i}}}" for i in range(1000)), "gold": "999"},
+        {"kind": "adversarial-size", "response": "\\boxed{" + "{" * 500 + "1" + "}" * 500 + "}", "gold": "1"},
     ][:n_adversarial]
     rows += [dict(r, problem=f"adversarial/{i}") for i, r in enumerate(adversarial)]
     rng.shuffle(rows)
@@ -123,13 +126,38 @@ def run_grader(name: str, rows: list[dict], workers: int, timeout_s: float, **ve
         cache_hits, errors = v.cache_hits, v.errors
     outcomes = Counter(x.outcome.value for x in verdicts)
     adversarial = [x.outcome.value for x, r in zip(verdicts, rows) if r["kind"] == "adversarial-timeout"]
+    by_kind: dict[str, Counter] = {}
+    for x, r in zip(verdicts, rows):
+        by_kind.setdefault(r["kind"], Counter())[x.outcome.value] += 1
     print(f"{name}: {len(pairs)} answers in {seconds:.1f} s = {len(pairs) / seconds:.0f} answers/s; "
           f"outcomes {dict(outcomes)}; cache hits {cache_hits}", flush=True)
     return {"grader": name, "answers": len(pairs), "seconds": round(seconds, 2),
             "answers_per_second": round(len(pairs) / seconds, 1), "outcomes": dict(outcomes),
             "cache_hits": cache_hits, "errors": errors,
             "adversarial_timed_out": f"{adversarial.count('timeout')}/{len(adversarial)}",
+            "outcomes_by_kind": {k: dict(v) for k, v in by_kind.items()},
             "verdicts": [x.outcome.value for x in verdicts]}
+
+
+def run_library_in_process(rows: list[dict], n: int) -> dict:
+    """Plain Math-Verify as users call it: `verify(parse(gold), parse(response))` in this process, one core,
+    the library's own settings (signal-based timeouts), on the first `n` responses that are not adversarial."""
+    from math_verify import parse, verify
+
+    from evals.extraction import normalize_gold
+
+    sample = [r for r in rows if not r["kind"].startswith("adversarial")][:n]
+    parse("\\boxed{1}")  # build the grammar first
+    start = time.perf_counter()
+    correct = sum(bool(verify(parse(f"\\boxed{{{normalize_gold(r['gold'])}}}"), parse(r["response"])))
+                  for r in sample)
+    seconds = time.perf_counter() - start
+    print(f"plain Math-Verify in process: {len(sample)} answers in {seconds:.1f} s = {len(sample) / seconds:.0f} "
+          f"answers/s", flush=True)
+    return {"grader": "plain Math-Verify, in process, 1 core", "answers": len(sample), "seconds": round(seconds, 2),
+            "answers_per_second": round(len(sample) / seconds, 1),
+            "outcomes": {"correct": correct, "wrong": "-", "unparsed": "-", "timeout": "-"},
+            "cache_hits": 0, "errors": 0, "adversarial_timed_out": "-"}
 
 
 def main() -> None:
@@ -139,6 +167,8 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=4, help="responses per prompt")
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--timeout", type=float, default=2.0, help="per-answer limit in seconds")
+    ap.add_argument("--in-process", type=int, default=2000,
+                    help="responses for the in-process plain Math-Verify baseline (one core, library as is)")
     ap.add_argument("--data-dir", help="benchmark data folder (default: $TBRM_DATA_DIR or ../shared/data)")
     ap.add_argument("--out", default=str(HERE / "results"))
     a = ap.parse_args()
@@ -150,15 +180,17 @@ def main() -> None:
     print(f"{len(rows)} responses: {dict(kinds)}", flush=True)
     load_before = os.getloadavg()
     results = [run_grader("ours", rows, a.workers, a.timeout),
-               run_grader("ours, no cache", rows, a.workers, a.timeout, cache_size=0),
+               run_grader("ours, cache off (duplicates within a batch still graded once)", rows, a.workers,
+                          a.timeout, cache_size=0),
                run_grader("plain Math-Verify", rows, a.workers, a.timeout, plain=True)]
+    results.append(run_library_in_process(rows, a.in_process))
     load_after = os.getloadavg()
     ours, plain = results[0]["verdicts"], results[2]["verdicts"]
     flips = Counter((o, p) for o, p, r in zip(ours, plain, rows) if (o == "correct") != (p == "correct"))
     by_kind = {k: sum((o == "correct") != (p == "correct") for o, p, r in zip(ours, plain, rows) if r["kind"] == k)
                for k in kinds}
     for r in results:
-        del r["verdicts"]
+        r.pop("verdicts", None)
     out = {"responses": len(rows), "kinds": dict(kinds), "workers": a.workers, "timeout_s": a.timeout,
            "graders": results,
            "ours_vs_plain": {"agreement": 1 - sum(flips.values()) / len(rows),
