@@ -12,8 +12,9 @@ with 4 responses each (the paper's n = 4), every response drawn from
   "Answer: $X$"), 20%;
 - the worked solution ending in another problem's answer, 25%, or a short wrong answer, 10%;
 plus real SmolLM2-135M outputs (tests/fixtures/smollm2_outputs.jsonl: unboxed prose) and adversarial
-responses: power towers sympy would evaluate for hours (they must come back as TIMEOUT), and ones that are merely huge (a 200 kB response,
-a thousand boxes, deeply nested braces; these may time out too). Identical (response, gold) pairs occur as they do among rollouts.
+responses: power towers sympy would evaluate for hours (they must come back as TIMEOUT), and ones that are
+merely huge (a 200 kB response, a thousand boxes, deeply nested braces; these may time out too). Identical
+(response, gold) pairs occur as they do among rollouts.
 
 Graders, each on the same responses in the same order, in batches of 512 like `tbrm grade`:
 - ours: `Verifier()` (default settings, with its cache of identical pairs);
