@@ -1,9 +1,10 @@
 """Differential tests: our verifier against plain Math-Verify on real model outputs and adversarial ones.
 
 `fixtures/smollm2_outputs.jsonl` holds real SmolLM2-135M-Instruct responses from this suite's own
-evaluations (``tbrm eval --model smollm2-135m-instruct --max-new-tokens 256`` on slices of every benchmark,
-greedy except AIME/AMC at T=1.0, plus the 1-2 digit addition held-out split with 48 new tokens; gold answers
-as the benchmarks give them, problems left out). `fixtures/adversarial_outputs.jsonl` holds hand-written
+evaluations (``tbrm eval --model smollm2-135m-instruct --max-new-tokens 256``: greedy on the first 40 MATH500
+and GSM8K problems and 20 of Minerva and OlympiadBench, 2 samples at T=1.0 on AIME24/25, and the 200 held-out
+1-2 digit additions with 48 new tokens; every disagreement plus a slice of the rest is kept; gold answers as the
+benchmarks give them, problems left out). `fixtures/adversarial_outputs.jsonl` holds hand-written
 responses in the forms graders trip over.
 
 Every case where the two disagree on correctness must be listed in `fixtures/verifier_disagreements.json`
@@ -60,5 +61,5 @@ def test_every_disagreement_with_plain_math_verify_is_an_intended_improvement(fi
 
 def test_real_outputs_cover_every_benchmark():
     benchmarks = {r["benchmark"] for r in _rows("smollm2_outputs.jsonl")}
-    assert {"arith-heldout", "math500", "gsm8k", "minerva", "olympiadbench", "aime24", "amc23"} <= benchmarks
+    assert {"arith-heldout", "math500", "gsm8k", "minerva", "olympiadbench", "aime24", "aime25"} <= benchmarks
 
