@@ -11,7 +11,7 @@ passes this script exactly what it passes our GRPO run; from the resulting `Trai
 - prompts: the same problems our loop draws (`prompt_source(cfg).batch(step)` for step 1..steps, in order,
   no shuffling), rendered to the same text by `evals.prompts.render_prompt` (passed to TRL as plain strings,
   which TRL tokenizes to the same ids as our generator: checked below and recorded);
-- rewards: OUR verifier (`evals.verifier.Verifier`, fallback extraction as `cfg.allow_fallback`) with
+- rewards: OUR verifier (`evals.verifier.Verifier`, lenient fallback as `cfg.lenient`) with
   `cfg.reward_correct` / `cfg.reward_wrong`, so rewards are identical in definition;
 - group size, completion length, temperature (top_p, top_k=0), lr (constant, no warm-up), AdamW (non-fused,
   weight decay), grad clip, KL coefficient (k3 estimator in both), clip epsilon, one update per batch,
@@ -217,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
 
     args, notes = build_grpo_config(cfg, out, progress=not a.no_progress)
     clock = PhaseClock()
-    verifier = Verifier(timeout_s=cfg.verifier_timeout, allow_fallback=cfg.allow_fallback)
+    verifier = Verifier(timeout_s=cfg.verifier_timeout, lenient=cfg.lenient)
 
     def verifier_reward(prompts, completions, answer, **_):
         """Our shared verifier, as our training loop rewards rollouts (tbrm/trainer.py Trainer.rollouts)."""

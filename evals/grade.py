@@ -2,7 +2,8 @@
 
 Rows sharing a problem id are samples of one problem (avg@k / pass@k / maj@k over them); without an id field
 each row is its own problem. Writes `graded.jsonl` (one row per input row: its line, problem id, extracted
-answer, outcome) and `summary.json` (metrics) into the output folder.
+answer, outcome, the rules that decided it) and `summary.json` (metrics) into the output folder; with
+``audit=True`` also `audit.json` and `audit_disagreements.jsonl` (`evals.audit`).
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ CHUNK = 512
 
 
 def grade_file(path: str | Path, *, response_field: str = "response", answer_field: str = "answer",
-               id_field: str | None = None, out_dir: str | Path, allow_fallback: bool = True,
-               timeout_s: float = 5.0, workers: int | None = None, progress: bool = True,
+               id_field: str | None = None, out_dir: str | Path, lenient: bool = False,
+               audit: bool = False, timeout_s: float = 5.0, workers: int | None = None, progress: bool = True,
                print_table: bool = True) -> dict:
     from tqdm.auto import tqdm
 
@@ -34,7 +35,7 @@ def grade_file(path: str | Path, *, response_field: str = "response", answer_fie
     if not items:
         raise DataError(path, None, None, "no rows to grade")
     verdicts = []
-    with Verifier(workers=workers, timeout_s=timeout_s, allow_fallback=allow_fallback) as verifier, \
+    with Verifier(workers=workers, timeout_s=timeout_s, lenient=lenient) as verifier, \
             tqdm(total=len(items), desc=f"grading {path.name}", unit="ans", disable=not progress) as bar:
         for i in range(0, len(items), CHUNK):
             chunk = items[i : i + CHUNK]
@@ -45,7 +46,7 @@ def grade_file(path: str | Path, *, response_field: str = "response", answer_fie
     for (line, pid, _, gold), v in zip(items, verdicts):
         rows.append({"line": line, "problem_id": pid, "sample_index": sample_counter[pid], "gold": gold,
                      "extracted": v.extracted, "extraction": v.extraction, "outcome": v.outcome.value,
-                     "answer_key": v.answer_key})
+                     "answer_key": v.answer_key, "rules": list(v.rules)})
         sample_counter[pid] += 1
     per_problem: dict[str, list[dict]] = defaultdict(list)
     for r in rows:
@@ -53,10 +54,20 @@ def grade_file(path: str | Path, *, response_field: str = "response", answer_fie
     metrics = summarize([ProblemResult(pid, [r["outcome"] == "correct" for r in rs], [r["answer_key"] for r in rs])
                          for pid, rs in per_problem.items()])
     outcomes = {k: sum(r["outcome"] == k for r in rows) for k in ("correct", "wrong", "unparsed", "timeout")}
-    summary = {"file": str(path), "response_field": response_field, "answer_field": answer_field,
-               "id_field": id_field, "allow_fallback": allow_fallback, "n_rows": len(rows), "outcomes": outcomes,
-               "fallback_extractions": sum(r["extraction"] == "fallback" for r in rows), "metrics": metrics}
+    summary = {"file": path.name, "response_field": response_field, "answer_field": answer_field,
+               "id_field": id_field, "lenient": lenient, "n_rows": len(rows), "outcomes": outcomes,
+               "lenient_verdicts": sum(r["extraction"] == "lenient" for r in rows), "metrics": metrics}
     out_dir = Path(out_dir)
+    if audit:
+        from evals.audit import audit_rows, print_audit, write_audit
+
+        audit_summary, disagreements = audit_rows(
+            [dict(r, benchmark=path.stem, response=resp) for r, (_, _, resp, _) in zip(rows, items)],
+            timeout_s=timeout_s, workers=workers, progress=progress)
+        write_audit(out_dir, audit_summary, disagreements)
+        summary["audit"] = audit_summary[path.stem]
+        if print_table:
+            print_audit(audit_summary)
     atomic_write_jsonl(out_dir / "graded.jsonl", rows)
     atomic_write_json(out_dir / "summary.json", summary)
     if print_table:

@@ -52,7 +52,8 @@ class EvalConfig:
     threads: int | None = None
     batch_size: int = 64
     seed: int = 0
-    allow_fallback: bool = True  # count un-boxed answers found by fallback extraction (flagged per sample)
+    lenient: bool = False  # opt-in "last number" fallback where Math-Verify finds no answer (flagged, counted)
+    audit: bool = False  # also grade every answer with plain Math-Verify and report the differences
     verifier_timeout: float = 5.0
     verifier_workers: int | None = None
     data_dir: str | None = None
@@ -60,7 +61,7 @@ class EvalConfig:
     # Fields that change what is generated or how it is graded: a resumed run must match on all of them.
     IDENTITY = ("benchmarks", "limit", "data_file", "problem_field", "answer_field", "id_field", "samples",
                 "temperature", "top_p", "max_new_tokens", "template", "dtype", "batch_size", "seed",
-                "allow_fallback")
+                "lenient")
 
 
 @dataclass
@@ -167,7 +168,8 @@ def evaluate_problems(
             new.append({
                 "benchmark": name, "problem_id": p.id, "sample_index": s.sample_index, "batch_index": bi,
                 "response": s.text, "gold": p.answer, "extracted": v.extracted, "extraction": v.extraction,
-                "outcome": v.outcome.value, "answer_key": v.answer_key, "num_tokens": s.num_tokens,
+                "outcome": v.outcome.value, "answer_key": v.answer_key, "rules": list(v.rules),
+                "num_tokens": s.num_tokens,
                 "finish_reason": s.finish_reason, "gen_seconds": round(s.seconds, 4),
                 "verify_seconds": round(verify_seconds, 4),
             })
@@ -204,7 +206,7 @@ def summarize_rows(rows: Sequence[dict], params: SamplingParams | None = None) -
     for r in rows:
         outcomes[r["outcome"]] += 1
     out["outcomes"] = {k: outcomes.get(k, 0) for k in ("correct", "wrong", "unparsed", "timeout")}
-    out["fallback_extractions"] = sum(r["extraction"] == "fallback" for r in rows)
+    out["lenient_verdicts"] = sum(r["extraction"] == "lenient" for r in rows)  # opt-in fallback, see evals.extraction
     out["lengths"] = length_stats([r["num_tokens"] for r in rows], [r["finish_reason"] == "length" for r in rows])
     batches = {r["batch_index"]: (r["gen_seconds"], r["verify_seconds"]) for r in rows}
     gen_s = sum(g for g, _ in batches.values())
@@ -256,13 +258,24 @@ def run_eval(cfg: EvalConfig, out_dir: str | Path, *, progress: bool = True, con
         "benchmarks": {t.name: {"n_problems": len(t.problems), "sampling": asdict(t.params)} for t in tasks},
     })
     results = {}
-    with Verifier(workers=cfg.verifier_workers, timeout_s=cfg.verifier_timeout,
-                  allow_fallback=cfg.allow_fallback) as verifier:
+    all_rows = []
+    with Verifier(workers=cfg.verifier_workers, timeout_s=cfg.verifier_timeout, lenient=cfg.lenient) as verifier:
         for task in tasks:
             prompts = [render_prompt(p.problem, cfg.template, tokenizer) for p in task.problems]
             rows = evaluate_problems(task.name, task.problems, prompts, task.params, generator, verifier,
                                      out_dir / "samples" / f"{task.name}.jsonl", progress=progress)
             results[task.name] = summarize_rows(rows, task.params)
+            all_rows += rows
+    if cfg.audit:  # over the rows on disk, so a resumed run audits everything it reports
+        from evals.audit import audit_rows, print_audit, write_audit
+
+        audit, disagreements = audit_rows(all_rows, timeout_s=cfg.verifier_timeout,
+                                          workers=cfg.verifier_workers, progress=progress)
+        write_audit(out_dir, audit, disagreements)
+        for name in results:
+            results[name]["audit"] = audit[name]
+        if console is not False:
+            print_audit(audit, console)
     trained = Path(model_path) / "train_config.json"
     summary = {
         "model": cfg.model, "model_path": str(Path(model_path).resolve()) if Path(model_path).exists() else model_path,
@@ -289,7 +302,7 @@ def print_summary(summary: dict, console=None) -> None:
     console = console or Console(width=None if sys.stdout.isatty() else 160)
     table = Table(title=f"{summary['model']}  ({summary['template']['name']} template)")
     for col in ("benchmark", "problems", "metric", "score", "95% CI", "pass@k", "maj@k", "unparsed",
-                "timeouts", "trunc.", "mean len", "tok/s"):
+                "timeouts", "lenient", "trunc.", "mean len", "tok/s"):
         table.add_column(col, justify="left" if col == "benchmark" else "right")
     for name, b in summary["benchmarks"].items():
         m = headline_metric(b)
@@ -301,7 +314,7 @@ def print_summary(summary: dict, console=None) -> None:
                       f"{100 * b[m]['ci_low']:.1f}-{100 * b[m]['ci_high']:.1f}",
                       f"{100 * pk['value']:.1f}" if pk and n > 1 else "-",
                       f"{100 * mk['value']:.1f}" if mk else "-",
-                      str(b["outcomes"]["unparsed"]), str(b["outcomes"]["timeout"]),
+                      str(b["outcomes"]["unparsed"]), str(b["outcomes"]["timeout"]), str(b.get("lenient_verdicts", 0)),
                       f"{100 * b['lengths']['truncation_rate']:.0f}%", f"{b['lengths']['mean_tokens']:.0f}",
                       f"{tps:.0f}" if tps else "-")
     console.print(table)

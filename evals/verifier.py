@@ -1,40 +1,72 @@
 """The one answer grader behind training rewards and evaluation scores.
 
-`judge` grades one (response, gold) pair in the current process: extract the answer
-(`evals.extraction`), parse both sides with math-verify and compare them. It never times out by itself:
-math-verify's own timeouts use ``signal.alarm``, which raises outside the main thread (training calls
-the grader from threads), so they are switched off here.
+`judge` grades one (response, gold) pair in the current process:
 
-`Verifier` runs `judge` in a pebble process pool instead, which is where time limits live: a pair whose
-grading runs past ``timeout_s`` (sympy on ``9^{9^{9^{9}}}`` would run for hours) comes back as
-``Outcome.TIMEOUT`` and its worker is killed and replaced. Every pair comes back with a `Verdict`; a
-grader failure is an ``UNPARSED`` verdict that is logged and counted, never a crashed batch and never a
-silent WRONG.
+1. the gold is normalized (`normalize_gold`) and parsed whole, as if boxed, as verl and lighteval do;
+2. the response goes through our text rules (`evals.extraction.apply_text_rules`), then Math-Verify's own
+   extraction: LaTeX and plain expressions, ``\\boxed{}`` answers first (`MATH_VERIFY_EXTRACTION`);
+3. Math-Verify compares the two; our comparison rules then correct the cases it gets wrong
+   (`evals.extraction.RULES` lists every rule and why);
+4. only in lenient mode, and only when steps 2-3 found no answer at all: the old "answer phrase, else last
+   number" extraction, flagged ``extraction == "lenient"``.
+
+`judge_plain` is plain Math-Verify with library defaults, the reference for ``tbrm grade --audit``.
+
+Neither times out by itself: math-verify's own timeouts use ``signal.alarm``, which raises outside the main
+thread (training calls the grader from threads) and cannot interrupt sympy inside one long C call, so they
+are switched off here. `Verifier` runs them in a pebble process pool instead, which is where time limits
+live. Answers go to the workers in chunks (samples of one problem together), and a watchdog follows each
+worker's progress through shared memory: when the answer a worker is on runs past ``timeout_s`` (sympy on
+``9^{9^{9^{9}}}`` would run for hours) that worker alone is killed and replaced, the answer comes back as
+``Outcome.TIMEOUT``, and the rest of its chunk is graded again. Identical (response, gold) pairs, common
+among rollouts, are graded once and cached. Every pair comes back with a `Verdict`; a grader failure is an
+``UNPARSED`` verdict that is logged and counted, never a crashed batch and never a silent WRONG.
+
+Speed (``benchmarks/grade_speed.py``): most of a grader's time is latex2sympy2's ANTLR parse of LaTeX
+answers. Workers keep a large parse cache, parse in ANTLR's SLL mode first (`sll_first_latex2sympy`), start
+from a warmed-up parser (`evals._warm_grader`), and skip verify() when both sides parse to the same object.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
+import math
 import multiprocessing
 import os
 import re
 import threading
 import time
-from collections import Counter
+import traceback
+from collections import Counter, OrderedDict
 from collections.abc import Sequence
+from concurrent.futures import FIRST_COMPLETED, wait
 from concurrent.futures import TimeoutError as FutureTimeoutError
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from enum import Enum
+from functools import lru_cache
 
-from math_verify import parse, verify
+from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
 from pebble import ProcessPool
-from sympy import Basic, Float, Rational
+from sympy import And, Basic, Float, Rational, Set
+from sympy.core.relational import Relational
 from sympy.matrices import MatrixBase
 
-from evals.extraction import extract_answer, normalize_gold
+from evals.extraction import (
+    apply_text_rules,
+    decimal_comma_value,
+    is_number,
+    is_unevaluated_arithmetic,
+    lenient_answer,
+    normalize_gold,
+)
+from evals.latex import last_boxed
 
 log = logging.getLogger(__name__)
+
+# Math-Verify's extraction as lighteval configures it for math: boxed answers before answer phrases.
+MATH_VERIFY_EXTRACTION = (LatexExtractionConfig(boxed_match_priority=0), ExprExtractionConfig())
 
 
 class Outcome(str, Enum):
@@ -49,11 +81,13 @@ class Verdict:
     """How one response was graded.
 
     extracted: the answer text taken from the response (None if none was found).
-    extraction: how it was found, the `Extraction.method` ("boxed", "fallback" or "none").
+    extraction: how it was found: "boxed", "text" (Math-Verify, unboxed), "lenient" (the opt-in fallback;
+        counted in summaries) or "none".
     answer_key: canonical string of the parsed prediction, equal for equivalent answers where cheap to
         tell ("0.5", "\\frac{1}{2}" and "1/2" all give "1/2"), for grouping answers in majority voting;
         None when nothing was parsed.
-    seconds: time spent grading (the timeout for TIMEOUT verdicts).
+    seconds: time spent grading (the timeout for TIMEOUT verdicts; a cached verdict keeps its first time).
+    rules: names of our rules (`evals.extraction.RULES`) that changed the text or the verdict.
     """
 
     outcome: Outcome
@@ -61,6 +95,7 @@ class Verdict:
     extraction: str
     answer_key: str | None
     seconds: float
+    rules: tuple[str, ...] = ()
 
     @property
     def correct(self) -> bool:
@@ -78,14 +113,28 @@ for _name in ("math_verify.parser", "math_verify.grader"):
     logging.getLogger(_name).addFilter(_DropTimeoutDisabledWarning())
 
 
-def _parse(answer: str) -> list:
-    # Boxing makes math-verify's LaTeX extractor take the whole string as the answer, for LaTeX
-    # ("\frac12") and plain text ("3/4", "2,125") alike. parsing_timeout=None: see the module docstring.
-    return parse(f"\\boxed{{{answer}}}", parsing_timeout=None)
+@lru_cache(maxsize=4096)
+def _parse_gold(gold: str) -> list:
+    """A normalized gold parsed whole (boxing makes the LaTeX extractor take all of it, "3/4" and "2,125"
+    included). Cached: every sample of a problem shares its gold. parsing_timeout=None: see the top."""
+    parsed = parse(f"\\boxed{{{gold}}}", parsing_timeout=None)
+    if not parsed:
+        raise ValueError(f"math-verify cannot parse the gold answer {gold!r}")
+    return parsed
 
 
 def _is_math(x: object) -> bool:
     return isinstance(x, (Basic, MatrixBase))
+
+
+def _identical(gold: list, pred: list) -> bool:
+    """The same parsed answer on both sides (commonly the very object, from math-verify's parse cache):
+    math-verify's verify would say equal after its first check, string equality; skip its set-up."""
+    return any(_is_math(g) and _is_math(p) and (g is p or g == p) for g in gold for p in pred)
+
+
+def _set_vs_relation(gold: list, pred: list) -> bool:
+    return any(isinstance(g, Set) for g in gold) and any(isinstance(p, (Relational, And)) for p in pred)
 
 
 def _answer_key(parsed: list, extracted: str) -> str:
@@ -101,37 +150,157 @@ def _answer_key(parsed: list, extracted: str) -> str:
     return re.sub(r"\s+", "", extracted)
 
 
-def judge(response: str, gold: str, allow_fallback: bool = True) -> Verdict:
+def _extracted_text(parsed: list) -> str | None:
+    """Math-Verify's string of the answer it extracted (the last item in "first_match" fallback mode)."""
+    strings = [x for x in parsed if isinstance(x, str)]
+    return strings[-1] if strings else None
+
+
+def judge(response: str, gold: str, lenient: bool = False) -> Verdict:
     """Grade `response` against `gold` in this process, without any time limit (use `Verifier` for that).
 
     Raises ValueError for a gold answer that cannot be graded (None, empty, unparseable).
     """
     start = time.perf_counter()
-    found = extract_answer(response, allow_fallback)
+    gold = normalize_gold(gold)
+    gold_parsed = _parse_gold(gold)
+    text, rules = apply_text_rules(response)
+    pred = parse(text, MATH_VERIFY_EXTRACTION, parsing_timeout=None)
+    extracted = _extracted_text(pred)
+    method = "boxed" if "box" in text and last_boxed(text) else "text"
 
-    def verdict(outcome: Outcome, key: str | None = None) -> Verdict:
-        return Verdict(outcome, found.answer, found.method, key, time.perf_counter() - start)
+    def verdict(outcome: Outcome, key: str | None = None, extra: tuple[str, ...] = ()) -> Verdict:
+        return Verdict(outcome, extracted, method if extracted is not None else "none", key,
+                       time.perf_counter() - start, rules + extra)
 
-    if found.answer is None:
-        return verdict(Outcome.UNPARSED)
-    pred = _parse(found.answer)
+    if not any(_is_math(x) for x in pred) and lenient:
+        found = lenient_answer(response)
+        if found is not None:
+            pred = parse(f"\\boxed{{{found}}}", parsing_timeout=None)
+            extracted, method = found, "lenient"
     if not pred:
         return verdict(Outcome.UNPARSED)
-    gold_parsed = _parse(normalize_gold(gold))
-    if not gold_parsed:
-        raise ValueError(f"math-verify cannot parse the gold answer {gold!r}")
 
-    # Order matters: math-verify's verify(gold, target) is asymmetric.
-    if verify(gold_parsed, pred, timeout_seconds=None):
-        return verdict(Outcome.CORRECT, _answer_key(pred, found.answer))
+    # Order matters: math-verify's verify(gold, target) is asymmetric. Our "set-relation" rule is
+    # math-verify's allow_set_relation_comp, switched on only where it can matter (it costs a second check).
+    correct = _identical(gold_parsed, pred) or verify(gold_parsed, pred, timeout_seconds=None)
+    if not correct and _set_vs_relation(gold_parsed, pred):
+        correct = verify(gold_parsed, pred, timeout_seconds=None, allow_set_relation_comp=True)
+        rules += ("set-relation",) if correct else ()
+    if correct and is_number(gold) and extracted is not None and is_unevaluated_arithmetic(extracted):
+        return verdict(Outcome.WRONG, _answer_key(pred, extracted), ("unevaluated-arithmetic",))
+    if correct:
+        return verdict(Outcome.CORRECT, _answer_key(pred, extracted or ""))
+    if extracted is not None and decimal_comma_value(extracted, gold):
+        return verdict(Outcome.CORRECT, _answer_key(gold_parsed, gold), ("decimal-comma",))
     if not any(_is_math(x) for x in pred):
         # math-verify returns the raw string when sympy could not read it, and compares strings only;
         # a non-matching unreadable answer ("\boxed{!!}") is a format failure, not a wrong value.
         return verdict(Outcome.UNPARSED)
-    return verdict(Outcome.WRONG, _answer_key(pred, found.answer))
+    return verdict(Outcome.WRONG, _answer_key(pred, extracted or ""))
 
 
-def _init_worker() -> None:
+def judge_plain(response: str, gold: str) -> Verdict:
+    """Plain Math-Verify: ``verify(parse(gold), parse(response))`` with the library's defaults, the gold
+    boxed first as verl and lighteval do (a bare LaTeX gold is otherwise often not extracted at all)."""
+    start = time.perf_counter()
+    gold = normalize_gold(gold)
+    pred = parse(response, parsing_timeout=None)
+    extracted = _extracted_text(pred)
+    correct = bool(pred) and verify(_parse_gold(gold), pred, timeout_seconds=None)
+    outcome = Outcome.CORRECT if correct else Outcome.WRONG if any(_is_math(x) for x in pred) else Outcome.UNPARSED
+    key = _answer_key(pred, extracted or "") if outcome is not Outcome.UNPARSED else None
+    return Verdict(outcome, extracted, "text" if extracted is not None else "none", key,
+                   time.perf_counter() - start)
+
+
+# Worker progress, shared with the parent: per chunk slot (started flag, index of the answer being graded,
+# time.monotonic() when it started; CLOCK_MONOTONIC is system-wide on Linux). The parent's watchdog kills a
+# worker whose current answer has run past timeout_s, and knows which answer that was.
+_PROGRESS = None
+_SLOT_WIDTH = 3
+
+
+def _grade_chunk(pairs: Sequence[tuple[str, str]], lenient: bool, plain: bool, timeout_s: float,
+                 slot: int = -1) -> list:
+    """Worker side: grade a chunk of pairs; each item is a Verdict, or the traceback text of a grader bug.
+
+    An answer that ran past `timeout_s` is a TIMEOUT, whether or not the watchdog caught it in time.
+    """
+    out: list = []
+    base = slot * _SLOT_WIDTH
+    for i, (response, gold) in enumerate(pairs):
+        if _PROGRESS is not None and slot >= 0:
+            # Written start time first, started flag last: the parent reads them in the other order.
+            _PROGRESS[base + 2] = time.monotonic()
+            _PROGRESS[base + 1] = i
+            _PROGRESS[base] = 1.0
+        try:
+            v = judge_plain(response, gold) if plain else judge(response, gold, lenient)
+        except Exception:
+            out.append(traceback.format_exc(limit=8))
+            continue
+        if v.seconds > timeout_s:
+            v = Verdict(Outcome.TIMEOUT, v.extracted, v.extraction, None, timeout_s, v.rules)
+        out.append(v)
+    return out
+
+
+def sll_first_latex2sympy(latex_str: str, *args, normalization_config=None, **kwargs):
+    """latex2sympy2's `latex2sympy`, parsing in ANTLR's SLL prediction mode first and in its default LL mode
+    only if that fails.
+
+    ANTLR guarantees that an SLL parse either returns the parse tree LL would return or reports a syntax
+    error (PredictionMode.SLL), so results are unchanged while parses get ~1.5x faster; the LaTeX parse is
+    most of a grader's time. Inputs that only LL can parse (or that do not parse at all) pay both.
+    ``tests/test_verifier.py`` checks the equality on real answers.
+    """
+    if normalization_config is None:
+        try:
+            return _SllLatex2Sympy(*args, **kwargs).parse(latex_str)
+        except Exception:
+            pass
+    return _stock_latex2sympy(latex_str, *args, normalization_config=normalization_config, **kwargs)
+
+
+try:
+    from antlr4.atn.PredictionMode import PredictionMode
+    from latex2sympy2_extended.latex2sympy2 import _Latex2Sympy
+    from latex2sympy2_extended.latex2sympy2 import latex2sympy as _stock_latex2sympy
+
+    class _SllLatex2Sympy(_Latex2Sympy):
+        def __init__(self, variable_values=None, is_real=None, convert_degrees=False, conversion_config=None):
+            kwargs = {"config": conversion_config} if conversion_config is not None else {}
+            super().__init__(variable_values, is_real, convert_degrees, **kwargs)
+
+        def create_parser(self, latex_str):
+            parser = super().create_parser(latex_str)
+            parser._interp.predictionMode = PredictionMode.SLL
+            return parser
+except ImportError:  # another latex2sympy2 layout: keep math-verify's parser as it is
+    _SllLatex2Sympy = None
+
+
+def _speed_up_math_verify() -> None:
+    """In a grader worker: math-verify keeps the 20 latest LaTeX parses (`parse_latex_cached`); a grader
+    sees the same few answers ("\\frac{1}{2}", "5") over and over, and a parse costs 1-10 ms, so give it a
+    large cache. And parse SLL-first (`sll_first_latex2sympy`). The parsing code and its results are
+    math-verify's and latex2sympy2's own."""
+    import math_verify.parser as mvp
+
+    cached = getattr(mvp, "parse_latex_cached", None)
+    if cached is not None and hasattr(cached, "__wrapped__") and cached.cache_info().maxsize < 65536:
+        mvp.parse_latex_cached = lru_cache(maxsize=65536)(cached.__wrapped__)
+    if _SllLatex2Sympy is not None and getattr(mvp, "latex2sympy", None) is _stock_latex2sympy:
+        mvp.latex2sympy = sll_first_latex2sympy
+
+
+def _init_worker(progress=None) -> None:
+    global _PROGRESS
+    if progress is not None:
+        _PROGRESS = progress
+    _speed_up_math_verify()
+    import evals._warm_grader  # noqa: F401  (a no-op after the forkserver's preload; warms under spawn)
     # The first parse builds math-verify's LaTeX grammar (~0.1 s): pay it at worker start, not per pair.
     judge("\\boxed{1}", "1")
 
@@ -139,41 +308,72 @@ def _init_worker() -> None:
 def _mp_context():
     """forkserver (spawn where missing): forking a parent that runs torch threads / CUDA is unsafe.
 
-    The forkserver preloads this module, so a worker (including each replacement for one killed by a
-    timeout) starts with math-verify already imported instead of importing it again (~0.5 s). The preload
-    list is process-wide and only read when the forkserver first starts; "__main__" is the stdlib default.
+    The forkserver preloads this module and warms the LaTeX parser (`evals._warm_grader`), so a worker
+    (including each replacement for one killed by a timeout) starts with math-verify imported and warm
+    instead of paying ~0.5 s of imports and slow first parses. The preload list is process-wide and only
+    read when the forkserver first starts; "__main__" is the stdlib default.
     """
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return multiprocessing.get_context("spawn")
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["__main__", __name__])
+    ctx.set_forkserver_preload(["__main__", __name__, "evals._warm_grader"])
     return ctx
 
 
+def _pair_key(response: str, gold: str) -> bytes:
+    return hashlib.blake2b(f"{gold}\x00{response}".encode("utf-8", "surrogatepass"), digest_size=16).digest()
+
+
 class Verifier:
-    """A pool of warm grader processes with a per-pair time limit. Thread-safe; use as a context manager.
+    """A pool of warm grader processes with a per-answer time limit. Thread-safe; use as a context manager.
+
+    lenient: use the flagged "answer phrase, else last number" fallback where Math-Verify finds no answer
+        (for small models that never box; off by default, so scores do not depend on it).
+    plain: grade with plain Math-Verify (`judge_plain`) instead of our verifier, for audits.
+    chunk_size: answers per pool task (None: enough chunks to keep every worker busy, at most 64).
+    cache_size: graded (response, gold) pairs remembered; identical pairs are graded once.
 
     Every pair comes back as a Verdict: TIMEOUT past `timeout_s` (the worker is killed and replaced),
-    UNPARSED (logged, counted in `errors`) if the grader fails. `stats` counts outcomes seen so far.
+    UNPARSED (logged, counted in `errors`) if the grader fails. `stats` counts outcomes of every verdict
+    returned (cached ones included); `cache_hits` counts verdicts served from the cache.
 
     Like any spawn/forkserver child, each worker re-imports the parent's ``__main__`` script, so entry
     scripts should import heavy modules (torch) inside functions, or every worker start pays for them.
     """
 
-    def __init__(self, workers: int | None = None, timeout_s: float = 5.0, allow_fallback: bool = True):
+    MAX_CHUNK = 64
+    SLOTS = 4096  # chunks in flight that the watchdog can follow; more run with their backstop timeout only
+    WATCH_INTERVAL_S = 0.02
+
+    def __init__(self, workers: int | None = None, timeout_s: float = 5.0, lenient: bool = False,
+                 plain: bool = False, chunk_size: int | None = None, cache_size: int = 100_000):
         if timeout_s <= 0:
             raise ValueError(f"timeout_s must be positive, got {timeout_s}")
+        if chunk_size is not None and chunk_size < 1:
+            raise ValueError(f"chunk_size must be at least 1, got {chunk_size}")
+        if plain and lenient:
+            raise ValueError("plain Math-Verify has no lenient mode: pass plain=True or lenient=True, not both")
         self.workers = workers or min(2, os.cpu_count() or 1)
         self.timeout_s = float(timeout_s)
-        self.allow_fallback = allow_fallback
+        self.lenient = lenient
+        self.plain = plain
+        self.chunk_size = chunk_size
+        self.cache_size = cache_size
         self.stats: Counter[Outcome] = Counter()
         self.errors = 0  # grader failures (exceptions, dead workers), each also an UNPARSED verdict
+        self.cache_hits = 0
+        self._cache: OrderedDict[bytes, Verdict] = OrderedDict()
         self._lock = threading.Lock()
         self._closed = False
+        ctx = _mp_context()
+        self._progress = ctx.Array("d", self.SLOTS * _SLOT_WIDTH, lock=False)
+        self._free_slots = list(range(self.SLOTS))
+        self._ctx = ctx
         self._pool = self._new_pool()
 
     def _new_pool(self) -> ProcessPool:
-        pool = ProcessPool(max_workers=self.workers, initializer=_init_worker, context=_mp_context())
+        pool = ProcessPool(max_workers=self.workers, initializer=_init_worker, initargs=(self._progress,),
+                           context=self._ctx)
         # pebble starts lazily; a first task starts the workers (and their warm-up) now, in the background.
         pool.schedule(_init_worker)
         return pool
@@ -193,46 +393,163 @@ class Verifier:
     def verify_batch(self, pairs: Sequence[tuple[str, str]]) -> list[Verdict]:
         """Verdicts for (response, gold) pairs, in order. Raises ValueError at once for a bad gold."""
         pairs = [(response, normalize_gold(gold)) for response, gold in pairs]
-        verdicts = self._grade(pairs, retry_broken=True)
-        # Pairs lost to a broken pool (None) are graded once more on a fresh one, not scored as failures.
-        lost = [i for i, v in enumerate(verdicts) if v is None]
-        if lost:
-            for i, verdict in zip(lost, self._grade([pairs[i] for i in lost], retry_broken=False)):
-                verdicts[i] = verdict
+        keys = [_pair_key(response, gold) for response, gold in pairs]
+        verdicts: list[Verdict | None] = [None] * len(pairs)
+        todo: dict[bytes, int] = {}  # first index of each distinct pair not in the cache
         with self._lock:
+            if self._closed:
+                raise RuntimeError("Verifier is closed")
+            for i, key in enumerate(keys):
+                cached = self._cache.get(key)
+                if cached is not None:
+                    self._cache.move_to_end(key)
+                    verdicts[i] = cached
+                elif key not in todo:
+                    todo[key] = i
+        graded = self._grade([pairs[i] for i in todo.values()], retry_broken=True)
+        # Pairs lost to a broken pool (None) are graded once more on a fresh one, not scored as failures.
+        lost = [j for j, g in enumerate(graded) if g is None]
+        if lost:
+            firsts = list(todo.values())
+            for j, g in zip(lost, self._grade([pairs[firsts[j]] for j in lost], retry_broken=False)):
+                graded[j] = g
+        by_key = {key: v for key, (v, _) in zip(todo, graded)}
+        for i, key in enumerate(keys):
+            if verdicts[i] is None:
+                verdicts[i] = by_key[key]
+        with self._lock:
+            for key, (v, ok) in zip(todo, graded):
+                # Timeouts and failures are not remembered: under load a timeout may not repeat.
+                if ok and v.outcome is not Outcome.TIMEOUT:
+                    self._cache[key] = v
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+            self.cache_hits += len(pairs) - len(todo)
             self.stats.update(v.outcome for v in verdicts)
         return verdicts
 
     def verify(self, response: str, gold: str) -> Verdict:
         return self.verify_batch([(response, gold)])[0]
 
-    def _grade(self, pairs: list[tuple[str, str]], retry_broken: bool) -> list[Verdict | None]:
-        pool = self._live_pool()
-        # All at once: workers pull tasks as they free up, and each timeout runs from a task's own start.
-        futures = [
-            pool.schedule(judge, args=(response, gold, self.allow_fallback), timeout=self.timeout_s)
-            for response, gold in pairs
-        ]
-        return [self._result(future, response, retry_broken) for future, (response, _) in zip(futures, pairs)]
+    def _chunks(self, n: int) -> list[range]:
+        size = self.chunk_size or max(1, min(self.MAX_CHUNK, math.ceil(n / (4 * self.workers))))
+        return [range(i, min(i + size, n)) for i in range(0, n, size)]
 
-    def _result(self, future, response: str, retry_broken: bool) -> Verdict | None:
+    def _grade(self, pairs: list[tuple[str, str]], retry_broken: bool) -> list[tuple[Verdict, bool] | None]:
+        """(verdict, graded normally) per pair; None for a pair lost to a broken pool (if retry_broken).
+
+        Chunks go to the pool at once; workers pull them as they free up. A watchdog polls the workers'
+        progress: when the answer a worker is on has run past timeout_s, the chunk is cancelled (pebble kills
+        that worker), that answer is a TIMEOUT, and the rest of the chunk goes back to the pool as a new
+        chunk. Each chunk also has a backstop timeout (all its answers' limits together) in case the
+        watchdog cannot see it; a chunk that hits it is regraded one answer per task.
+        """
+        if not pairs:
+            return []
+        pool = self._live_pool()
+        out: list[tuple[Verdict, bool] | None] = [None] * len(pairs)
+        pending: dict = {}  # future -> (indices into pairs, progress slot or -1)
+
+        def submit(indices: list[int]) -> None:
+            slot = self._take_slot()
+            if slot >= 0:
+                self._progress[slot * _SLOT_WIDTH] = 0.0  # not started
+            future = pool.schedule(_grade_chunk, args=([pairs[i] for i in indices], self.lenient, self.plain,
+                                                       self.timeout_s, slot),
+                                   timeout=self.timeout_s * (len(indices) + 1))
+            pending[future] = (indices, slot)
+
+        # Samples of one problem share a gold: chunked together, a worker parses that gold (and their
+        # repeated answers) once.
+        order = sorted(range(len(pairs)), key=lambda i: pairs[i][1])
+        for chunk in self._chunks(len(pairs)):
+            submit([order[i] for i in chunk])
         try:
-            return future.result()
+            while pending:
+                done, _ = wait(list(pending), timeout=self.WATCH_INTERVAL_S, return_when=FIRST_COMPLETED)
+                for future in done:
+                    indices, slot = pending.pop(future)
+                    self._give_slot(slot)
+                    self._collect(future, indices, pairs, out, submit, retry_broken)
+                now = time.monotonic()
+                for future, (indices, slot) in list(pending.items()):
+                    hung = self._hung_answer(slot, now)
+                    if hung is not None and future.cancel():  # kills the worker, if it is still running
+                        del pending[future]
+                        self._give_slot(slot)
+                        response = pairs[indices[hung]][0]
+                        log.warning("grading timed out after %.1f s; response (end): %.200r", self.timeout_s,
+                                    response[-200:])
+                        out[indices[hung]] = _failed(response, Outcome.TIMEOUT, self.timeout_s), False
+                        rest = indices[:hung] + indices[hung + 1 :]
+                        if rest:
+                            submit(rest)
+        finally:
+            for future, (_, slot) in pending.items():  # only on an exception: leave nothing running
+                future.cancel()
+                self._give_slot(slot)
+        return out
+
+    def _hung_answer(self, slot: int, now: float) -> int | None:
+        """Index (in its chunk) of the answer a chunk's worker has been on for more than timeout_s, if any."""
+        if slot < 0:
+            return None
+        base = slot * _SLOT_WIDTH
+        if self._progress[base] != 1.0:
+            return None
+        index, started = int(self._progress[base + 1]), self._progress[base + 2]
+        return index if now - started > self.timeout_s else None
+
+    def _take_slot(self) -> int:
+        with self._lock:
+            return self._free_slots.pop() if self._free_slots else -1
+
+    def _give_slot(self, slot: int) -> None:
+        if slot >= 0:
+            with self._lock:
+                self._free_slots.append(slot)
+
+    def _collect(self, future, indices: list[int], pairs, out: list, submit, retry_broken: bool) -> None:
+        if len(indices) == 1:  # its own per-answer limit already: a timeout is the answer's
+            out[indices[0]] = self._single_result(future, pairs[indices[0]][0], retry_broken)
+            return
+        try:
+            items = future.result()
+        except BrokenProcessPool:
+            if retry_broken:
+                return  # left None: graded again on a fresh pool
+            raise  # a fresh pool broke at once: the grader cannot run here at all
+        except Exception:  # backstop timeout or its worker died: grade its answers again, one per task
+            log.info("a grading chunk overran or lost its worker; regrading its %d answers one by one", len(indices))
+            for i in indices:
+                submit([i])
+            return
+        for i, item in zip(indices, items):
+            out[i] = self._from_item(item, pairs[i][0])
+
+    def _from_item(self, item: Verdict | str, response: str) -> tuple[Verdict, bool]:
+        if isinstance(item, Verdict):
+            return item, True
+        log.error("grader failed; scored UNPARSED. Response (start): %.200r\n%s", response, item)
+        with self._lock:
+            self.errors += 1
+        return _failed(response, Outcome.UNPARSED, 0.0), False
+
+    def _single_result(self, future, response: str, retry_broken: bool) -> tuple[Verdict, bool] | None:
+        try:
+            return self._from_item(future.result()[0], response)
         except FutureTimeoutError:
-            outcome, seconds = Outcome.TIMEOUT, self.timeout_s
-            found = extract_answer(response, self.allow_fallback)
-            log.warning("grading timed out after %.1f s; extracted answer %.200r", seconds, found.answer)
+            log.warning("grading timed out after %.1f s; response (end): %.200r", self.timeout_s, response[-200:])
+            return _failed(response, Outcome.TIMEOUT, self.timeout_s), False
         except BrokenProcessPool:
             if retry_broken:
                 return None
-            raise  # a fresh pool broke at once: the grader cannot run here at all
-        except Exception:  # the grader raised, or its worker died (pebble.ProcessExpired)
-            outcome, seconds = Outcome.UNPARSED, 0.0
-            found = extract_answer(response, self.allow_fallback)
+            raise
+        except Exception:  # its worker died (pebble.ProcessExpired), e.g. the OOM killer
             log.exception("grader failed; scored UNPARSED. Response (start): %.200r", response)
             with self._lock:
                 self.errors += 1
-        return Verdict(outcome, found.answer, found.method, None, seconds)
+            return _failed(response, Outcome.UNPARSED, 0.0), False
 
     def close(self) -> None:
         """Finish pending work and stop the workers. Idempotent."""
@@ -251,3 +568,9 @@ class Verifier:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+def _failed(response: str, outcome: Outcome, seconds: float) -> Verdict:
+    """The verdict of an answer whose grading did not finish: its last box, if any, as the extracted text."""
+    boxed = last_boxed(response)
+    return Verdict(outcome, boxed, "boxed" if boxed else "none", None, seconds)

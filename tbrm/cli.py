@@ -39,8 +39,7 @@ def _add_eval(sub) -> None:
     p.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
     p.add_argument("--batch-size", type=int, default=64, help="sequences per generation batch")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--no-fallback", action="store_true",
-                   help="count only \\boxed{} answers (default: fallback extraction, flagged per sample)")
+    _add_grading_flags(p)
     p.add_argument("--verifier-timeout", type=float, default=5.0, help="seconds per answer before 'timeout'")
     p.add_argument("--verifier-workers", type=int)
     p.add_argument("--data-dir", help="benchmark data folder (default: $TBRM_DATA_DIR or ../shared/data)")
@@ -57,11 +56,21 @@ def _run_eval(a) -> int:
         limit=a.limit, data_file=a.data_file, problem_field=a.problem_field, answer_field=a.answer_field,
         id_field=a.id_field, samples=a.samples, temperature=a.temperature, top_p=a.top_p,
         max_new_tokens=a.max_new_tokens, template=a.template, dtype=a.dtype, device=a.device, threads=a.threads,
-        batch_size=a.batch_size, seed=a.seed, allow_fallback=not a.no_fallback,
+        batch_size=a.batch_size, seed=a.seed, lenient=a.lenient, audit=a.audit,
         verifier_timeout=a.verifier_timeout, verifier_workers=a.verifier_workers, data_dir=a.data_dir)
     run_eval(cfg, a.out, progress=not a.no_progress)
     print(f"results: {Path(a.out) / 'summary.json'}")
     return 0
+
+
+def _add_grading_flags(p) -> None:
+    p.add_argument("--lenient", action="store_true",
+                   help="where Math-Verify finds no answer, take the last 'answer is X' phrase or the last number "
+                        "(for small models that never box); such verdicts are flagged 'lenient' and counted. "
+                        "Off by default: benchmark scores should not depend on it")
+    p.add_argument("--audit", action="store_true",
+                   help="also grade every answer with plain Math-Verify and report where the two disagree, how "
+                        "many verdicts flip and how far each score moves (audit.json, audit_disagreements.jsonl)")
 
 
 def _add_grade(sub) -> None:
@@ -73,7 +82,7 @@ def _add_grade(sub) -> None:
     p.add_argument("--answer-field", default="answer", help="gold answer field path, e.g. final_answer[0]")
     p.add_argument("--id-field", help="problem id field; rows sharing an id are samples of one problem "
                                       "(default: each row is its own problem)")
-    p.add_argument("--no-fallback", action="store_true")
+    _add_grading_flags(p)
     p.add_argument("--verifier-timeout", type=float, default=5.0)
     p.add_argument("--verifier-workers", type=int)
     p.add_argument("--out", help="output folder (default: FILE's folder / FILE-stem.graded)")
@@ -85,7 +94,7 @@ def _run_grade(a) -> int:
 
     out = a.out or str(Path(a.file).with_name(Path(a.file).stem + ".graded"))
     grade_file(a.file, response_field=a.response_field, answer_field=a.answer_field, id_field=a.id_field,
-               out_dir=out, allow_fallback=not a.no_fallback, timeout_s=a.verifier_timeout,
+               out_dir=out, lenient=a.lenient, audit=a.audit, timeout_s=a.verifier_timeout,
                workers=a.verifier_workers)
     return 0
 

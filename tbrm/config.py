@@ -90,7 +90,10 @@ class TrainConfig:
     # --- rewards (the same verifier as evaluation) -----------------------------------------------------------------
     reward_correct: float = 1.0
     reward_wrong: float = 0.0  # also for unparsed / timed-out answers
-    allow_fallback: bool = True  # count un-boxed answers (a 135M model never boxes); flagged in the logs
+    # Reward answers Math-Verify cannot find with the old "answer is X / last number" fallback. Off by default:
+    # the last number of a text is often not its answer, and a reward must not pay for that. The CPU recipes turn
+    # it on (SmolLM2-135M never boxes); such rewards are flagged (reward/lenient_fraction in the logs).
+    lenient: bool = False
     verifier_timeout: float = 5.0
 
     # --- evaluation, checkpoints, logging ------------------------------------------------------------------------

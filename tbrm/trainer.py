@@ -117,7 +117,7 @@ class Trainer:
             np.random.set_state(state["rng"]["numpy"])
         self.generator = HFGenerator(self.policy, self.tokenizer, batch_size=cfg.generation_batch_size,
                                      autocast=cfg.autocast)
-        self.verifier = Verifier(timeout_s=cfg.verifier_timeout, allow_fallback=cfg.allow_fallback)
+        self.verifier = Verifier(timeout_s=cfg.verifier_timeout, lenient=cfg.lenient)
         self.render = lambda text: render_prompt(text, cfg.template, self.tokenizer)
         # Metrics after the checkpoint we resume from belong to steps that will be redone.
         rows = [r for r in read_jsonl(run_dir / "metrics.jsonl") if r["step"] <= self.start_step]
@@ -149,7 +149,7 @@ class Trainer:
                             for t in trajs]
             rewards = [t.reward for t in trajs]
             info = {"truncated": [not t.stopped for t in trajs], "correct": [t.reward >= cfg.reward_correct for t in trajs],
-                    "fallback": [False] * len(trajs), "gen_tokens": 0, "gen_seconds": 0.0}
+                    "lenient": [False] * len(trajs), "gen_tokens": 0, "gen_seconds": 0.0}
             return prompt_ids, response_ids, rewards, list(range(len(trajs))), info
         problems = self.source.batch(step)
         prompts = [self.render(p.problem) for p in problems]
@@ -162,7 +162,7 @@ class Trainer:
         verdicts = self.verifier.verify_batch([(s.text, problems[s.prompt_index].answer) for s in flat])
         rewards = [cfg.reward_correct if v.correct else cfg.reward_wrong for v in verdicts]
         info = {"truncated": [s.finish_reason == "length" for s in flat], "correct": [v.correct for v in verdicts],
-                "fallback": [v.extraction == "fallback" for v in verdicts], "gen_tokens": sum(s.num_tokens for s in flat),
+                "lenient": [v.extraction == "lenient" for v in verdicts], "gen_tokens": sum(s.num_tokens for s in flat),
                 "gen_seconds": gen_seconds}
         return [s.prompt_ids for s in flat], [s.token_ids for s in flat], rewards, [s.prompt_index for s in flat], info
 
@@ -216,7 +216,7 @@ class Trainer:
         lengths = [len(r) for r in response_ids]
         row = {
             "step": step, "reward/mean": float(np.mean(rewards)), "reward/accuracy": float(np.mean(info["correct"])),
-            "reward/fallback_fraction": float(np.mean(info["fallback"])), "loss": sums.pop("loss"),
+            "reward/lenient_fraction": float(np.mean(info["lenient"])), "loss": sums.pop("loss"),
             "response/length_mean": float(np.mean(lengths)), "response/truncation_rate": float(np.mean(info["truncated"])),
             "rollout/tokens_per_second": info["gen_tokens"] / info["gen_seconds"] if info["gen_seconds"] else None,
             "time/generation": t_gen - t_start, "time/reference": t_ref - t_gen, "time/training": t_train - t_ref,

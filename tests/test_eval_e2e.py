@@ -84,9 +84,17 @@ def test_eval_user_file(tiny_model_path, tmp_path):
     data = tmp_path / "mine.jsonl"
     data.write_text("".join(json.dumps({"q": f"What is {i}+1?", "gold": i + 1}) + "\n" for i in range(3)))
     run_cli("eval", "--model", tiny_model_path, "--data-file", str(data), "--problem-field", "q", "--answer-field",
-            "gold", "--max-new-tokens", "6", "--out", str(tmp_path / "r"), "--no-progress")
+            "gold", "--max-new-tokens", "6", "--out", str(tmp_path / "r"), "--no-progress", "--audit")
     summary = json.loads((tmp_path / "r" / "summary.json").read_text())
-    assert summary["benchmarks"]["mine"]["n_problems"] == 3
+    bench = summary["benchmarks"]["mine"]
+    assert bench["n_problems"] == 3 and bench["lenient_verdicts"] == 0
+    # --audit: every answer also graded by plain Math-Verify, both scores side by side
+    audit = json.loads((tmp_path / "r" / "audit.json").read_text())
+    assert bench["audit"] == audit["mine"] and audit["mine"]["n_answers"] == 3
+    assert audit["mine"]["ours"] == pytest.approx(bench["avg@1"]["value"])
+    flips = audit["mine"]["flips"]
+    n_disagreements = len(_rows(tmp_path / "r" / "audit_disagreements.jsonl"))
+    assert n_disagreements == flips["plain_wrong_ours_correct"] + flips["plain_correct_ours_wrong"]
 
 
 def test_grade_scores_external_generations(tmp_path):
@@ -95,16 +103,26 @@ def test_grade_scores_external_generations(tmp_path):
         {"id": "p1", "response": "I think \\boxed{24}", "gold": "025"},
         {"id": "p2", "response": "\\boxed{\\frac{1}{2}}", "gold": "$\\frac{1}{2}$"},
         {"id": "p2", "response": "no idea", "gold": "$\\frac{1}{2}$"},
+        # restates the question: plain Math-Verify pays for it, our verifier does not
+        {"id": "p3", "response": "The sum of 94 and 84 is 172, which is 94 + 84", "gold": "178"},
+        {"id": "p3", "response": "\\boxed{178}", "gold": "178"},
     ]
     f = tmp_path / "gens.jsonl"
     f.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    run_cli("grade", str(f), "--answer-field", "gold", "--id-field", "id", "--no-fallback",
-            "--out", str(tmp_path / "g"))
+    run_cli("grade", str(f), "--answer-field", "gold", "--id-field", "id", "--audit", "--out", str(tmp_path / "g"))
     graded = _rows(tmp_path / "g" / "graded.jsonl")
-    assert [g["outcome"] for g in graded] == ["correct", "wrong", "correct", "unparsed"]
+    assert [g["outcome"] for g in graded] == ["correct", "wrong", "correct", "unparsed", "wrong", "correct"]
+    assert graded[4]["rules"] == ["unevaluated-arithmetic"]
     summary = json.loads((tmp_path / "g" / "summary.json").read_text())
-    assert summary["metrics"]["n_problems"] == 2 and summary["metrics"]["avg@2"]["value"] == pytest.approx(0.5)
+    assert summary["metrics"]["n_problems"] == 3 and summary["metrics"]["avg@2"]["value"] == pytest.approx(0.5)
     assert summary["metrics"]["pass@2"]["value"] == pytest.approx(1.0)
+    assert summary["lenient_verdicts"] == 0 and summary["file"] == "gens.jsonl"
+    audit = summary["audit"]
+    assert audit["flips"] == {"plain_wrong_ours_correct": 0, "plain_correct_ours_wrong": 1}
+    assert audit["plain"] == pytest.approx(2 / 3) and audit["score_change_points"] == pytest.approx(-100 / 6)
+    assert audit["by_rule"] == {"unevaluated-arithmetic": 1}
+    (flip,) = _rows(tmp_path / "g" / "audit_disagreements.jsonl")
+    assert (flip["problem_id"], flip["outcome"], flip["plain_outcome"]) == ("p3", "wrong", "correct")
 
 
 def test_grade_missing_field_is_a_clear_error(tmp_path):

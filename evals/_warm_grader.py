@@ -1,0 +1,9 @@
+"""Imported only by the verifier's forkserver (`evals.verifier._mp_context`): speeds up and warms
+math-verify's LaTeX parser there once, so that every grader worker, replacements for killed ones included,
+forks from a warm one."""
+
+from evals.latex import warm_latex_parser
+from evals.verifier import _speed_up_math_verify
+
+_speed_up_math_verify()
+warm_latex_parser()
