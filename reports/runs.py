@@ -115,7 +115,11 @@ def method_label(train_config: dict, where: Path) -> str:
     if algo not in ALGORITHM_NAMES or not isinstance(n, int):
         raise ValueError(f"{where}: needs 'algorithm' (tbrm/grpo/ppo) and an integer 'rollouts_per_prompt', "
                          f"got {algo!r} and {n!r}")
-    return f"{ALGORITHM_NAMES[algo]} n={n}"
+    name = ALGORITHM_NAMES[algo] + ("-Vref" if train_config.get("subtract_ref_value") else "")  # ReVal's fix
+    label = f"{name} n={n}"
+    if train_config.get("offline_trajectories"):  # off-policy TBRM: which fixed file it learned from
+        label += f" off-policy ({Path(str(train_config['offline_trajectories'])).stem})"
+    return label
 
 
 def short_model_name(name: str) -> str:
