@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from pathlib import Path
 from itertools import combinations
 
 import numpy as np
@@ -31,8 +32,12 @@ class MethodGroup:
 
 def method_key(config: dict) -> str:
     """What makes a training run a method: its config without the seed (and settings that may change on
-    resume, which do not change what is computed)."""
-    return json.dumps({k: v for k, v in config.items() if k not in NOT_METHOD}, sort_keys=True, default=str)
+    resume, which do not change what is computed). An off-policy trajectory file counts by its name (which
+    policy sampled it); its folder may differ per seed (each seed samples its own file once)."""
+    key = {k: v for k, v in config.items() if k not in NOT_METHOD}
+    if key.get("offline_trajectories"):
+        key["offline_trajectories"] = Path(str(key["offline_trajectories"])).name
+    return json.dumps(key, sort_keys=True, default=str)
 
 
 def group_seeds(rows: list[ModelRow]) -> list[MethodGroup]:
