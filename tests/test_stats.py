@@ -448,3 +448,22 @@ def test_verdict_and_sentence_follow_the_adjusted_p():
     weak = PairedResult("mcnemar", 200, 0.01, -0.05, 0.07, 0.6, {"ci_level": 0.95})
     assert verdict(weak, p_adjusted=1.0) == "not distinguishable"
     assert "not distinguishable at this sample size" in describe(weak, "A", "B", p_adjusted=1.0)
+
+
+def test_report_family_verdicts_follow_holm():
+    """reports.tables.finish_paired: the verdict column, the significant flag and the sentence follow the
+    Holm-adjusted p over the family; the raw flag stays available."""
+    from reports.tables import finish_paired
+
+    results = [PairedResult("mcnemar", 200, 0.085, 0.004, 0.16, 0.044, {"ci_level": 0.95}),
+               PairedResult("mcnemar", 200, 0.43, 0.35, 0.50, 1e-6, {"ci_level": 0.95}),
+               PairedResult("mcnemar", 200, 0.02, -0.05, 0.09, 0.6, {"ci_level": 0.95})]
+    recs = [{"method_a": "A", "method_b": f"B{i}", "p_value": r.p_value, "_result": r} for i, r in enumerate(results)]
+    finish_paired(recs, 0.05)
+    assert [r["p_holm"] for r in recs] == pytest.approx([0.088, 3e-6, 0.6])
+    assert [r["verdict"] for r in recs] == ["not distinguishable after correction", "A ahead",
+                                            "not distinguishable"]
+    assert [r["significant"] for r in recs] == [False, True, False]
+    assert [r["significant_raw"] for r in recs] == [True, True, False]
+    assert "not distinguishable after correction" in recs[0]["sentence"] and "Holm-adjusted p=0.088" in recs[0]["sentence"]
+    assert all("_result" not in r for r in recs)
