@@ -91,13 +91,14 @@ def build_report(run_dirs: list[str], out: str | Path, *, labels: list[str] | No
     warnings += [n for r in [*evals, *trains] for n in r.notes]
     warnings = [scrub(w, where) for w in warnings]
     res.warnings = warnings
-    colors = F.color_map([r.label for r in rows] + [t.label for t in trains])
+    groups = S.group_seeds(rows)  # checkpoints that differ only in the training seed: one method
+    seeded = any(len(g.rows) > 1 for g in groups)
+    train_groups = S.group_trains(trains)
+    colors = F.color_map([g.label for g in groups] + [lab for lab, _ in train_groups] + [r.label for r in rows]
+                         + [t.label for t in trains])
 
     # findings first (Table 1, the verdicts in words, the curves), then the details, the run inventory last
-    groups = S.group_seeds(rows)
-    seeded = any(len(g.rows) > 1 for g in groups)
     if seeded:  # several seeds per method: the method means over seeds lead, compared at the seed level
-        colors.update(F.color_map([g.label for g in groups] + [lab for lab, _ in S.group_trains(trains)]))
         st = S.seed_table(groups, alpha=alpha)
         sp = S.seed_paired_table(groups, alpha=alpha)
         t1 = T.table1(rows, mismatches, metric=metric, average_over=average_over)
@@ -147,8 +148,8 @@ def build_report(run_dirs: list[str], out: str | Path, *, labels: list[str] | No
         blocks.append(Block("h2", "Training curves"))
         for axis, what in (("step", "step"), ("time", "training wall-clock time (sum of time/step)"),
                            ("rollouts", "rollouts consumed (compute-matched comparison)")):
-            fig = F.curves_figure(trains, axis, colors, groups=S.group_trains(trains) if seeded or any(
-                len(g) > 1 for _, g in S.group_trains(trains)) else None)
+            fig = F.curves_figure(trains, axis, colors,
+                                  groups=train_groups if any(len(g) > 1 for _, g in train_groups) else None)
             if fig is not None:
                 name = f"curves_vs_{axis}.png"
                 figs[name] = F.png_bytes(fig)

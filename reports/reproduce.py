@@ -346,9 +346,15 @@ def offpolicy_sampling_stages(s: dict, out: Path, cfg, seeds: list[int], quiet: 
                                 outputs=[sample_run]))
 
             def write_traj(prompts=prompts, sample_run=sample_run, traj=traj) -> None:
-                text = {r["id"]: r["problem"] for r in read_jsonl(prompts)}
-                rows = read_jsonl(sample_run / "samples" / f"{prompts.stem}.jsonl")
-                atomic_write_jsonl(traj, ({"prompt": text[r["problem_id"].rsplit("/", 1)[-1]],
+                records = read_jsonl(prompts)
+                text = {r["id"]: r["problem"] for r in records}
+                order = {r["id"]: i for i, r in enumerate(records)}
+                pid = lambda r: r["problem_id"].rsplit("/", 1)[-1]  # noqa: E731
+                # in the prompts' order (the samples file is in generation-batch order): step t of off-policy
+                # training reads the prompts step t of the on-policy run of this seed draws
+                rows = sorted(read_jsonl(sample_run / "samples" / f"{prompts.stem}.jsonl"),
+                              key=lambda r: (order[pid(r)], r["sample_index"]))
+                atomic_write_jsonl(traj, ({"prompt": text[pid(r)],
                                            "response": r["response"],
                                            "reward": cfg.reward_correct if r["outcome"] == "correct"
                                            else cfg.reward_wrong,

@@ -61,6 +61,9 @@ def group_seeds(rows: list[ModelRow]) -> list[MethodGroup]:
     for g in groups:
         order = sorted(range(len(g.rows)), key=lambda i: (g.seeds[i] is None, g.seeds[i] or 0))
         g.rows, g.seeds = [g.rows[i] for i in order], [g.seeds[i] for i in order]
+        if len(g.rows) > 1 and len(set(g.seeds)) == len(g.seeds):  # name each checkpoint by its seed
+            for r, seed in zip(g.rows, g.seeds):
+                r.label = f"{g.label} (seed {seed})"
     return groups
 
 
