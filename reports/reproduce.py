@@ -291,20 +291,13 @@ def _traj_file(out: Path, seed: int, temperature: float) -> Path:
 
 
 def _offline_config(recipe: str, overrides: list[str], out: Path):
-    """A config whose trajectory file does not exist yet (sampled by an earlier stage): validated with the file
-    name resolved against `out`, where the stage will run, and a placeholder while it is missing."""
+    """The config of an off-policy run whose trajectory file (relative to `out`, where the stage runs) may not
+    exist yet: validated against the file when it is there, and recorded with the relative name either way."""
     from tbrm.config import load_config
 
     traj = next(o.split("=", 1)[1] for o in overrides if o.startswith("offline_trajectories="))
-    path = out / traj
-    if path.is_file():
-        cwd = Path.cwd()
-        try:
-            os.chdir(out)
-            return load_config(recipe, overrides)
-        finally:
-            os.chdir(cwd)
-    cfg = load_config(recipe, [o for o in overrides if not o.startswith("offline_trajectories=")])
+    rest = [o for o in overrides if not o.startswith("offline_trajectories=")]
+    cfg = load_config(recipe, rest + ([f"offline_trajectories={out / traj}"] if (out / traj).is_file() else []))
     cfg.offline_trajectories = traj
     return cfg
 

@@ -243,3 +243,15 @@ def test_offpolicy_preset_end_to_end_on_a_tiny_model(tiny_model_path, tmp_path):
     for f in out.rglob("*"):
         if f.is_file() and f.suffix in (".json", ".jsonl", ".csv", ".md", ".html") and "checkpoint-" not in str(f):
             assert not leaks(f.read_text(errors="replace"), out), f"{f} holds a machine path"
+
+
+def test_offpolicy_config_names_its_file_relative_before_and_after_sampling(tmp_path):
+    from reports.reproduce import _offline_config
+
+    over = ["steps=3", "offline_trajectories=data/seed1/traj-base-t1.jsonl"]
+    before = _offline_config("cpu-tbrm-n1", over, tmp_path)  # not sampled yet: the plan still validates
+    traj = tmp_path / "data" / "seed1" / "traj-base-t1.jsonl"
+    traj.parent.mkdir(parents=True)
+    traj.write_text(json.dumps({"prompt": "What is 1 + 1?", "response": "2", "reward": 1.0}) + "\n")
+    after = _offline_config("cpu-tbrm-n1", over, tmp_path)  # sampled: validated against the real file
+    assert before == after and after.offline_trajectories == "data/seed1/traj-base-t1.jsonl"
