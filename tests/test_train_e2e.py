@@ -55,6 +55,9 @@ def test_every_algorithm_trains_and_checkpoints(tiny_model_path, tmp_path, algo,
         # a random tiny model solves nothing: every group has equal rewards, so advantages are 0, the ratio is 1
         # and the KL gradient at pi = pi_ref is 0; GRPO must then leave the weights exactly where they were
         assert not moved
+    elif "subtract_ref_value=true" in extra and all(r["reward/mean"] == 0 for r in rows[1:]):
+        # ReVal's fix: with zero reward the reference is a fixed point (residual and gradient exactly 0 here)
+        assert not moved and all(r["tbrm/residual_abs_mean"] == 0 for r in rows[1:])
     else:
         assert moved
     run_cli("eval", "--model", str(ckpt), "--benchmarks", "math500", "--limit", "2", "--max-new-tokens", "4",
