@@ -50,7 +50,7 @@ class DataDirNotFound(FileNotFoundError):
 
 _HOW_TO_SET = (
     f"set the environment variable {DATA_DIR_ENV}=/path/to/data (a folder holding math500/, aime24/, ...) "
-    f"or pass data_dir=..."
+    f"or pass --data-dir (data_dir=... in Python)"
 )
 
 
@@ -74,7 +74,7 @@ def data_dir() -> Path:
     for p in candidates:
         if p.is_dir():
             return p
-    tried = ", ".join(str(p) for p in candidates)
+    tried = ", ".join(dict.fromkeys(str(p) for p in candidates))
     raise DataDirNotFound(f"no benchmark data directory found (tried {tried}); {_HOW_TO_SET}")
 
 
