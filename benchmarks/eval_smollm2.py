@@ -17,6 +17,8 @@ import platform
 import time
 from pathlib import Path
 
+from tbrm.portable import portable_path
+
 HERE = Path(__file__).resolve().parent
 
 
@@ -89,7 +91,9 @@ def main() -> None:
     suffix = f"-limit{args.limit}" if args.limit else ""
     plan = [("math500", dict(samples=None, temperature=None)),  # paper default: greedy, avg@1
             ("amc23", dict(samples=4, temperature=1.0))]  # 4 samples at T=1.0 (the paper uses 32)
-    results = {"settings": vars(args), "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+    base = Path(args.out).parent  # paths in the results file are relative to its folder (tbrm.portable)
+    settings = {k: portable_path(v, base) if k in ("runs", "out") else v for k, v in vars(args).items()}
+    results = {"settings": settings, "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
                "benchmarks": {}}
     results["generate_parity"] = generate_parity(dtype=args.dtype)
     print("plain generate vs harness:", results["generate_parity"], flush=True)
@@ -111,11 +115,11 @@ def main() -> None:
             "generated_tokens": b["throughput"]["generated_tokens"],
             "generation_seconds": b["throughput"]["generation_seconds"],
             "runner_graded_per_second": b["throughput"]["graded_per_second"], "wall_seconds": round(wall, 1),
-            "run_dir": str(run_dir),
+            "run_dir": portable_path(run_dir, Path(args.out).parent),  # relative to the results file
         }
         results["versions"] = summary["versions"]
         atomic_write_json(f"{args.out}.json", results)
-    files = [Path(v["run_dir"]) / "samples" / f"{k}.jsonl" for k, v in results["benchmarks"].items()]
+    files = [Path(args.out).parent / v["run_dir"] / "samples" / f"{k}.jsonl" for k, v in results["benchmarks"].items()]
     results["grading"] = grading_throughput(files, workers=None)
     atomic_write_json(f"{args.out}.json", results)
 

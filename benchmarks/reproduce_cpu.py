@@ -32,6 +32,7 @@ REPO = HERE.parent
 sys.path.insert(0, str(REPO))
 
 from tbrm.io import atomic_write_json, atomic_write_text, read_json  # noqa: E402
+from tbrm.portable import portable_path  # noqa: E402
 
 TARGET_S = {"cpu": 45 * 60}
 STAGE_LINE = re.compile(r"^\[(\d+)/(\d+)\] (.+)$")
@@ -99,7 +100,7 @@ def main() -> int:
     log = read_json(out / "stages.json")
     stages = {n: float(log.get(n, 0.0)) for n in names}
     total = sum(stages.values())
-    res = {"preset": a.preset, "out": str(out), "stages": stages, "total_s": round(total, 1),
+    res = {"preset": a.preset, "out": portable_path(out, a.results), "stages": stages, "total_s": round(total, 1),
            "total_min": total / 60, "this_invocation_s": round(wall, 1),
            "target_min": TARGET_S[a.preset] / 60 if a.preset in TARGET_S else None,
            "meets_target": total <= TARGET_S[a.preset] if a.preset in TARGET_S else None,

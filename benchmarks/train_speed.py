@@ -47,6 +47,7 @@ sys.path.insert(0, str(REPO))  # run as a script from anywhere: `tbrm`, `evals` 
 
 from tbrm.config import ConfigError, TrainConfig, load_config  # noqa: E402  (light: dataclass + OmegaConf)
 from tbrm.io import atomic_write_json, atomic_write_text, read_json, read_jsonl  # noqa: E402
+from tbrm.portable import portable_path  # noqa: E402
 
 # name -> what runs. "ours" = `tbrm train` on the shared loop; "trl" = TRL's GRPOTrainer (benchmarks/trl_grpo_peer.py).
 ALGORITHMS = {
@@ -224,7 +225,10 @@ def run_algorithm(name: str, overrides: list[str], run_dir: Path, steps: int) ->
             proc.wait()
             raise
     wall = time.perf_counter() - t0
-    entry = {"label": spec["label"], "runner": spec["runner"], "command": cmd, "run_dir": str(run_dir),
+    # no machine paths in a results file: the interpreter as "python", paths relative to the repository
+    shown = ["python" if c == sys.executable else portable_path(c, REPO) if os.path.isabs(c) else c for c in cmd]
+    entry = {"label": spec["label"], "runner": spec["runner"], "command": shown,
+             "run_dir": portable_path(run_dir, REPO),
              "returncode": proc.returncode, "wall_seconds": wall, "load_avg_before": list(load_before),
              "load_avg_after": list(os.getloadavg()),
              "finished": datetime.now(timezone.utc).isoformat(timespec="seconds")}

@@ -253,10 +253,10 @@ def main(argv: list[str] | None = None) -> int:
                              f"for trl 1.16")
 
     state = {
-        "kind": "trl-grpo-peer", "status": "loading", "command": [sys.executable, *sys.argv],
+        "kind": "trl-grpo-peer", "status": "loading", "command": ["python", *sys.argv[1:]],
         "versions": {"trl": trl.__version__, "transformers": transformers.__version__, "torch": torch.__version__,
                      "python": platform.python_version()},
-        "model_path": model_path, "train_config": to_dict(cfg),
+        "model_path": Path(model_path).name, "train_config": to_dict(cfg),
         "grpo_config": {k: getattr(args, k) for k in (
             "per_device_train_batch_size", "gradient_accumulation_steps", "steps_per_generation",
             "generation_batch_size", "num_generations", "num_iterations", "max_steps", "max_completion_length",

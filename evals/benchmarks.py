@@ -50,7 +50,7 @@ class DataDirNotFound(FileNotFoundError):
 
 _HOW_TO_SET = (
     f"set the environment variable {DATA_DIR_ENV}=/path/to/data (a folder holding math500/, aime24/, ...) "
-    f"or pass data_dir=..."
+    f"or pass --data-dir (data_dir=... in Python)"
 )
 
 
@@ -74,7 +74,7 @@ def data_dir() -> Path:
     for p in candidates:
         if p.is_dir():
             return p
-    tried = ", ".join(str(p) for p in candidates)
+    tried = ", ".join(dict.fromkeys(str(p) for p in candidates))
     raise DataDirNotFound(f"no benchmark data directory found (tried {tried}); {_HOW_TO_SET}")
 
 
@@ -505,13 +505,34 @@ def _load_local(spec: BenchmarkSpec, path: Path, limit: int | None) -> list[Prob
                               id_field=fields.id, gold=fields.gold, name=spec.name, limit=limit)
 
 
-def _load_hub(spec: BenchmarkSpec, limit: int | None) -> list[Problem]:
-    import datasets  # lazy: only users without local files pay for it (and need the network)
+_OFFLINE_ENV = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE")
 
+
+def _hub_offline() -> str | None:
+    """The environment variable that switches the hub off ("HF_HUB_OFFLINE=1"), or None."""
+    for var in _OFFLINE_ENV:
+        if os.environ.get(var, "").strip().lower() in ("1", "true", "yes", "on"):
+            return f"{var}={os.environ[var]}"
+    return None
+
+
+def _load_hub(spec: BenchmarkSpec, limit: int | None, why: str = "") -> list[Problem]:
+    """Load from the hub (or its local cache). `why` says why no local file was used, for the error message.
+    Any failure (offline, no network, no cached copy) becomes one `DataDirNotFound` that names the benchmark, what
+    was tried and how to point at local files, instead of a traceback from deep inside `datasets`."""
     if limit == 0:
         return []
+    import datasets  # lazy: only users without local files pay for it (and need the network or a cached copy)
+
     split = spec.hub_split if limit is None else f"{spec.hub_split}[:{limit}]"
-    ds = datasets.load_dataset(spec.hub_id, spec.hub_config, split=split)
+    offline = _hub_offline()
+    try:
+        ds = datasets.load_dataset(spec.hub_id, spec.hub_config, split=split)
+    except Exception as e:  # noqa: BLE001 -- datasets raises many types for "not reachable / not cached"
+        state = (f"the hub is switched off ({offline}) and no cached copy was found" if offline
+                 else f"loading it from the hub failed ({type(e).__name__}: {str(e).splitlines()[0][:200]})")
+        raise DataDirNotFound(f"{spec.name}: {why + '; ' if why else ''}{state} (hub dataset {spec.hub_id}); "
+                              f"{_HOW_TO_SET}") from None
     return problems_from_hub_rows(spec, ds, limit=limit)
 
 
@@ -547,13 +568,13 @@ def load_benchmark(
         return _load_hub(spec, limit)
     try:
         path = local_path(name, data_dir)
-    except DataDirNotFound:
+    except DataDirNotFound as e:
         if source == "local" or data_dir is not None or os.environ.get(DATA_DIR_ENV):
             raise  # an explicitly named directory that does not exist is an error, not a hint to go online
-        return _load_hub(spec, limit)
+        return _load_hub(spec, limit, why=str(e).split(";")[0])
     if path.is_file():
         return _load_local(spec, path, limit)
     if source == "local":
         raise FileNotFoundError(f"{spec.name}: local file {path} not found; {_HOW_TO_SET}, "
                                 f"or use source='hub' to load {spec.hub_id}")
-    return _load_hub(spec, limit)
+    return _load_hub(spec, limit, why=f"no local file {path}")

@@ -238,6 +238,7 @@ def run_eval(cfg: EvalConfig, out_dir: str | Path, *, progress: bool = True, con
     from evals.prompts import render_prompt, template_record
     from tbrm.generation import HFGenerator
     from tbrm.models import fingerprint, load_model, load_tokenizer, resolve_device, resolve_model, set_threads
+    from tbrm.portable import portable_model
 
     t_start = time.perf_counter()
     out_dir = Path(out_dir)
@@ -252,8 +253,9 @@ def run_eval(cfg: EvalConfig, out_dir: str | Path, *, progress: bool = True, con
     model = load_model(model_path, dtype=cfg.dtype, device=device)
     generator = HFGenerator(model, tokenizer, batch_size=cfg.batch_size)
     template = template_record(cfg.template, tokenizer)
+    shown_model = portable_model(cfg.model, model_path, out_dir)  # no machine path in a file a user may commit
     atomic_write_json(out_dir / "config.json", {
-        "config": {k: v for k, v in asdict(cfg).items()}, "identity": identity, "model_path": model_path,
+        "config": {k: v for k, v in asdict(cfg).items()}, "identity": identity, "model_path": shown_model,
         "device": str(device), "template": template,
         "benchmarks": {t.name: {"n_problems": len(t.problems), "sampling": asdict(t.params)} for t in tasks},
     })
@@ -278,7 +280,7 @@ def run_eval(cfg: EvalConfig, out_dir: str | Path, *, progress: bool = True, con
             print_audit(audit, console)
     trained = Path(model_path) / "train_config.json"
     summary = {
-        "model": cfg.model, "model_path": str(Path(model_path).resolve()) if Path(model_path).exists() else model_path,
+        "model": cfg.model, "model_path": shown_model,
         "trained_with": read_json(trained) if trained.exists() else None, "fingerprint": identity["model"],
         "template": template, "config": asdict(cfg), "versions": package_versions(), "device": str(device),
         "benchmarks": results, "wall_seconds_this_invocation": round(time.perf_counter() - t_start, 2),

@@ -6,10 +6,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from reports import figures as F
+from reports import seed_tables as S
 from reports import tables as T
 from reports.render import Block, to_csv, to_html, to_markdown
 from reports.runs import EvalRun, TrainRun, load_runs
 from tbrm.io import atomic_write_text
+from tbrm.portable import portable_path, scrub
 
 
 @dataclass
@@ -30,20 +32,36 @@ def _check_out(out: Path, run_dirs: list[str]) -> None:
             raise ValueError(f"--out {out} holds {marker}: it is a run directory; write the report somewhere else")
 
 
-def _runs_table(evals: list[EvalRun], trains: list[TrainRun]) -> T.Table:
+def _model_shown(r: EvalRun, out: Path) -> str:
+    """The model of an eval run as the report names it: bundled name, hub id, or a local directory relative to
+    the report (summaries record it relative to their run folder)."""
+    p = Path(r.model_path).expanduser()
+    if p.is_absolute() or (r.path / p).exists():
+        return portable_path(p if p.is_absolute() else r.path / p, out)
+    return r.model_path
+
+
+def _runs_table(evals: list[EvalRun], trains: list[TrainRun], out: Path) -> T.Table:
+    """The run inventory: folders relative to the report (or labels), models as names and fingerprint hashes."""
     rows, recs = [], []
     for r in evals:
         what = ", ".join(f"{b} ({x.n_problems}×{x.n_samples})" for b, x in r.benchmarks.items())
-        model = r.model_path + (f" [{r.method}]" if r.method else "")
-        rows.append([r.label, "eval", str(r.path), model, what])
-        recs.append({"label": r.label, "kind": "eval", "path": str(r.path), "model": r.model_path,
+        shown = _model_shown(r, out)
+        digest = r.fingerprint.get("sha256_sample")
+        model = shown + (f" [{r.method}]" if r.method else "") + (f" sha256:{digest}" if digest else "")
+        rows.append([r.label, "eval", r.display, model, what])
+        recs.append({"label": r.label, "kind": "eval", "path": r.display, "model": shown, "model_sha256": digest,
                      "method": r.method or "base", "contents": what})
     for t in trains:
         what = f"{t.steps_done}/{t.config.get('steps')} steps, {t.config.get('prompts_per_step')} prompts/step"
-        rows.append([t.label, "train", str(t.path), f"{t.config.get('model')} [{t.method}]", what])
-        recs.append({"label": t.label, "kind": "train", "path": str(t.path), "model": t.config.get("model"),
-                     "method": t.method, "contents": what})
-    return T.Table("runs", ["Label", "Kind", "Run directory", "Model", "Contents"], rows, recs)
+        shown = portable_path(t.config["model"], out) if Path(str(t.config.get("model"))).is_absolute() \
+            else t.config.get("model")
+        seed = f", seed {t.config.get('seed')}"
+        rows.append([t.label, "train", t.display, f"{shown} [{t.method}{seed}]", what])
+        recs.append({"label": t.label, "kind": "train", "path": t.display, "model": shown,
+                     "model_sha256": None, "method": t.method, "contents": what})
+    return T.Table("runs", ["Label", "Kind", "Run directory (relative to this report)", "Model", "Contents"],
+                   rows, recs)
 
 
 def build_report(run_dirs: list[str], out: str | Path, *, labels: list[str] | None = None, alpha: float = 0.05,
@@ -54,6 +72,12 @@ def build_report(run_dirs: list[str], out: str | Path, *, labels: list[str] | No
     out = Path(out)
     _check_out(out, run_dirs)
     evals, trains = load_runs(run_dirs, labels)  # everything validated before anything is written
+    # no machine paths in anything the report writes: run folders relative to the report, or their names
+    where: dict[str, str] = {}
+    for r in [*evals, *trains]:
+        r.display = portable_path(r.path, out)
+        for form in {str(r.path), str(r.path.resolve()), str(r.path.absolute())}:
+            where[form] = r.display
     res = ReportResult(out)
     blocks: list[Block] = []
     figs: dict[str, bytes] = {}
@@ -65,22 +89,35 @@ def build_report(run_dirs: list[str], out: str | Path, *, labels: list[str] | No
     if len(trains) > 1:
         warnings += T.train_mismatches(trains)
     warnings += [n for r in [*evals, *trains] for n in r.notes]
+    warnings = [scrub(w, where) for w in warnings]
     res.warnings = warnings
-    colors = F.color_map([r.label for r in rows] + [t.label for t in trains])
+    groups = S.group_seeds(rows)  # checkpoints that differ only in the training seed: one method
+    seeded = any(len(g.rows) > 1 for g in groups)
+    train_groups = S.group_trains(trains)
+    colors = F.color_map([g.label for g in groups] + [lab for lab, _ in train_groups] + [r.label for r in rows]
+                         + [t.label for t in trains])
 
-    runs_t = _runs_table(evals, trains)
-    tables.append(runs_t)
-    blocks += [Block("h2", "Runs"), Block("table", table=runs_t)]
-    blocks.append(Block("h2", "Mismatches and warnings"))
-    if warnings:
-        blocks.append(Block("p", "These runs differ in ways that make some numbers not comparable. They are shown, "
-                                 "flagged here, and kept out of the Average column and of paired tests where the "
-                                 "problems differ."))
-        blocks.append(Block("warnings", items=warnings))
-    else:
-        blocks.append(Block("p", "None: every benchmark was scored on the same problems with the same settings."))
-
-    if rows:
+    # findings first (Table 1, the verdicts in words, the curves), then the details, the run inventory last
+    if seeded:  # several seeds per method: the method means over seeds lead, compared at the seed level
+        st = S.seed_table(groups, alpha=alpha)
+        sp = S.seed_paired_table(groups, alpha=alpha)
+        t1 = T.table1(rows, mismatches, metric=metric, average_over=average_over)
+        used, _ = T.average_benchmarks(rows, mismatches, average_over)
+        tables += [st, sp, t1, T.long_results(rows, used)]
+        blocks += [Block("h2", "Table 1: mean over seeds"), Block("table", table=st),
+                   Block("h2", "Which differences are real")]
+        if sp.records:
+            blocks.append(Block("p", "In words (verdicts follow the Holm-adjusted p-value over all comparisons "
+                                     "below; the raw p is shown beside it):"))
+            blocks.append(Block("list", items=[f"{r['benchmark']}: {r['sentence']}." for r in sp.records]))
+        blocks += [Block("table", table=sp), Block("h2", "Every checkpoint (one row per seed)"),
+                   Block("table", table=t1)]
+        fig = F.table1_figure(rows, metric, colors)
+        if fig is not None:
+            figs["table1.png"] = F.png_bytes(fig)
+            blocks.append(Block("figure", "Every checkpoint as bars, with the CIs over problems as error bars",
+                                figure="table1.png"))
+    elif rows:
         t1 = T.table1(rows, mismatches, metric=metric, average_over=average_over)
         used, _ = T.average_benchmarks(rows, mismatches, average_over)
         tables += [t1, T.long_results(rows, used)]
@@ -91,38 +128,55 @@ def build_report(run_dirs: list[str], out: str | Path, *, labels: list[str] | No
             blocks.append(Block("figure", "Table 1 as bars, with the CIs as error bars", figure="table1.png"))
         pt = T.paired_table(rows, alpha=alpha)
         tables.append(pt)
-        blocks += [Block("h2", "Paired significance"),
-                   Block("p", "Each pair of rows is compared on the problems both were scored on: per-problem "
-                              "scores (mean correctness over that problem's samples), McNemar's exact/chi-square "
-                              "test when both have one sample per problem, else a paired bootstrap over problems."),
-                   Block("table", table=pt)]
+        blocks.append(Block("h2", "Which differences are real"))
         if pt.records:
-            blocks.append(Block("p", "In words:"))
+            blocks.append(Block("p", "In words (verdicts follow the Holm-adjusted p-value over all comparisons "
+                                     "below; the raw p is shown beside it):"))
             blocks.append(Block("list", items=[
                 f"{r['benchmark']}: {r['sentence']}." + (f" Settings differ: {r['settings_differ']}."
                                                          if r["settings_differ"] else "") for r in pt.records]))
+        blocks += [Block("p", "Each pair of rows is compared on the problems both were scored on: per-problem "
+                              "scores (mean correctness over that problem's samples), McNemar's exact/chi-square "
+                              "test when both have one sample per problem, else a paired bootstrap over problems."),
+                   Block("table", table=pt)]
 
+    train_blocks: list[Block] = []
     if trains:
         tt = T.training_table(trains)
         et = T.efficiency_table(trains)
         tables += [tt, et]
-        blocks += [Block("h2", "Training runs"), Block("table", table=tt)]
+        blocks.append(Block("h2", "Training curves"))
         for axis, what in (("step", "step"), ("time", "training wall-clock time (sum of time/step)"),
                            ("rollouts", "rollouts consumed (compute-matched comparison)")):
-            fig = F.curves_figure(trains, axis, colors)
+            fig = F.curves_figure(trains, axis, colors,
+                                  groups=train_groups if any(len(g) > 1 for _, g in train_groups) else None)
             if fig is not None:
                 name = f"curves_vs_{axis}.png"
                 figs[name] = F.png_bytes(fig)
                 blocks.append(Block("figure", f"Training curves against {what}", figure=name))
-        blocks += [Block("h2", "Efficiency"), Block("table", table=et)]
+        train_blocks += [Block("h2", "Training runs"), Block("table", table=tt)]
+        train_blocks += [Block("h2", "Efficiency"), Block("table", table=et)]
         fig = F.efficiency_figure(et.records, colors)
         if fig is not None:
             figs["efficiency.png"] = F.png_bytes(fig)
-            blocks.append(Block("figure", "Seconds per step by phase and peak memory", figure="efficiency.png"))
+            train_blocks.append(Block("figure", "Seconds per step by phase and peak memory", figure="efficiency.png"))
+
+    blocks.append(Block("h2", "Mismatches and warnings"))
+    if warnings:
+        blocks.append(Block("p", "These runs differ in ways that make some numbers not comparable. They are shown, "
+                                 "flagged here, and kept out of the Average column and of paired tests where the "
+                                 "problems differ."))
+        blocks.append(Block("warnings", items=warnings))
+    else:
+        blocks.append(Block("p", "None: every benchmark was scored on the same problems with the same settings."))
+    blocks += train_blocks
 
     versions = {f"{k} {v}" for r in evals for k, v in r.versions.items()}
     if versions:
         blocks += [Block("h2", "Versions"), Block("p", "Evaluations ran with: " + ", ".join(sorted(versions)) + ".")]
+    runs_t = _runs_table(evals, trains, out)
+    tables.append(runs_t)
+    blocks += [Block("h2", "Runs"), Block("table", table=runs_t)]
 
     # write: stale outputs of an earlier report in the same folder go first
     for sub, pattern in (("figures", "*.png"), ("tables", "*.csv")):

@@ -72,7 +72,8 @@ def curve_panels(trains: list[TrainRun]) -> list[tuple[str, str]]:
     for name in dict.fromkeys(n for t in trains for n in t.eval_names):
         panels.append((f"eval/{name}/accuracy", f"held-out accuracy: {name}"))
     panels += [("response/length_mean", "response length (tokens)"),
-               ("kl/seq_log_ratio_mean", "KL to reference (seq. log-ratio)"), ("loss", "loss (symlog)")]
+               ("kl/seq_log_ratio_mean", "KL to reference (seq. log-ratio)"), ("loss", "loss (symlog)"),
+               ("tbrm/residual_abs_mean", "TBRM |Bellman residual| (mean)")]
     return [p for p in panels if any(r.get(p[0]) is not None for t in trains for r in t.rows)]
 
 
@@ -90,23 +91,42 @@ def x_values(t: TrainRun, axis: str) -> dict[int, float]:
     return out
 
 
-def curves_figure(trains: list[TrainRun], axis: str, colors: dict[str, str]) -> Figure | None:
+def _mean_band(runs: list[TrainRun], key: str, axis: str) -> tuple[list[float], list[float], list[float], list[float]]:
+    """x (mean over seeds), mean, min and max of `key` at every step that every run logged it."""
+    per = []
+    for t in runs:
+        xs = x_values(t, axis)
+        per.append({r["step"]: (xs[r["step"]], r[key]) for r in t.rows if r.get(key) is not None})
+    steps = sorted(set.intersection(*(set(p) for p in per))) if per else []
+    xs = [sum(p[s][0] for p in per) / len(per) for s in steps]
+    ys = [[p[s][1] for p in per] for s in steps]
+    return xs, [sum(y) / len(y) for y in ys], [min(y) for y in ys], [max(y) for y in ys]
+
+
+def curves_figure(trains: list[TrainRun], axis: str, colors: dict[str, str],
+                  groups: list[tuple[str, list[TrainRun]]] | None = None) -> Figure | None:
+    """One panel per metric, one line per run; with `groups` (runs that differ only in the seed), one line per
+    method: the mean over its seeds with a band from the lowest to the highest seed."""
     panels = curve_panels(trains)
     if not trains or not panels:
         return None
+    groups = groups or [(t.label, [t]) for t in trains]
     ncols = min(3, len(panels))
     nrows = math.ceil(len(panels) / ncols)
     fig = Figure(figsize=(4.4 * ncols, 3.2 * nrows + 0.6), layout="constrained")
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
     for ax, (key, title) in zip(axes, panels):
-        for t in trains:
-            xs = x_values(t, axis)
-            pts = [(xs[r["step"]], r[key]) for r in t.rows if r.get(key) is not None]
-            if not pts:
+        for label, runs in groups:
+            xs, mean, lo, hi = _mean_band(runs, key, axis)
+            if not xs:
                 continue
-            if key.startswith("eval/"):
-                pts = [(x, 100 * y) for x, y in pts]
-            ax.plot(*zip(*pts), marker="o", markersize=3, linewidth=1.5, color=colors[t.label], label=t.label)
+            scale = 100.0 if key.startswith("eval/") else 1.0
+            color = colors.get(label) or colors.get(runs[0].label, "#333333")
+            name = label if len(runs) == 1 else f"{label} (mean of {len(runs)} seeds)"
+            ax.plot(xs, [scale * y for y in mean], marker="o", markersize=3, linewidth=1.5, color=color, label=name)
+            if len(runs) > 1:
+                ax.fill_between(xs, [scale * y for y in lo], [scale * y for y in hi], color=color, alpha=0.18,
+                                linewidth=0)
         if key == "loss":
             ax.set_yscale("symlog", linthresh=1e-2)
         if key.startswith("eval/"):

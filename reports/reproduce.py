@@ -35,7 +35,8 @@ _CPU_TRAIN = ["prompts_per_step=8", "eval_problems=50", "eval_every=10", "save_e
 PRESETS: dict[str, dict[str, Any]] = {
     "cpu": {
         "model": "smollm2",
-        "recipes": ["cpu-tbrm-n1", "cpu-tbrm-n4", "cpu-grpo-n4", "cpu-ppo-n1"],
+        # TBRM-Vref: TBRM with ReVal's fix (arXiv 2603.23355, Prop. 1), the one published critique of TBRM
+        "recipes": ["cpu-tbrm-n1", "cpu-tbrm-vref-n1", "cpu-tbrm-n4", "cpu-grpo-n4", "cpu-ppo-n1"],
         "steps": 20,
         "train_overrides": _CPU_TRAIN,  # the trainer's own held-out curve: 50 problems every 10 steps
         "heldout_size": 200,
@@ -44,10 +45,11 @@ PRESETS: dict[str, dict[str, Any]] = {
         "math500_limit": 10,  # 0 skips MATH500 (a sanity check at this scale: ~2 min per model for 20)
         "math500_max_new_tokens": 256,
         "eval_batch_size": 64,
+        "seeds": 1,
     },
     "cpu-full": {
         "model": "smollm2",
-        "recipes": ["cpu-tbrm-n1", "cpu-tbrm-n4", "cpu-grpo-n4", "cpu-ppo-n1"],
+        "recipes": ["cpu-tbrm-n1", "cpu-tbrm-vref-n1", "cpu-tbrm-n4", "cpu-grpo-n4", "cpu-ppo-n1"],
         "steps": 40,
         "train_overrides": _CPU_TRAIN,
         "heldout_size": 200,
@@ -56,6 +58,26 @@ PRESETS: dict[str, dict[str, Any]] = {
         "math500_limit": 50,
         "math500_max_new_tokens": 256,
         "eval_batch_size": 64,
+        "seeds": 3,  # one run per method is an anecdote: two runs of one command moved accuracy by 14 points
+    },
+    # Off-policy TBRM (the paper's Sec. 4 claim, never run there): per seed, sample the training prompts ONCE with
+    # the base model at each temperature in `offpolicy_temperatures` (the recipe's own, and another policy), then
+    # train TBRM purely from each fixed file (no new rollouts), beside on-policy TBRM with the same gradient steps
+    # and batch size; base and every final checkpoint on the same held-out problems; curves of residual and
+    # held-out accuracy over training.
+    "offpolicy": {
+        "model": "smollm2",
+        "recipes": ["cpu-tbrm-n1"],
+        "steps": 20,
+        "train_overrides": _CPU_TRAIN,
+        "heldout_size": 200,
+        "heldout_problems": 100,
+        "heldout_max_new_tokens": 48,
+        "math500_limit": 0,
+        "math500_max_new_tokens": 256,
+        "eval_batch_size": 64,
+        "seeds": 3,
+        "offpolicy_temperatures": [0.7, 1.0],
     },
 }
 
@@ -77,15 +99,20 @@ class Stage:
 def add_parser(sub) -> None:
     p = sub.add_parser(
         "reproduce", help="reproduce the method comparison: run it on CPU, or print the paper's commands",
-        description="--preset cpu (default): train TBRM n=1/n=4, GRPO n=4 and PPO n=1 on the bundled "
+        description="--preset cpu (default): train TBRM n=1/n=4, TBRM-Vref n=1 (ReVal's fix), GRPO n=4 and PPO n=1 on the bundled "
                     "SmolLM2-135M-Instruct with an equal prompt budget, evaluate base + final checkpoints on "
                     "held-out arithmetic and a MATH500 slice, and write DIR/report-cpu (~40 min on 2 cores). "
                     "Kill it and rerun the same command: finished stages are skipped, the others resume. "
                     "--preset cpu-full: the same trained twice as long and evaluated on more problems; on a DIR "
-                    "holding a finished cpu run it continues those trainings instead of starting over. "
+                    "holding a finished cpu run it continues those trainings instead of starting over; 3 seeds per "
+                    "method by default (--seeds). --preset offpolicy: TBRM trained purely from fixed trajectory "
+                    "files sampled once by the base model at two temperatures, against on-policy TBRM at equal "
+                    "gradient steps and the base model, 3 seeds. "
                     "--preset paper: print and write DIR/commands.sh with the exact commands of the paper's "
                     "Table 1 (GPUs; nothing is run).")
-    p.add_argument("--preset", choices=("cpu", "cpu-full", "paper"), default="cpu")
+    p.add_argument("--preset", choices=("cpu", "cpu-full", "offpolicy", "paper"), default="cpu")
+    p.add_argument("--seeds", type=int, help="training seeds per method (0..N-1; cpu presets; default: cpu 1, "
+                                             "cpu-full 3, offpolicy 3). Seed 0 keeps the single-seed folders")
     p.add_argument("--out", default="runs/reproduce",
                    help="output folder, resumed if it exists (default runs/reproduce: shared by cpu and cpu-full, "
                         "so cpu-full continues a finished cpu run)")
@@ -116,15 +143,16 @@ def resolve_settings(a: argparse.Namespace) -> dict[str, Any]:
             raise ValueError(f"--set {spec!r}: expected KEY=VALUE with KEY one of {', '.join(s)}")
         s[key] = yaml.safe_load(val)
     for key, val in (("steps", a.steps), ("math500_limit", a.math500_limit), ("heldout_problems", a.heldout_problems),
-                     ("model", a.model), ("recipes", a.recipes)):
+                     ("model", a.model), ("recipes", a.recipes), ("seeds", getattr(a, "seeds", None))):
         if val is not None:
             s[key] = val
     s["train_overrides"] = list(s["train_overrides"]) + list(a.train_set)
     s["threads"] = a.threads
     s["progress"] = not a.no_progress
     s["preset"] = a.preset
+    s.setdefault("offpolicy_temperatures", [])
     for key in ("steps", "heldout_problems", "heldout_size", "heldout_max_new_tokens", "math500_max_new_tokens",
-                "eval_batch_size"):
+                "eval_batch_size", "seeds"):
         if not isinstance(s[key], int) or s[key] < 1:
             raise ValueError(f"{key} must be a positive integer, got {s[key]!r}")
     if not isinstance(s["math500_limit"], int) or s["math500_limit"] < 0:
@@ -150,13 +178,20 @@ def _short(recipe: str) -> str:
 # ---------------------------------------------------------------------------------------------------- cpu stages
 
 
+def _seeded(name: str, seed: int) -> str:
+    """Folder/key of a seed: seed 0 keeps the single-seed name, so a seeded run continues a single-seed one."""
+    return name if seed == 0 else f"{name}-seed{seed}"
+
+
 def cpu_stages(s: dict, out: Path) -> list[Stage]:
     """The plan, validated before anything runs: configs load, the prompt budget is equal, and outputs already
-    on disk were made with these settings."""
+    on disk were made with these settings. Every stage runs with `out` as its working directory and names its
+    files relative to it, so configs, summaries and the report hold no machine paths (tbrm.portable)."""
     from tbrm.config import ConfigError, load_config
     from tbrm.data import heldout_sets
     from tbrm.trainer import check_run_config, checkpoints
 
+    rel = lambda p: os.path.relpath(p, out)  # noqa: E731
     overrides = train_overrides(s)
     cfgs = {r: load_config(r, overrides) for r in s["recipes"]}
     budgets = {r: (c.prompts_per_step, c.steps) for r, c in cfgs.items()}
@@ -168,6 +203,7 @@ def cpu_stages(s: dict, out: Path) -> list[Stage]:
     first = next(iter(cfgs.values()))
     if first.data != "arithmetic":
         raise ConfigError("the cpu presets need arithmetic recipes (data: arithmetic)")
+    seeds = list(range(s["seeds"]))
 
     stages: list[Stage] = []
     n_held = s["heldout_problems"]
@@ -186,27 +222,44 @@ def cpu_stages(s: dict, out: Path) -> list[Stage]:
 
     thr = ["--threads", str(s["threads"])] if s["threads"] else []
     quiet = [] if s["progress"] else ["--no-progress"]  # stages show their own bars: step, reward, ETA, seq/s
+    # (recipe, run folder name, extra overrides, seed) of every training run
+    plan: list[tuple[str, str, list[str], int]] = [(r, _seeded(_short(r), k), [f"seed={k}"], k)
+                                                   for r in cfgs for k in seeds]
+    if s["offpolicy_temperatures"]:
+        stages += offpolicy_sampling_stages(s, out, first, seeds, quiet, thr)
+        for temp in s["offpolicy_temperatures"]:
+            for r in cfgs:
+                for k in seeds:
+                    traj = rel(_traj_file(out, k, temp))
+                    plan.append((r, _seeded(f"{_short(r)}-offpolicy-t{temp:g}", k),
+                                 [f"seed={k}", f"offline_trajectories={traj}"], k))
     trained: list[tuple[str, Path]] = []
-    for recipe, cfg in cfgs.items():
-        run = out / "train" / _short(recipe)
+    trains: list[Path] = []
+    for recipe, name, extra, k in plan:
+        cfg = load_config(recipe, overrides + extra) if not any(e.startswith("offline_") for e in extra) else \
+            _offline_config(recipe, overrides + extra, out)
+        run = out / "train" / name
         final = run / f"checkpoint-{cfg.steps}"
         check_run_config(run, cfg, hint=f"use a new --out or delete {run}")
-        later = [p.name for k, p in checkpoints(run) if k > cfg.steps]
+        later = [p.name for n, p in checkpoints(run) if n > cfg.steps]
         if later and not final.is_dir():
             raise ConfigError(f"{run} was trained further ({', '.join(later)}) and its {final.name} was rotated "
                               f"away; use --steps with one of those, or a new --out")
-        method = f"{cfg.algorithm.upper()} n={cfg.rollouts_per_prompt}"
-        stages.append(Stage(f"train {method} ({recipe}, {cfg.steps} steps x {cfg.prompts_per_step} prompts)",
-                            argv=["train", "--recipe", recipe, "--out", str(run), *quiet, *overrides],
-                            done=lambda run=run, n=cfg.steps: any(k >= n for k, _ in checkpoints(run)),
+        method = f"{cfg.algorithm.upper()}{'-Vref' if cfg.subtract_ref_value else ''} n={cfg.rollouts_per_prompt}"
+        what = f"off-policy from {Path(cfg.offline_trajectories).name}, " if cfg.offline_trajectories else ""
+        stages.append(Stage(f"train {method} ({recipe}, {what}seed {k}, {cfg.steps} steps x {cfg.prompts_per_step} "
+                            f"prompts)",
+                            argv=["train", "--recipe", recipe, "--out", rel(run), *quiet, *overrides, *extra],
+                            done=lambda run=run, n=cfg.steps: any(i >= n for i, _ in checkpoints(run)),
                             outputs=[run]))
-        trained.append((f"{_short(recipe)}-step{cfg.steps}", final))
+        trained.append((f"{name}-step{cfg.steps}", final))
+        trains.append(run)
 
     evals: list[Path] = []
-    models = [("base", s["model"])] + [(k, str(p)) for k, p in trained]
+    models = [("base", s["model"])] + [(key, rel(p)) for key, p in trained]
     for key, model in models:
-        jobs = [("heldout", ["--data-file", str(data_file), "--id-field", "id"], s["heldout_max_new_tokens"],
-                 {"data_file": str(data_file), "limit": None})]
+        jobs = [("heldout", ["--data-file", rel(data_file), "--id-field", "id"], s["heldout_max_new_tokens"],
+                 {"data_file": rel(data_file), "limit": None})]
         if s["math500_limit"]:
             jobs.append(("math500", ["--benchmarks", "math500", "--limit", str(s["math500_limit"])],
                          s["math500_max_new_tokens"], {"benchmarks": ["math500"], "limit": s["math500_limit"]}))
@@ -217,17 +270,103 @@ def cpu_stages(s: dict, out: Path) -> list[Stage]:
             evals.append(run)
             stages.append(Stage(f"evaluate {key} on {bench} ({size} problems, {max_new} new tokens)",
                                 argv=["eval", "--model", model, *args, "--max-new-tokens", str(max_new),
-                                      "--batch-size", str(s["eval_batch_size"]), "--out", str(run),
+                                      "--batch-size", str(s["eval_batch_size"]), "--out", rel(run),
                                       *quiet, *thr],
                                 done=lambda run=run, expect=expect: _eval_done(run, expect), outputs=[run]))
-    trains = [out / "train" / _short(r) for r in cfgs]
     report = out / f"report-{s['preset']}"  # cpu and cpu-full may share DIR: one report each
-    stages.append(Stage("write the report", argv=["report", *map(str, evals), *map(str, trains), "--out",
-                                                  str(report), "--title",
-                                                  f"tbrm reproduce --preset {s['preset']}: {len(cfgs)} methods on "
-                                                  f"{Path(s['model']).name}, {first.steps} steps"],
+    seeds_txt = f", {len(seeds)} seeds each" if len(seeds) > 1 else ""
+    stages.append(Stage("write the report", argv=["report", *map(rel, evals), *map(rel, trains), "--out",
+                                                  rel(report), "--title",
+                                                  f"tbrm reproduce --preset {s['preset']}: {len(plan) // len(seeds)} "
+                                                  f"methods on {Path(s['model']).name}, {first.steps} steps"
+                                                  f"{seeds_txt}"],
                         outputs=[report / "report.md", report / "report.html"]))
     return stages
+
+
+def _traj_file(out: Path, seed: int, temperature: float) -> Path:
+    """A fixed trajectory file: its name says which policy sampled it (the same for every seed, so the report
+    groups the seeds of one off-policy method); its folder, which seed."""
+    return out / "data" / f"seed{seed}" / f"traj-base-t{temperature:g}.jsonl"
+
+
+def _offline_config(recipe: str, overrides: list[str], out: Path):
+    """The config of an off-policy run whose trajectory file (relative to `out`, where the stage runs) may not
+    exist yet: validated against the file when it is there, and recorded with the relative name either way."""
+    from tbrm.config import load_config
+
+    traj = next(o.split("=", 1)[1] for o in overrides if o.startswith("offline_trajectories="))
+    rest = [o for o in overrides if not o.startswith("offline_trajectories=")]
+    cfg = load_config(recipe, rest + ([f"offline_trajectories={out / traj}"] if (out / traj).is_file() else []))
+    cfg.offline_trajectories = traj
+    return cfg
+
+
+def offpolicy_sampling_stages(s: dict, out: Path, cfg, seeds: list[int], quiet: list[str],
+                              thr: list[str]) -> list[Stage]:
+    """Per seed: the prompts the on-policy run of that seed trains on (steps x prompts_per_step, in its order),
+    sampled ONCE by the base model at each off-policy temperature through `tbrm eval` (one sample per prompt,
+    graded by the shared verifier), then written as a trajectory file (prompt, response, reward, finish_reason)
+    that TBRM trains from without any new rollout."""
+    from tbrm.data import PromptSource, arithmetic_task
+    from tbrm.io import atomic_write_jsonl, read_jsonl
+
+    stages: list[Stage] = []
+    rel = lambda p: os.path.relpath(p, out)  # noqa: E731
+    n_prompts = s["steps"] * cfg.prompts_per_step
+    for k in seeds:
+        prompts = out / "data" / f"seed{k}" / f"train-prompts-{n_prompts}.jsonl"
+
+        def write_prompts(prompts=prompts, k=k) -> None:
+            source = PromptSource(arithmetic_task(cfg), cfg.prompts_per_step, k)  # the on-policy run's stream
+            problems = [p for step in range(1, s["steps"] + 1) for p in source.batch(step)]
+            atomic_write_jsonl(prompts, ({"id": f"p{i:05d}", "problem": p.problem, "answer": p.answer}
+                                         for i, p in enumerate(problems)))
+
+        stages.append(Stage(f"write the {n_prompts} training prompts of seed {k}", func=write_prompts,
+                            done=prompts.is_file, outputs=[prompts]))
+        for temp in s["offpolicy_temperatures"]:
+            sample_run = out / "evals" / f"sample-base-t{temp:g}-seed{k}"
+            traj = _traj_file(out, k, temp)
+            expect = {"data_file": rel(prompts), "model": s["model"], "temperature": temp, "seed": k,
+                      "max_new_tokens": cfg.max_new_tokens}
+            stages.append(Stage(f"sample trajectories: base model at T={temp:g}, seed {k} ({n_prompts} prompts)",
+                                argv=["eval", "--model", s["model"], "--data-file", rel(prompts), "--id-field", "id",
+                                      "--samples", "1", "--temperature", str(temp), "--seed", str(k),
+                                      "--max-new-tokens", str(cfg.max_new_tokens), "--batch-size",
+                                      str(s["eval_batch_size"]), "--out", rel(sample_run), *quiet, *thr],
+                                done=lambda run=sample_run, expect=expect: _eval_done(run, expect),
+                                outputs=[sample_run]))
+
+            def write_traj(prompts=prompts, sample_run=sample_run, traj=traj) -> None:
+                records = read_jsonl(prompts)
+                text = {r["id"]: r["problem"] for r in records}
+                order = {r["id"]: i for i, r in enumerate(records)}
+                pid = lambda r: r["problem_id"].rsplit("/", 1)[-1]  # noqa: E731
+                # in the prompts' order (the samples file is in generation-batch order): step t of off-policy
+                # training reads the prompts step t of the on-policy run of this seed draws
+                rows = sorted(read_jsonl(sample_run / "samples" / f"{prompts.stem}.jsonl"),
+                              key=lambda r: (order[pid(r)], r["sample_index"]))
+                atomic_write_jsonl(traj, ({"prompt": text[pid(r)],
+                                           "response": r["response"],
+                                           "reward": cfg.reward_correct if r["outcome"] == "correct"
+                                           else cfg.reward_wrong,
+                                           "finish_reason": r["finish_reason"]} for r in rows))
+
+            stages.append(Stage(f"write trajectory file {rel(traj)}", func=write_traj, done=traj.is_file,
+                                outputs=[traj]))
+    return stages
+
+
+def _same_setting(key: str, recorded: Any, expected: Any, out: Path) -> bool:
+    """Equal settings; paths (model, data_file) compare by where they point from `out`, where stages run, so
+    runs made when stages were given absolute paths still count as done."""
+    if recorded == expected:
+        return True
+    if key in ("model", "data_file") and isinstance(recorded, str) and isinstance(expected, str):
+        where = lambda x: os.path.normpath(x if os.path.isabs(x) else os.path.join(out, x))  # noqa: E731
+        return where(recorded) == where(expected)
+    return False
 
 
 def _eval_done(run: Path, expect: dict) -> bool:
@@ -235,7 +374,8 @@ def _eval_done(run: Path, expect: dict) -> bool:
     if not summary.is_file():
         return False
     cfg = json.loads(summary.read_text()).get("config", {})
-    diff = {k: (cfg.get(k), v) for k, v in expect.items() if cfg.get(k) != v}
+    out = run.parent.parent  # DIR/evals/<run>
+    diff = {k: (cfg.get(k), v) for k, v in expect.items() if not _same_setting(k, cfg.get(k), v, out)}
     if diff:
         raise ValueError(f"{summary} was made with other settings ({diff}); use a new --out or delete {run}")
     return True
@@ -254,7 +394,10 @@ def run_stages(stages: list[Stage], out: Path) -> int:
     log_path = out / "stages.json"
     log = json.loads(log_path.read_text()) if log_path.is_file() else {}
     n = len(stages)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # stages run inside `out` (relative paths in every file they write); keep this checkout importable there
+    code = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONUNBUFFERED": "1",
+           "PYTHONPATH": os.pathsep.join(x for x in (code, os.environ.get("PYTHONPATH")) if x)}
     for st in stages:  # outputs on disk made with other settings fail now, not after an hour of training
         st.done()
     for i, st in enumerate(stages, start=1):
@@ -269,7 +412,7 @@ def run_stages(stages: list[Stage], out: Path) -> int:
         if st.func is not None:
             st.func()
         else:
-            rc = subprocess.run([sys.executable, "-m", "tbrm.cli", *st.argv], env=env).returncode
+            rc = subprocess.run([sys.executable, "-m", "tbrm.cli", *st.argv], env=env, cwd=out).returncode
             if rc != 0:
                 print(f"tbrm reproduce: stage {i}/{n} ({st.name}) failed with exit code {rc}. Rerun the same "
                       f"command to resume: finished stages are skipped, training and evaluation continue where "

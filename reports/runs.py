@@ -58,9 +58,12 @@ class EvalRun:
     final_step: int | None  # the training run's configured steps (to flag intermediate checkpoints)
     benchmarks: dict[str, BenchResult]
     versions: dict
+    trained: dict | None = None  # train_config of the checkpoint (None for a base model): seeds group by it
     label: str = ""
     user_label: str | None = None
     notes: list[str] = field(default_factory=list)
+    display: str = ""  # how reports name the run folder: relative to the report, or a label (tbrm.portable)
+    group_label: str = ""  # the label before run folders were added to tell duplicates apart (seeds of one method)
 
     kind = "eval"
 
@@ -84,6 +87,8 @@ class TrainRun:
     label: str = ""
     user_label: str | None = None
     notes: list[str] = field(default_factory=list)
+    display: str = ""  # how reports name the run folder: relative to the report, or a label (tbrm.portable)
+    group_label: str = ""  # the label before run folders were added to tell duplicates apart (seeds of one method)
 
     kind = "train"
 
@@ -110,7 +115,11 @@ def method_label(train_config: dict, where: Path) -> str:
     if algo not in ALGORITHM_NAMES or not isinstance(n, int):
         raise ValueError(f"{where}: needs 'algorithm' (tbrm/grpo/ppo) and an integer 'rollouts_per_prompt', "
                          f"got {algo!r} and {n!r}")
-    return f"{ALGORITHM_NAMES[algo]} n={n}"
+    name = ALGORITHM_NAMES[algo] + ("-Vref" if train_config.get("subtract_ref_value") else "")  # ReVal's fix
+    label = f"{name} n={n}"
+    if train_config.get("offline_trajectories"):  # off-policy TBRM: which fixed file it learned from
+        label += f" off-policy ({Path(str(train_config['offline_trajectories'])).stem})"
+    return label
 
 
 def short_model_name(name: str) -> str:
@@ -145,10 +154,17 @@ def _read_json_dict(path: Path) -> dict:
 
 def _find_model_dir(model_path: str, run_dir: Path) -> Path | None:
     p = Path(model_path).expanduser()
-    for cand in ([p] if p.is_absolute() else [Path.cwd() / p, run_dir.parent / p, run_dir / p]):
+    # eval runs record a local model relative to the run folder (tbrm.portable); older ones as given
+    for cand in ([p] if p.is_absolute() else [run_dir / p, Path.cwd() / p, run_dir.parent / p]):
         if cand.is_dir():
             return cand
     return None
+
+
+def _is_bundled(name: str) -> bool:
+    from tbrm.models import ALIASES, BUNDLED
+
+    return ALIASES.get(name, name) in BUNDLED or Path(name).name in BUNDLED
 
 
 def _looks_like_hub_id(name: str) -> bool:
@@ -214,6 +230,7 @@ def load_eval_run(run_dir: Path) -> EvalRun:
     template = tmpl.get("effective") or tmpl.get("name") or "?"
     notes: list[str] = []
     method = checkpoint_step = final_step = None
+    tc: dict | None = None  # the checkpoint's train_config, when it is a trained checkpoint
     base = short_model_name(model)
     mdir = _find_model_dir(model_path, run_dir)
     recorded = s.get("trained_with") if isinstance(s.get("trained_with"), dict) else None
@@ -227,13 +244,13 @@ def load_eval_run(run_dir: Path) -> EvalRun:
         tail = name.split("-")[-1]
         checkpoint_step = int(tail) if name.startswith("checkpoint-") and tail.isdigit() else None
         final_step = tc.get("steps") if isinstance(tc.get("steps"), int) else None
-    elif mdir is None and not _looks_like_hub_id(model_path):
+    elif mdir is None and not _looks_like_hub_id(model_path) and not _is_bundled(model_path):
         notes.append(f"{run_dir}: model {model_path} not found from here, so whether it is a trained checkpoint "
                      f"(and of which method) is unknown; it is shown under its path name")
         method = short_model_name(model_path)
     benchmarks = {name: _load_bench(run_dir, name, b, summary_path, template) for name, b in benches.items()}
     return EvalRun(run_dir, model, model_path, s.get("fingerprint") or {"model": model_path}, base, method,
-                   checkpoint_step, final_step, benchmarks, s.get("versions") or {}, notes=notes)
+                   checkpoint_step, final_step, benchmarks, s.get("versions") or {}, trained=tc, notes=notes)
 
 
 # ---------------------------------------------------------------------------------------------------- train runs
@@ -331,6 +348,8 @@ def _assign_labels(evals: list[EvalRun], trains: list[TrainRun]) -> None:
         if len(bases) > 1:
             label += f" ({r.base_model})"
         r.label = label
+    for r in [*evals, *trains]:
+        r.group_label = r.label
     counts: dict[str, int] = {}
     for t in trains:
         counts[t.label] = counts.get(t.label, 0) + 1

@@ -4,45 +4,53 @@ Two methods scored on the SAME problems give paired per-problem scores a[i], b[i
 for single samples). Pairing removes the between-problem variance (some problems are just hard), which
 makes these tests much more sensitive than comparing two independent accuracies.
 
-* :func:`paired_bootstrap` -- CI of mean(a - b) by resampling problems; p-value by inverting that CI.
-* :func:`paired_permutation` -- sign-flip (randomisation) test on the per-problem differences.
-* :func:`mcnemar` -- single-sample 0/1 outcomes: exact binomial / continuity-corrected chi-square.
-* :func:`compare` pairs two ``{problem_id: score}`` dicts and picks a test; :func:`describe` words a result.
+The tests themselves come from the libraries reviewers already trust; this module only pairs the data, picks
+the test and words the result:
 
-All functions are pure and deterministic for a fixed seed. Only numpy and the standard library are used
-(``math.erfc`` for the 1-dof chi-square tail, ``statistics.NormalDist`` for normal quantiles).
+* :func:`paired_bootstrap` -- ``scipy.stats.bootstrap`` (paired percentile interval of mean(a - b), resampling
+  problems); p-value by inverting that interval on scipy's bootstrap distribution.
+* :func:`paired_permutation` -- ``scipy.stats.permutation_test`` (sign flips of the per-problem differences).
+* :func:`mcnemar` -- ``statsmodels.stats.contingency_tables.mcnemar`` (exact binomial / continuity-corrected
+  chi-square) on single-sample 0/1 outcomes.
+* :func:`adjust` -- ``statsmodels.stats.multitest.multipletests`` (Holm by default) over a report's comparisons.
+* :func:`compare` pairs two ``{problem_id: score}`` dicts and picks a test; :func:`describe` words a result,
+  its verdict following the ADJUSTED p-value when one is given.
+
+The seed-and-problem bootstrap, which no library offers, lives in `reports.seeds`.
 
 References
 ----------
 * Efron & Tibshirani 1993, "An Introduction to the Bootstrap", ch. 13 (percentile interval), ch. 15-16
   (bootstrap hypothesis tests; the achieved significance level of a CI-inverted test).
-* Good 2005, "Permutation, Parametric and Bootstrap Tests of Hypotheses", §3 (one-sample / paired sign-flip
-  test). Phipson & Smyth 2010, "Permutation P-values Should Never Be Zero": the (B+1) correction.
-* McNemar 1947, Psychometrika 12:153-157; Edwards 1948, Psychometrika 13:185-187 (continuity correction);
-  Fagerland, Lydersen & Laake 2013, BMC Med Res Methodol 13:91 (exact conditional McNemar test).
+* Good 2005, "Permutation, Parametric and Bootstrap Tests of Hypotheses", §3 (paired sign-flip test).
+  Phipson & Smyth 2010, "Permutation P-values Should Never Be Zero": the (B+1) correction.
+* McNemar 1947, Psychometrika 12:153-157; Edwards 1948 (continuity correction); Fagerland, Lydersen & Laake
+  2013, BMC Med Res Methodol 13:91 (exact conditional McNemar test).
 * Agresti & Min 2005, Statistics in Medicine 24:729-740 (Wald CI for paired proportions after adding 0.5
   to each cell of the 2x2 table).
+* Holm 1979, Scand. J. Statist. 6:65-70 (step-down family-wise error control).
 * Dror et al. 2018, "The Hitchhiker's Guide to Testing Statistical Significance in NLP", ACL.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, field
-from statistics import NormalDist
 from typing import Any, Mapping, Sequence
 
 import numpy as np
-
-from evals.metrics import bootstrap_means
+from scipy import stats as sps
+from statsmodels.stats import contingency_tables, multitest
 
 __all__ = [
     "PairedResult",
     "paired_bootstrap",
     "paired_permutation",
     "mcnemar",
+    "adjust",
+    "holm",
     "compare",
     "describe",
+    "verdict",
     "MCNEMAR_EXACT_BELOW",
     "PERMUTATION_EXACT_MAX",
 ]
@@ -51,18 +59,17 @@ __all__ = [
 MCNEMAR_EXACT_BELOW = 25
 # Sign-flip test: enumerate all 2**m signings when there are at most this many non-zero differences.
 PERMUTATION_EXACT_MAX = 16
-_CHUNK_ELEMS = 2_000_000
 
 
 @dataclass
 class PairedResult:
     """Outcome of a paired comparison of method A against method B.
 
-    test: "paired_bootstrap", "paired_permutation" or "mcnemar".
+    test: "paired_bootstrap", "paired_permutation", "mcnemar" or "seed_problem_bootstrap" (`reports.seeds`).
     n: number of paired problems.
     diff: mean(a - b) over problems (for 0/1 scores: accuracy of A minus accuracy of B), in score units.
     ci_low, ci_high: confidence interval for diff (None when the test gives none); level in details["ci_level"].
-    p_value: two-sided p-value for H0 "no difference", in (0, 1].
+    p_value: two-sided p-value for H0 "no difference", in (0, 1], of this one comparison (not adjusted).
     details: test-specific numbers (counts, n_boot, seed, method, ...), JSON-serialisable.
     """
 
@@ -75,7 +82,7 @@ class PairedResult:
     details: dict[str, Any] = field(default_factory=dict)
 
     def significant(self, alpha: float = 0.05) -> bool:
-        """True when p_value < alpha."""
+        """True when the UNADJUSTED p_value < alpha (a report's verdict uses the adjusted p: `verdict`)."""
         return self.p_value < alpha
 
     def to_dict(self) -> dict[str, Any]:
@@ -103,6 +110,17 @@ def _check_alpha(alpha: float) -> None:
         raise ValueError(f"alpha must be in (0, 1), got {alpha}")
 
 
+def ci_inversion_p(boots: np.ndarray) -> float:
+    """Two-sided p of H0 "the statistic is 0" from its bootstrap distribution (Efron & Tibshirani 1993, §15.4):
+    p = min(1, 2 * min(#{d* <= 0} + 1, #{d* >= 0} + 1) / (B + 1)), roughly the smallest alpha at which the
+    equal-tailed percentile interval excludes 0. Resamples exactly 0 count on both sides (conservative); the +1
+    keeps p > 0 (Phipson & Smyth 2010). A distribution that is all 0 gives p = 1."""
+    boots = np.asarray(boots, dtype=np.float64)
+    below = int(np.count_nonzero(boots <= 0.0))
+    above = int(np.count_nonzero(boots >= 0.0))
+    return float(min(1.0, 2.0 * (min(below, above) + 1) / (boots.size + 1)))
+
+
 def paired_bootstrap(
     a: Sequence[float] | np.ndarray,
     b: Sequence[float] | np.ndarray,
@@ -110,45 +128,45 @@ def paired_bootstrap(
     alpha: float = 0.05,
     seed: int = 0,
 ) -> PairedResult:
-    """Paired percentile bootstrap of the mean difference mean(a - b), resampling problems.
+    """Paired percentile bootstrap of mean(a - b), resampling problems (``scipy.stats.bootstrap``).
 
     Args: a, b: per-problem scores, shape (n,), aligned by problem; n_boot resamples; CI level 1 - alpha.
-    CI: alpha/2 and 1 - alpha/2 quantiles of the n_boot resampled mean differences d*.
-    p-value (two-sided): the CI-inversion ("proportion on the other side of 0") method,
-        p = min(1, 2 * min(#{d* <= 0} + 1, #{d* >= 0} + 1) / (n_boot + 1)),
-    i.e. roughly the smallest alpha at which the equal-tailed percentile CI excludes 0 (Efron & Tibshirani
-    1993, §15.4 and §16.4), so p < alpha agrees with "0 outside the CI" up to quantile interpolation.
-    Resampled differences exactly 0 count on both sides (conservative); the +1 keeps p > 0
-    (Phipson & Smyth 2010). Identical methods give p = 1.
+    CI: scipy's percentile interval of the n_boot resampled mean differences d*. p-value (two-sided):
+    :func:`ci_inversion_p` on scipy's bootstrap distribution, so p < alpha agrees with "0 outside the CI" up to
+    quantile interpolation. Identical methods give p = 1.
     """
     _check_alpha(alpha)
     x, y = _paired_arrays(a, b)
+    if int(n_boot) < 1:
+        raise ValueError(f"n_boot must be >= 1, got {n_boot}")
     d = x - y
-    boots = bootstrap_means(d, n_boot, seed)
-    lo, hi = np.quantile(boots, [alpha / 2.0, 1.0 - alpha / 2.0])
-    below = int(np.count_nonzero(boots <= 0.0))
-    above = int(np.count_nonzero(boots >= 0.0))
-    p = min(1.0, 2.0 * (min(below, above) + 1) / (len(boots) + 1))
+    if np.all(d == d[0]):  # degenerate: every resample has the same mean (scipy would warn and give NaN)
+        boots = np.full(int(n_boot), float(d[0]))
+        lo = hi = float(d[0])
+    else:
+        res = sps.bootstrap((d,), np.mean, n_resamples=int(n_boot), confidence_level=1.0 - alpha,
+                            method="percentile", vectorized=True, rng=np.random.default_rng(seed))
+        boots = res.bootstrap_distribution
+        lo, hi = float(res.confidence_interval.low), float(res.confidence_interval.high)
     return PairedResult(
         test="paired_bootstrap",
         n=int(d.size),
         diff=float(d.mean()),
-        ci_low=float(lo),
-        ci_high=float(hi),
-        p_value=float(p),
+        ci_low=lo,
+        ci_high=hi,
+        p_value=ci_inversion_p(boots),
         details={
-            "n_boot": len(boots),
+            "n_boot": int(boots.size),
             "seed": int(seed),
             "ci_level": 1.0 - alpha,
+            "implementation": "scipy.stats.bootstrap (percentile)",
             "p_method": "percentile CI inversion: 2*min(P(d*<=0), P(d*>=0)), (count+1)/(B+1)",
         },
     )
 
 
-def _sign_matrix(m: int) -> np.ndarray:
-    """All 2**m sign vectors as a (2**m, m) float array of +-1 (row 0 is all +1)."""
-    bits = (np.arange(2**m, dtype=np.int64)[:, None] >> np.arange(m, dtype=np.int64)) & 1
-    return 1.0 - 2.0 * bits
+def _mean_last_axis(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    return np.mean(x, axis=axis)
 
 
 def paired_permutation(
@@ -157,14 +175,14 @@ def paired_permutation(
     n_perm: int = 10000,
     seed: int = 0,
 ) -> PairedResult:
-    """Two-sided sign-flip permutation test of H0 "a[i] - b[i] is symmetric about 0" (Good 2005, §3).
+    """Two-sided sign-flip permutation test of H0 "a[i] - b[i] is symmetric about 0" (Good 2005, §3), by
+    ``scipy.stats.permutation_test(..., permutation_type="samples")`` on the non-zero differences.
 
-    Under H0 the label swap A<->B within a problem is exchangeable, so each non-zero difference d_i keeps or
-    flips its sign with probability 1/2. Statistic: |sum_i d_i| (equivalently |mean d|); zero differences
-    contribute nothing and are dropped. p = P(|sum s_i d_i| >= |sum d_i|) with ties included (relative
-    tolerance 1e-9 against float rounding).
-      * m <= 16 non-zero differences: exact, enumerating all 2**m signings (p is a multiple of 2**-m).
-      * otherwise: n_perm random signings, p = (count + 1) / (n_perm + 1) (Phipson & Smyth 2010).
+    Under H0 swapping A and B within a problem is exchangeable, so each non-zero difference keeps or flips its
+    sign with probability 1/2; zero differences carry no information and are dropped (so "exact" enumerates
+    2**m signings of the m non-zero ones). scipy enumerates all signings when 2**m <= n_perm (at most
+    2**PERMUTATION_EXACT_MAX here), else draws n_perm random ones with p = (count + 1) / (n_perm + 1) per
+    side. Two-sided p = 2 * min(one-sided p), which for this symmetric null equals P(|S| >= |s|).
     No CI (ci_low = ci_high = None). All differences zero gives p = 1.
     """
     x, y = _paired_arrays(a, b)
@@ -172,37 +190,22 @@ def paired_permutation(
     nz = d[d != 0.0]
     m = int(nz.size)
     diff = float(d.mean())
-    details: dict[str, Any] = {"n_nonzero": m}
-    if m == 0:
-        details["method"] = "exact"
+    details: dict[str, Any] = {"n_nonzero": m, "implementation": "scipy.stats.permutation_test"}
+    if m <= 1:  # no difference, or one whose two signings are equally extreme (scipy needs two values)
+        details.update(method="exact", n_signings=2**m)
         return PairedResult("paired_permutation", int(d.size), diff, None, None, 1.0, details)
-    obs = abs(float(nz.sum()))
-    tol = 1e-9 * float(np.abs(nz).sum())
-    if m <= PERMUTATION_EXACT_MAX:
-        stats = np.abs(_sign_matrix(m) @ nz)
-        p = float(np.count_nonzero(stats >= obs - tol)) / stats.size
-        details.update(method="exact", n_signings=int(stats.size))
+    n_perm = int(n_perm)
+    if n_perm < 1:
+        raise ValueError(f"n_perm must be >= 1, got {n_perm}")
+    exact = m <= PERMUTATION_EXACT_MAX
+    res = sps.permutation_test((nz,), _mean_last_axis, permutation_type="samples", vectorized=True,
+                               n_resamples=2**m if exact else n_perm, alternative="two-sided",
+                               rng=np.random.default_rng(seed))
+    if exact:
+        details.update(method="exact", n_signings=2**m)
     else:
-        n_perm = int(n_perm)
-        if n_perm < 1:
-            raise ValueError(f"n_perm must be >= 1, got {n_perm}")
-        rng = np.random.default_rng(seed)
-        rows = max(1, _CHUNK_ELEMS // m)
-        count = 0
-        for start in range(0, n_perm, rows):
-            size = min(rows, n_perm - start)
-            signs = 1.0 - 2.0 * rng.integers(0, 2, size=(size, m))
-            count += int(np.count_nonzero(np.abs(signs @ nz) >= obs - tol))
-        p = (count + 1) / (n_perm + 1)
         details.update(method="monte_carlo", n_perm=n_perm, seed=int(seed))
-    return PairedResult("paired_permutation", int(d.size), diff, None, None, min(1.0, p), details)
-
-
-def _binom_two_sided_half(k: int, n: int) -> float:
-    """Exact two-sided p of k successes in n fair coin flips: min(1, 2 * P(X <= min(k, n-k))), exact ints."""
-    lo = min(k, n - k)
-    tail = sum(math.comb(n, i) for i in range(lo + 1))
-    return min(1.0, 2 * tail / 2**n)  # int / int is correctly rounded in Python
+    return PairedResult("paired_permutation", int(d.size), diff, None, None, float(min(1.0, res.pvalue)), details)
 
 
 def mcnemar(
@@ -211,16 +214,17 @@ def mcnemar(
     alpha: float = 0.05,
     method: str = "auto",
 ) -> PairedResult:
-    """McNemar's test for paired single-sample outcomes (McNemar 1947).
+    """McNemar's test for paired single-sample outcomes (McNemar 1947), by
+    ``statsmodels.stats.contingency_tables.mcnemar``.
 
     Discordant counts: b10 = #(A right, B wrong), b01 = #(A wrong, B right); concordant pairs carry no
     information about the difference. Under H0, b10 ~ Binomial(b01 + b10, 1/2).
-      * "exact" (used by "auto" when b01 + b10 < 25): p = min(1, 2 * sum_{i<=min(b01,b10)} C(N, i) / 2**N),
-        N = b01 + b10 (exact conditional test; Fagerland et al. 2013). N = 0 gives p = 1.
-      * "chi2" (used by "auto" otherwise): X = (|b10 - b01| - 1)**2 / N with Edwards' continuity correction
-        (X = 0 when |b10 - b01| <= 1), p = P(chi2_1 >= X) = erfc(sqrt(X / 2)).
+      * "exact" (used by "auto" when b01 + b10 < 25): the exact binomial test (Fagerland et al. 2013).
+      * "chi2" (used by "auto" otherwise): X = (|b10 - b01| - 1)**2 / N with Edwards' continuity correction,
+        p = P(chi2_1 >= X).
+    No discordant pair gives p = 1 (statsmodels would divide by zero for chi2).
     diff = (b10 - b01) / n = acc(A) - acc(B). CI (level 1 - alpha): Wald interval after adding 0.5 to each
-    of the four cells (Agresti & Min 2005), clipped to [-1, 1].
+    of the four cells (Agresti & Min 2005; statsmodels has no paired-proportion interval), clipped to [-1, 1].
     details: b01, b10, n11 (both right), n00 (both wrong), method, statistic (chi2 only), ci_level.
     """
     _check_alpha(alpha)
@@ -230,32 +234,32 @@ def mcnemar(
         raise ValueError(f"a has {len(a_correct)} problems but b has {len(b_correct)}; outcomes must be paired")
     if len(a_correct) == 0:
         raise ValueError("no problems to compare")
-    xa = [bool(v) for v in a_correct]
-    xb = [bool(v) for v in b_correct]
-    n = len(xa)
-    b10 = sum(1 for u, v in zip(xa, xb) if u and not v)
-    b01 = sum(1 for u, v in zip(xa, xb) if v and not u)
-    n11 = sum(1 for u, v in zip(xa, xb) if u and v)
+    xa = np.asarray([bool(v) for v in a_correct])
+    xb = np.asarray([bool(v) for v in b_correct])
+    n = int(xa.size)
+    b10 = int(np.count_nonzero(xa & ~xb))
+    b01 = int(np.count_nonzero(~xa & xb))
+    n11 = int(np.count_nonzero(xa & xb))
     n00 = n - b10 - b01 - n11
     disc = b01 + b10
     if method == "auto":
         method = "exact" if disc < MCNEMAR_EXACT_BELOW else "chi2"
-    details: dict[str, Any] = {"b01": b01, "b10": b10, "n11": n11, "n00": n00, "method": method}
+    details: dict[str, Any] = {"b01": b01, "b10": b10, "n11": n11, "n00": n00, "method": method,
+                               "implementation": "statsmodels.stats.contingency_tables.mcnemar"}
     if disc == 0:
         p = 1.0
         if method == "chi2":
             details["statistic"] = 0.0
-    elif method == "exact":
-        p = _binom_two_sided_half(b10, disc)
     else:
-        stat = max(abs(b10 - b01) - 1, 0) ** 2 / disc
-        p = math.erfc(math.sqrt(stat / 2.0))
-        details["statistic"] = stat
+        res = contingency_tables.mcnemar([[n11, b10], [b01, n00]], exact=method == "exact", correction=True)
+        p = float(res.pvalue)
+        if method == "chi2":
+            details["statistic"] = float(res.statistic)
     # Agresti & Min (2005) adjusted Wald CI for a difference of paired proportions.
-    z = NormalDist().inv_cdf(1.0 - alpha / 2.0)
+    z = float(sps.norm.ppf(1.0 - alpha / 2.0))
     na, b10a, b01a = n + 2.0, b10 + 0.5, b01 + 0.5
     d_adj = (b10a - b01a) / na
-    se = math.sqrt(max((b10a + b01a) - (b10a - b01a) ** 2 / na, 0.0)) / na
+    se = float(np.sqrt(max((b10a + b01a) - (b10a - b01a) ** 2 / na, 0.0))) / na
     details["ci_level"] = 1.0 - alpha
     details["ci_method"] = "Agresti-Min adjusted Wald (+0.5 per cell)"
     return PairedResult(
@@ -267,6 +271,28 @@ def mcnemar(
         p_value=float(min(1.0, p)),
         details=details,
     )
+
+
+CORRECTIONS = {"holm": "Holm", "bonferroni": "Bonferroni", "fdr_bh": "Benjamini-Hochberg"}
+
+
+def adjust(pvalues: Sequence[float], method: str = "holm") -> list[float]:
+    """Adjusted p-values over a family of comparisons (``statsmodels.stats.multitest.multipletests``).
+    method: "holm" (default; Holm 1979, family-wise error control without independence assumptions),
+    "bonferroni" or "fdr_bh" (false discovery rate). An empty family gives []."""
+    if method not in CORRECTIONS:
+        raise ValueError(f"unknown correction {method!r}; choose one of {', '.join(CORRECTIONS)}")
+    ps = [float(p) for p in pvalues]
+    if not ps:
+        return []
+    if not all(0.0 <= p <= 1.0 for p in ps):
+        raise ValueError(f"p-values must be in [0, 1], got {ps}")
+    return [float(x) for x in multitest.multipletests(ps, method=method)[1]]
+
+
+def holm(pvalues: Sequence[float]) -> list[float]:
+    """Holm (1979) step-down adjusted p-values (family-wise error control over all comparisons)."""
+    return adjust(pvalues, "holm")
 
 
 def _is_binary(values: np.ndarray) -> bool:
@@ -320,6 +346,7 @@ _TEST_NAMES = {
     "paired_bootstrap": "paired bootstrap",
     "paired_permutation": "sign-flip permutation test",
     "mcnemar": "McNemar test",
+    "seed_problem_bootstrap": "seed-and-problem bootstrap",
 }
 
 
@@ -339,11 +366,29 @@ def _fmt_p(p: float) -> str:
     return f"p={p:.2g}"
 
 
-def describe(result: PairedResult, name_a: str, name_b: str, alpha: float = 0.05) -> str:
+NOT_DISTINGUISHABLE = "not distinguishable"
+AFTER_CORRECTION = "not distinguishable after correction"
+
+
+def verdict(result: PairedResult, alpha: float = 0.05, p_adjusted: float | None = None) -> str:
+    """"A ahead", "B ahead", "not distinguishable after correction" (raw p < alpha but adjusted p >= alpha) or
+    "not distinguishable". It follows `p_adjusted` when given (a report's family of comparisons), else the raw p."""
+    p = result.p_value if p_adjusted is None else p_adjusted
+    if p < alpha and result.diff != 0.0:
+        return "A ahead" if result.diff > 0 else "B ahead"
+    if p_adjusted is not None and result.p_value < alpha and result.diff != 0.0:
+        return AFTER_CORRECTION
+    return NOT_DISTINGUISHABLE
+
+
+def describe(result: PairedResult, name_a: str, name_b: str, alpha: float = 0.05,
+             p_adjusted: float | None = None, correction: str = "Holm", n_comparisons: int | None = None) -> str:
     """One honest sentence about a PairedResult, with scores in [0, 1] reported as percentage points.
 
-    Significant (p < alpha and diff != 0): "A is ahead of B by 4.2 points (95% CI 1.1 to 7.3, p=0.008,
-    paired bootstrap over 500 problems)" -- the CI shown is for leader minus trailer.
+    Without `p_adjusted` the verdict follows the raw p. With it (a report that makes many comparisons), the
+    verdict follows the adjusted p, and both p-values are shown: "A is ahead of B by 4.2 points (95% CI 1.1 to
+    7.3, p=0.002, Holm-adjusted p=0.02 over 20 comparisons, paired bootstrap over 500 problems)". A raw p under
+    alpha whose adjusted p is not reads "A and B are not distinguishable after correction (...)".
     Otherwise: "A and B are not distinguishable at this sample size (diff +1.0 points, A − B; 95% CI −2.3
     to 4.4, p=0.55, paired bootstrap over 40 problems)". The CI level is the one the result was computed
     with (details["ci_level"]); `alpha` only sets the significance threshold.
@@ -352,9 +397,16 @@ def describe(result: PairedResult, name_a: str, name_b: str, alpha: float = 0.05
     has_ci = result.ci_low is not None and result.ci_high is not None
     level = result.details.get("ci_level", 1.0 - alpha)
     ci_label = f"{level * 100:.3g}% CI"
-    where = f"{test} over {result.n} problem{'s' if result.n != 1 else ''}"
+    unit = result.details.get("unit", "problem")
+    where = f"{test} over {result.n} {unit}{'s' if result.n != 1 else ''}"
+    if "n_seeds" in result.details:
+        where = f"{test} over {result.details['n_seeds']} seeds and {result.n} problems"
     p = _fmt_p(result.p_value)
-    if result.significant(alpha) and result.diff != 0.0:
+    if p_adjusted is not None:
+        over = f" over {n_comparisons} comparisons" if n_comparisons else ""
+        p += f", {correction}-adjusted {_fmt_p(p_adjusted)}{over}"
+    v = verdict(result, alpha, p_adjusted)
+    if v in ("A ahead", "B ahead"):
         if result.diff > 0:
             lead, trail, gap, ci = name_a, name_b, result.diff, (result.ci_low, result.ci_high)
         else:
@@ -368,7 +420,8 @@ def describe(result: PairedResult, name_a: str, name_b: str, alpha: float = 0.05
     ci_txt = (
         f"; {ci_label} {_num(result.ci_low * 100)} to {_num(result.ci_high * 100)}" if has_ci else ""
     )
+    what = "after correction" if v == AFTER_CORRECTION else "at this sample size"
     return (
-        f"{name_a} and {name_b} are not distinguishable at this sample size "
+        f"{name_a} and {name_b} are not distinguishable {what} "
         f"(diff {signed} points, {name_a} \u2212 {name_b}{ci_txt}, {p}, {where})"
     )

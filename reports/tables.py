@@ -11,7 +11,7 @@ from itertools import combinations
 from statistics import mean, median
 
 from reports.runs import BenchResult, EvalRun, TrainRun
-from reports.stats import compare, describe
+from reports.stats import AFTER_CORRECTION, compare, describe, holm, verdict
 
 BENCH_ORDER = ("math500", "aime24", "aime25", "amc23", "minerva", "olympiadbench", "gsm8k")
 SETTINGS = ("n_samples", "temperature", "top_p", "max_new_tokens", "template")
@@ -160,7 +160,7 @@ def table1(rows: list[ModelRow], mismatches: list[Mismatch], metric: str = "avg"
     levels = set()
     for r in rows:
         cells = [r.label]
-        rec: dict = {"label": r.label, "base": r.is_base, "runs": " ".join(str(x.path) for x in r.runs)}
+        rec: dict = {"label": r.label, "base": r.is_base, "runs": " ".join(x.display or x.path.name for x in r.runs)}
         vals = {}
         for b in names:
             res = r.benchmarks.get(b)
@@ -206,24 +206,18 @@ def long_results(rows: list[ModelRow], used: list[str]) -> Table:
                                 "n_problems": res.n_problems, "n_samples": res.n_samples,
                                 "temperature": res.sampling.get("temperature"),
                                 "max_new_tokens": res.sampling.get("max_new_tokens"), "template": res.template,
-                                "in_average": b in used, "run": str(res.samples_path.parent.parent)})
+                                "in_average": b in used, "run": _display_of(r, res)})
     cols = list(records[0]) if records else []
     return Table("results_long", cols, [[str(x[c]) for c in cols] for x in records], records)
 
 
+def _display_of(row: ModelRow, res: BenchResult) -> str:
+    run_dir = res.samples_path.parent.parent
+    run = next((x for x in row.runs if x.path == run_dir), None)
+    return (run.display if run is not None and run.display else run_dir.name)
+
+
 # ---------------------------------------------------------------------------------------------------- paired tests
-
-
-def holm(pvalues: list[float]) -> list[float]:
-    """Holm (1979) step-down adjusted p-values (family-wise error control over all comparisons)."""
-    m = len(pvalues)
-    order = sorted(range(m), key=lambda i: pvalues[i])
-    out = [0.0] * m
-    running = 0.0
-    for rank, i in enumerate(order):
-        running = max(running, min(1.0, (m - rank) * pvalues[i]))
-        out[i] = running
-    return out
 
 
 def paired_table(rows: list[ModelRow], alpha: float = 0.05) -> Table:
@@ -249,23 +243,44 @@ def paired_table(rows: list[ModelRow], alpha: float = 0.05) -> Table:
                 "benchmark": b, "method_a": a.label, "method_b": bb.label, "n_problems": res.n,
                 "score_a": mean(ra.scores.values()), "score_b": mean(rb.scores.values()), "diff": res.diff,
                 "ci_low": res.ci_low, "ci_high": res.ci_high, "ci_level": res.details.get("ci_level"),
-                "test": res.test, "p_value": res.p_value, "p_holm": None, "significant": res.significant(alpha),
-                "settings_differ": " ".join(diffs), "sentence": describe(res, a.label, bb.label, alpha=alpha),
+                "test": res.test, "p_value": res.p_value, "p_holm": None, "significant": None,
+                "significant_raw": None, "verdict": None, "settings_differ": " ".join(diffs), "sentence": None,
+                "_result": res,
             })
-    for rec, p in zip(records, holm([r["p_value"] for r in records])):
-        rec["p_holm"] = p
-    columns = ["Benchmark", "A", "B", "Problems", "A − B (points)", "CI", "Test", "p", "p (Holm)", "Significant"]
+    finish_paired(records, alpha)
+    columns = ["Benchmark", "A", "B", "Problems", "A − B (points)", "CI", "Test", "p", "p (Holm)",
+               "Verdict (Holm-adjusted)"]
     display = []
     for r in records:
         ci = (f"{pct(r['ci_low'])} to {pct(r['ci_high'])}" if r["ci_low"] is not None else DASH)
         display.append([r["benchmark"], r["method_a"], r["method_b"], str(r["n_problems"]), pct(r["diff"]), ci,
-                        r["test"].replace("_", " "), _p(r["p_value"]), _p(r["p_holm"]),
-                        "yes" if r["significant"] else "no"])
-    notes = [f"Pairs are matched by problem id; significant means p < {alpha:g} for that one comparison. "
-             f"p (Holm) adjusts for all {len(records)} comparisons in this table (family-wise error); prefer it "
-             f"when scanning many pairs." if records else "No pair of rows shares a benchmark with the same problems."]
+                        r["test"].replace("_", " "), _p(r["p_value"]), _p(r["p_holm"]), r["verdict"]])
+    notes = [paired_note(len(records), alpha)] if records else \
+        ["No pair of rows shares a benchmark with the same problems."]
     notes += [f"Not compared — {s}" for s in skipped]
     return Table("paired", columns, display, records, notes)
+
+
+def paired_note(m: int, alpha: float) -> str:
+    return (f"Verdicts follow the Holm-adjusted p-value (family-wise error over all {m} comparisons in this table, "
+            f"at {alpha:g}); the raw p of each comparison on its own is shown beside it. A difference with raw "
+            f"p < {alpha:g} but adjusted p ≥ {alpha:g} is '{AFTER_CORRECTION}'.")
+
+
+def finish_paired(records: list[dict], alpha: float) -> None:
+    """Holm-adjust the family of comparisons in `records` (each with a "_result" PairedResult, popped here) and
+    set p_holm, significant (adjusted), significant_raw, verdict and the sentence, which follow the adjusted p."""
+    adjusted = holm([r["p_value"] for r in records])
+    for rec, p in zip(records, adjusted):
+        res = rec.pop("_result")
+        v = verdict(res, alpha, p)
+        rec["p_holm"] = p
+        rec["significant"] = v.endswith("ahead")
+        rec["significant_raw"] = res.p_value < alpha
+        rec["verdict"] = (f"{rec['method_a']} ahead" if v == "A ahead" else f"{rec['method_b']} ahead"
+                          if v == "B ahead" else v)
+        rec["sentence"] = describe(res, rec["method_a"], rec["method_b"], alpha=alpha, p_adjusted=p,
+                                   n_comparisons=len(records))
 
 
 def _p(p: float | None) -> str:
@@ -309,7 +324,7 @@ def training_table(trains: list[TrainRun]) -> Table:
         r0, r1 = _first_last([r for r in t.rows if r["step"] > 0], "reward/mean")
         cells = [t.label, t.method, str(c.get("prompts_per_step")), f"{t.steps_done}/{steps_cfg}", str(rollouts),
                  f"{r0:.3f} → {r1:.3f}" if r0 is not None else DASH]
-        rec = {"label": t.label, "method": t.method, "run": str(t.path), "prompts_per_step": c.get("prompts_per_step"),
+        rec = {"label": t.label, "method": t.method, "run": t.display or t.path.name, "prompts_per_step": c.get("prompts_per_step"),
                "rollouts_per_prompt": c.get("rollouts_per_prompt"), "steps_done": t.steps_done,
                "steps_configured": steps_cfg, "rollouts": rollouts, "reward_first": r0, "reward_last": r1}
         for n in names:

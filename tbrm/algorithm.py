@@ -64,8 +64,9 @@ class TBRM(Algorithm):
     name = "tbrm"
 
     def loss(self, mb, out):
+        v_ref = mb.extra["ref_v_start"] if self.cfg.subtract_ref_value else None  # ReVal's fix (config.py)
         return tbrm_loss(out.v_start, out.logprobs, mb.extra["ref_logprobs"], mb.response_mask, mb.rewards,
-                         self.cfg.beta)
+                         self.cfg.beta, v_ref_start=v_ref)
 
 
 def make_algorithm(cfg: TrainConfig, policy, device) -> Algorithm:

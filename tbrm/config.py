@@ -66,6 +66,10 @@ class TrainConfig:
 
     # --- TBRM -----------------------------------------------------------------------------------------------------
     beta: float = 0.002  # paper: 0.002. KL-regularisation strength; the target Q at the end is r/beta
+    # ReVal's fix (arXiv 2603.23355, Prop. 1): subtract V_ref(s_1) inside the residual, so that with zero reward
+    # the reference policy is a fixed point (plain TBRM's residual there is V_ref(s_1) != 0 and moves the policy).
+    # Costs nothing extra (the reference forward already computes V_ref). False = the TBRM paper's objective.
+    subtract_ref_value: bool = False
 
     # --- GRPO (Shao et al. 2024, arXiv 2402.03300) / Dr. GRPO (Liu et al. 2025, arXiv 2503.20783) -------------
     clip_eps: float = 0.2  # paper: 0.2 (GRPO and PPO ratio clip)
@@ -172,6 +176,9 @@ def validate(cfg: TrainConfig) -> None:
     if cfg.algorithm == "grpo" and cfg.rollouts_per_prompt < 2:
         bad("GRPO normalises rewards within a group of rollouts of the same prompt: rollouts_per_prompt must "
             "be >= 2 (paper: 4); TBRM is the method that works with one rollout per prompt")
+    if cfg.subtract_ref_value and cfg.algorithm != "tbrm":
+        bad("subtract_ref_value is an option of the TBRM loss (ReVal's fix); it has no meaning for "
+            f"{cfg.algorithm}")
     if cfg.offline_trajectories and cfg.algorithm != "tbrm":
         bad("offline_trajectories (off-policy training) is supported for algorithm=tbrm only: GRPO and PPO "
             "need importance ratios to the sampling policy, which a fixed file does not provide")

@@ -35,6 +35,7 @@ def tbrm_loss(
     mask: Tensor,
     rewards: Tensor,
     beta: float,
+    v_ref_start: Tensor | None = None,
 ) -> tuple[Tensor, dict[str, float]]:
     """Trajectory Bellman residual loss (TBRM objective, arXiv 2505.15311).
 
@@ -65,17 +66,29 @@ def tbrm_loss(
             even if it holds -inf/nan).
         rewards: ``[B]`` outcome rewards r(τ) (constant).
         beta: KL-regularisation strength β > 0 (paper: 0.002).
+        v_ref_start: ``[B]`` V_ref(s_1) of the frozen reference (constant), or None (plain TBRM). When given, it
+            is subtracted inside the residual — the fix of ReVal (arXiv 2603.23355, Prop. 1):
+
+                δ_ref(τ) = V_θ(s_1) − V_ref(s_1) + Σ_h [log π_θ(a_h|s_h) − log π_ref(a_h|s_h)] − r(τ)/β.
+
+            Why: at θ = ref with zero reward, plain δ = V_ref(s_1), which is not 0 (logits are not normalised), so
+            the gradient 2δ·∇[V_θ(s_1) + Σ log π_θ] moves the policy away from the reference although nothing
+            was rewarded. With the subtraction, θ = ref is a stationary point when r = 0. The gradient keeps
+            its form (V_ref is a constant); only the target shifts, per prompt.
 
     Returns:
         ``(loss, metrics)``: scalar fp32 loss = mean_b δ_b²; metrics (Python floats):
         ``tbrm/residual_mean``, ``tbrm/residual_std`` (population std, 0 for B=1),
         ``tbrm/residual_abs_mean``, ``tbrm/v_start_mean``,
         ``tbrm/log_ratio_sum_mean`` (mean over sequences of Σ_h log π_θ − log π_ref: a per-sequence
-        estimate of KL(π_θ‖π_ref) on on-policy samples), ``tbrm/reward_over_beta_mean``.
+        estimate of KL(π_θ‖π_ref) on on-policy samples), ``tbrm/reward_over_beta_mean``; with `v_ref_start`
+        also ``tbrm/v_ref_start_mean``.
     """
     if not beta > 0:
         raise ValueError(f"beta must be > 0, got {beta}")
     _check_shapes(v_start, logprobs, ref_logprobs, mask, rewards)
+    if v_ref_start is not None and v_ref_start.shape != v_start.shape:
+        raise ValueError(f"v_ref_start must be [B] = [{v_start.shape[0]}], got {tuple(v_ref_start.shape)}")
 
     v_start = v_start.float()
     logprobs = logprobs.float()
@@ -85,7 +98,8 @@ def tbrm_loss(
 
     log_ratio_sum = masked_sum(logprobs - ref_logprobs, mask, dim=-1)  # [B]
     reward_over_beta = rewards / beta  # [B]
-    residual = v_start + log_ratio_sum - reward_over_beta  # [B]
+    start = v_start if v_ref_start is None else v_start - v_ref_start.detach().float()  # [B]
+    residual = start + log_ratio_sum - reward_over_beta  # [B]
     loss = residual.pow(2).mean()
 
     with torch.no_grad():
@@ -99,4 +113,6 @@ def tbrm_loss(
             "tbrm/log_ratio_sum_mean": log_ratio_sum.detach().mean().item(),
             "tbrm/reward_over_beta_mean": reward_over_beta.mean().item(),
         }
+        if v_ref_start is not None:
+            metrics["tbrm/v_ref_start_mean"] = v_ref_start.detach().float().mean().item()
     return loss, metrics

@@ -171,4 +171,6 @@ def fingerprint(path: str) -> dict:
                 if size > 2 << 20:
                     fh.seek(-(1 << 20), os.SEEK_END)
                     h.update(fh.read())
-    return {"model": str(p), "kind": "local", "sha256_sample": h.hexdigest()[:16]}
+    # the name and the hash identify the weights; the folder they sat in is the machine's business (and a moved
+    # checkpoint is still the same model)
+    return {"model": p.name, "kind": "local", "sha256_sample": h.hexdigest()[:16]}

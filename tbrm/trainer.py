@@ -176,10 +176,15 @@ class Trainer:
         return response_forward(model, batch, self.cfg.autocast, temperature=self.algo.logit_temperature)
 
     @torch.no_grad()
-    def _no_grad_logprobs(self, model, batch) -> torch.Tensor:
-        parts = [self._forward(model, mb).logprobs for mb in self._micro_batches(batch)]
+    def _no_grad_forward(self, model, batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Micro-batched no-grad [B, T] response log-probs and [B] V(s_1) of `model`."""
+        parts = [self._forward(model, mb) for mb in self._micro_batches(batch)]
         T = batch.response_ids.shape[1]
-        return torch.cat([torch.nn.functional.pad(p, (0, T - p.shape[1])) for p in parts])
+        return (torch.cat([torch.nn.functional.pad(p.logprobs, (0, T - p.logprobs.shape[1])) for p in parts]),
+                torch.cat([p.v_start for p in parts]))
+
+    def _no_grad_logprobs(self, model, batch) -> torch.Tensor:
+        return self._no_grad_forward(model, batch)[0]
 
     def step(self, step: int) -> dict:
         from tbrm.rollout import collate
@@ -190,7 +195,7 @@ class Trainer:
         t_gen = time.perf_counter()
         batch = collate(prompt_ids, response_ids, rewards, group, self.tokenizer.pad_token_id, self.device)
         if self.ref is not None:
-            batch.extra["ref_logprobs"] = self._no_grad_logprobs(self.ref, batch)
+            batch.extra["ref_logprobs"], batch.extra["ref_v_start"] = self._no_grad_forward(self.ref, batch)
         t_ref = time.perf_counter()
         self.policy.train()
         prep = self.algo.prepare(batch, lambda b: self._no_grad_logprobs(self.policy, b))

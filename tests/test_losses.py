@@ -151,6 +151,44 @@ def test_tbrm_loss_hand_values_and_masking():
     assert close(logprobs.grad, [[1.0, 1.0, 1.0], [2.25, 2.25, 0.0]])
 
 
+def test_tbrm_subtract_ref_value_hand_values():
+    """ReVal's fix (arXiv 2603.23355, Prop. 1): δ = V_θ(s_1) − V_ref(s_1) + Σ log π_θ/π_ref − r/β."""
+    v_start, logprobs, ref, rewards = _tbrm_example()
+    v_ref = t([0.5, 2.0], requires_grad=True)  # a constant: must receive no gradient
+    loss, m = tbrm_loss(v_start, logprobs, ref, MASK, rewards, beta=0.5, v_ref_start=v_ref)
+    # row 0: δ0 = 3 − 0.5 + 0 − 2 = 0.5; row 1: δ1 = 1 − 2 + 1.25 − 0 = 0.25; loss = (0.25 + 0.0625) / 2
+    assert close(loss, 0.15625)
+    assert close(m["tbrm/residual_mean"], 0.375) and close(m["tbrm/v_ref_start_mean"], 1.25)
+    assert close(m["tbrm/v_start_mean"], 2.0)  # V_θ itself, as in plain TBRM
+    loss.backward()
+    assert close(v_start.grad, [0.5, 0.25])  # 2 δ_b / B
+    assert close(logprobs.grad, [[0.5, 0.5, 0.5], [0.25, 0.25, 0.0]])
+    assert v_ref.grad is None
+    with pytest.raises(ValueError, match="v_ref_start"):
+        tbrm_loss(v_start, logprobs, ref, MASK, rewards, beta=0.5, v_ref_start=t([1.0]))
+
+
+def test_zero_reward_keeps_the_reference_only_with_the_ref_value_subtracted():
+    """Prop. 1 of ReVal on a toy LM: at θ = ref and r = 0, plain TBRM's residual is V_ref(s_1) ≠ 0, so its
+    gradient moves the policy off the reference; with V_ref(s_1) subtracted the loss and its gradient are 0."""
+    policy = ToyLM(0)
+    prompt, response = torch.tensor([[3]]), torch.tensor([[1, 4]])
+    seq = torch.cat([prompt, response], dim=1)
+    logits = policy(seq)[:, 0:2]  # the logits that predict the two response tokens
+    lp = token_logprobs(logits, response)
+    v = logsumexp_values(logits[:, :1]).squeeze(1)
+    ref_lp, ref_v = lp.detach(), v.detach()  # the reference is the same network, frozen
+    mask, reward = torch.ones(1, 2), t([0.0])
+    plain, m_plain = tbrm_loss(v, lp, ref_lp, mask, reward, beta=0.1)
+    grads = torch.autograd.grad(plain, list(policy.parameters()), retain_graph=True)
+    assert close(m_plain["tbrm/residual_mean"], ref_v.item()) and abs(ref_v.item()) > 0.1
+    assert sum(g.abs().sum() for g in grads) > 1e-3
+    fixed, m_fixed = tbrm_loss(v, lp, ref_lp, mask, reward, beta=0.1, v_ref_start=ref_v)
+    grads = torch.autograd.grad(fixed, list(policy.parameters()))
+    assert fixed.item() == 0.0 and m_fixed["tbrm/residual_mean"] == 0.0
+    assert all(g.abs().max() == 0 for g in grads)
+
+
 def test_tbrm_padding_values_do_not_matter():
     v_start, logprobs, ref, rewards = _tbrm_example()
     base, _ = tbrm_loss(v_start, logprobs, ref, MASK, rewards, beta=0.5)

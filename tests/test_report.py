@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import csv
 import json
+import os
 import shutil
 import subprocess
 import tempfile
@@ -90,7 +91,8 @@ def test_table1_rows_columns_and_merged_runs(full_report, runs, tiny_model_path)
     base = f"{Path(tiny_model_path).name} (base)"
     assert [r["label"] for r in rows] == [base, "TBRM n=1", "GRPO n=2", "GRPO two-problem slice"]
     assert rows[0]["base"] == "True" and rows[1]["base"] == "False"
-    assert rows[1]["runs"] == f"{runs['tbrm-math']} {runs['tbrm-amc']}"
+    rel = lambda run: os.path.relpath(run, out)  # noqa: E731 -- run folders are named relative to the report
+    assert rows[1]["runs"] == f"{rel(runs['tbrm-math'])} {rel(runs['tbrm-amc'])}"
     by = {r["label"]: r for r in rows}
     assert by["TBRM n=1"]["math500_metric"] == "avg@1" and by["TBRM n=1"]["amc23_metric"] == "avg@4"
     summary = json.loads((runs["tbrm-amc"] / "summary.json").read_text())["benchmarks"]["amc23"]
@@ -124,6 +126,42 @@ def test_paired_table_pairs_same_problems_and_picks_the_test(full_report):
     skipped = [line for line in md.splitlines() if line.startswith("- Not compared — math500:")]
     assert len(skipped) == 3 and all("GRPO two-problem slice" in line and "(2 vs 3 problems" in line
                                      or "(3 vs 2 problems" in line for line in skipped)
+
+
+def test_report_leads_with_findings_and_ends_with_the_run_inventory(full_report):
+    out, _ = full_report
+    md = (out / "report.md").read_text()
+    heads = [line for line in md.splitlines() if line.startswith("## ")]
+    assert heads[0] == "## Table 1: benchmark scores" and heads[1] == "## Which differences are real"
+    assert heads[2] == "## Training curves" and heads[-1] == "## Runs"
+    html = (out / "report.html").read_text()
+    assert html.index('id="table1"') < html.index('id="paired"') < html.index('id="fig-curves_vs_step"') \
+        < html.index('id="runs"')
+    assert "Verdicts follow the Holm-adjusted p-value" in md
+
+
+def _text_files(folder: Path):
+    for f in sorted(folder.rglob("*")):
+        if f.is_file() and f.suffix in (".json", ".jsonl", ".csv", ".md", ".html", ".txt", ".yaml", ".sh"):
+            yield f
+
+
+def test_no_file_a_run_or_report_writes_holds_its_absolute_path_or_the_home_dir(full_report, runs):
+    from tbrm.portable import leaks
+
+    out, _ = full_report
+    checked = 0
+    for run in runs.values():
+        for f in _text_files(run):
+            assert not leaks(f.read_text(errors="replace"), run), f"{f} names its run folder or the home dir"
+            checked += 1
+    for f in _text_files(out):
+        assert not leaks(f.read_text(errors="replace"), out, *runs.values()), f"{f} holds a machine path"
+        checked += 1
+    assert checked > 20
+    runs_csv = _csv(out / "tables" / "runs.csv")
+    assert all(not r["path"].startswith("/") for r in runs_csv)
+    assert any(r["model_sha256"] for r in runs_csv)  # models identified by hash and name, not by where they were
 
 
 def test_training_and_efficiency_tables(full_report):
@@ -224,8 +262,10 @@ def test_constructed_pairs_give_the_expected_wording(runs, tmp_path):
     sw = pairs[("Strong", "Weak")]
     expected = mcnemar([strong[p][0] for p in ids], [weak[p][0] for p in ids])
     assert sw["test"] == "mcnemar" and float(sw["p_value"]) == pytest.approx(expected.p_value)
-    assert sw["sentence"] == describe(expected, "Strong", "Weak")
+    assert sw["sentence"] == describe(expected, "Strong", "Weak", p_adjusted=float(sw["p_holm"]), n_comparisons=3)
+    assert float(sw["p_holm"]) == pytest.approx(min(1.0, 3 * expected.p_value))  # the smallest of 3 p-values
     assert sw["sentence"].startswith("Strong is ahead of Weak by 62.5 points") and sw["significant"] == "True"
+    assert sw["verdict"] == "Strong ahead"
     sn = pairs[("Strong", "Near")]
     assert "not distinguishable at this sample size" in sn["sentence"] and sn["significant"] == "False"
     assert float(sn["diff"]) == pytest.approx(0.0) and sn["n_problems"] == "40"

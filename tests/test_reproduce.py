@@ -62,15 +62,20 @@ def test_cpu_plan_is_an_equal_budget_comparison(tmp_path):
     parser = build_parser()
     parsed = [parser.parse_args(c) for c in cmds]
     trains = [p for p in parsed if p.command == "train"]
-    assert [t.recipe for t in trains] == ["cpu-tbrm-n1", "cpu-tbrm-n4", "cpu-grpo-n4", "cpu-ppo-n1"]
+    assert [t.recipe for t in trains] == ["cpu-tbrm-n1", "cpu-tbrm-vref-n1", "cpu-tbrm-n4", "cpu-grpo-n4",
+                                          "cpu-ppo-n1"]
     cfgs = [load_config(t.recipe, t.overrides) for t in trains]
     assert {(c.steps, c.prompts_per_step) for c in cfgs} == {(7, cfgs[0].prompts_per_step)}
     assert {c.algorithm for c in cfgs} == {"tbrm", "grpo", "ppo"}
+    assert [c.subtract_ref_value for c in cfgs] == [False, True, False, False, False]  # ReVal's fix beside TBRM
     evals = [p for p in parsed if p.command == "eval"]
-    assert len(evals) == 2 * 5  # base + 4 checkpoints, each on held-out arithmetic and MATH500
-    assert sum(e.limit == 5 and e.benchmarks == ["math500"] for e in evals) == 5
+    assert len(evals) == 2 * 6  # base + 5 checkpoints, each on held-out arithmetic and MATH500
+    assert sum(e.limit == 5 and e.benchmarks == ["math500"] for e in evals) == 6
     held = [e for e in evals if e.data_file]
-    assert len(held) == 5 and len({e.data_file for e in held}) == 1
+    assert len(held) == 6 and len({e.data_file for e in held}) == 1
+    # every path is relative to the output folder, where the stages run: nothing of this machine is recorded
+    assert all(not Path(x).is_absolute() for p in parsed for x in [getattr(p, "out", "")] + list(
+        getattr(p, "runs", None) or []) + [getattr(p, "data_file", None) or ""])
     assert {e.model for e in evals} == {"smollm2"} | {str(Path(t.out) / "checkpoint-7") for t in trains}
     assert [p.command for p in parsed][-1] == "report"
     assert not (tmp_path / "r").exists()  # a dry run writes nothing
@@ -158,7 +163,95 @@ def test_changed_settings_on_rerun_are_refused(tiny_model_path, tmp_path):
     assert proc.returncode == 2 and "base-math500-2/summary.json was made with other settings" in proc.stderr
 
 
-@pytest.mark.parametrize("preset", ["cpu", "cpu-full"])
-def test_presets_load(preset, tmp_path):
+@pytest.mark.parametrize("preset,stages", [("cpu", 19), ("cpu-full", 49), ("offpolicy", 36)])
+def test_presets_load(preset, stages, tmp_path):
     proc = run_cli("reproduce", "--preset", preset, "--out", str(tmp_path / "r"), "--dry-run")
-    assert "[1/16]" in proc.stdout and "write the report" in proc.stdout
+    assert f"[1/{stages}]" in proc.stdout and "write the report" in proc.stdout
+
+
+def _plan(*args: str) -> list:
+    proc = run_cli("reproduce", *args, "--dry-run")
+    parser = build_parser()
+    return [parser.parse_args(c) for c in _tbrm_commands("\n".join(x.strip() for x in proc.stdout.splitlines()))]
+
+
+def test_seeds_train_every_method_with_each_seed(tmp_path):
+    parsed = _plan("--out", str(tmp_path / "r"), "--seeds", "3", "--recipes", "cpu-tbrm-n1", "cpu-grpo-n4",
+                   "--math500-limit", "0")
+    trains = [p for p in parsed if p.command == "train"]
+    seeds = {(t.recipe, load_config(t.recipe, t.overrides).seed, t.out) for t in trains}
+    assert seeds == {(r, k, f"train/{r[4:]}" + ("" if k == 0 else f"-seed{k}")) for r in ("cpu-tbrm-n1", "cpu-grpo-n4")
+                     for k in range(3)}  # seed 0 keeps the single-seed folder: a seeded run continues it
+    evals = [p for p in parsed if p.command == "eval"]
+    assert len(evals) == 1 + 6 and {e.model for e in evals} == {"smollm2"} | {f"{t.out}/checkpoint-20" for t in trains}
+    (rep,) = [p for p in parsed if p.command == "report"]
+    assert set(rep.runs) == {e.out for e in evals} | {t.out for t in trains}
+    proc = run_cli("reproduce", "--out", str(tmp_path / "r"), "--seeds", "0", "--dry-run", check=False)
+    assert proc.returncode == 2 and "seeds must be a positive integer" in proc.stderr
+
+
+def test_offpolicy_plan_samples_once_and_trains_from_files_at_equal_steps(tmp_path):
+    parsed = _plan("--preset", "offpolicy", "--out", str(tmp_path / "r"))
+    samples = [p for p in parsed if p.command == "eval" and p.out.startswith("evals/sample-")]
+    assert {(e.model, e.temperature, e.seed, e.samples) for e in samples} == {
+        ("smollm2", t, k, 1) for t in (0.7, 1.0) for k in range(3)}  # the base model, two policies, per seed
+    trains = [p for p in parsed if p.command == "train"]
+    cfgs = {t.out: load_config(t.recipe, [o for o in t.overrides if not o.startswith("offline_")]) for t in trains}
+    assert len({(c.steps, c.prompts_per_step, c.rollouts_per_prompt) for c in cfgs.values()}) == 1  # equal steps
+    off = {t.out: next(o for o in t.overrides if o.startswith("offline_")) for t in trains
+           if any(o.startswith("offline_") for o in t.overrides)}
+    assert len(off) == 6 and len(trains) == 9  # 3 seeds x (on-policy, two files)
+    assert off["train/tbrm-n1-offpolicy-t1-seed2"] == "offline_trajectories=data/seed2/traj-base-t1.jsonl"
+    n_prompts = 20 * cfgs["train/tbrm-n1"].prompts_per_step
+    assert all(f"train-prompts-{n_prompts}.jsonl" in e.data_file for e in samples)
+
+
+TINY_OFF = ["--preset", "offpolicy", "--seeds", "2", "--steps", "2", "--heldout-problems", "4",
+            "--set", "heldout_size=20", "--set", "heldout_max_new_tokens=4", "--set", "eval_batch_size=8",
+            "--set", "offpolicy_temperatures=[0.7,1.5]", "--train-set", "prompts_per_step=2",
+            "--train-set", "max_new_tokens=4", "--train-set", "eval_problems=4", "--train-set", "micro_batch_size=4",
+            "--train-set", "generation_batch_size=8", "--train-set", "eval_every=1", "--train-set", "tensorboard=false"]
+
+
+def test_offpolicy_preset_end_to_end_on_a_tiny_model(tiny_model_path, tmp_path):
+    from tbrm.portable import leaks
+
+    out = tmp_path / "off"
+    proc = run_cli("reproduce", "--out", str(out), "--model", tiny_model_path, *TINY_OFF)
+    assert "all 25 stages complete" in proc.stdout
+    for k in (0, 1):
+        prompts = [json.loads(x) for x in (out / "data" / f"seed{k}" / "train-prompts-4.jsonl").read_text().splitlines()]
+        for t in ("0.7", "1.5"):
+            traj = [json.loads(x) for x in (out / "data" / f"seed{k}" / f"traj-base-t{t}.jsonl").read_text().splitlines()]
+            assert [r["prompt"] for r in traj] == [p["problem"] for p in prompts]  # one sample per training prompt
+            assert all(r["reward"] in (0.0, 1.0) and r["finish_reason"] in ("stop", "length") for r in traj)
+            run = out / "train" / (f"tbrm-n1-offpolicy-t{t}" + ("" if k == 0 else f"-seed{k}"))
+            rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+            steps = [r for r in rows if r["step"] > 0]
+            assert [r["step"] for r in rows] == [0, 1, 2] and all(r["time/generation"] < 0.05 for r in steps)
+            assert [r["reward/mean"] for r in steps] == [sum(x["reward"] for x in traj[i:i + 2]) / 2 for i in (0, 2)]
+            assert all("tbrm/residual_abs_mean" in r and "eval/heldout/accuracy" in r for r in steps)
+    report = out / "report-offpolicy"
+    with open(report / "tables" / "table1_seeds.csv", newline="") as f:
+        t1 = {r["label"]: r for r in csv.DictReader(f)}
+    assert set(t1) == {f"{Path(tiny_model_path).name} (base)", "TBRM n=1", "TBRM n=1 off-policy (traj-base-t0.7)",
+                       "TBRM n=1 off-policy (traj-base-t1.5)"}
+    assert all(r["n_seeds"] == ("1" if r["base"] == "True" else "2") for r in t1.values())
+    with open(report / "tables" / "paired_seeds.csv", newline="") as f:
+        assert len(list(csv.DictReader(f))) == 6  # every pair of the 4 methods on the held-out set, Holm over 6
+    assert (report / "figures" / "curves_vs_step.png").is_file()
+    for f in out.rglob("*"):
+        if f.is_file() and f.suffix in (".json", ".jsonl", ".csv", ".md", ".html") and "checkpoint-" not in str(f):
+            assert not leaks(f.read_text(errors="replace"), out), f"{f} holds a machine path"
+
+
+def test_offpolicy_config_names_its_file_relative_before_and_after_sampling(tmp_path):
+    from reports.reproduce import _offline_config
+
+    over = ["steps=3", "offline_trajectories=data/seed1/traj-base-t1.jsonl"]
+    before = _offline_config("cpu-tbrm-n1", over, tmp_path)  # not sampled yet: the plan still validates
+    traj = tmp_path / "data" / "seed1" / "traj-base-t1.jsonl"
+    traj.parent.mkdir(parents=True)
+    traj.write_text(json.dumps({"prompt": "What is 1 + 1?", "response": "2", "reward": 1.0}) + "\n")
+    after = _offline_config("cpu-tbrm-n1", over, tmp_path)  # sampled: validated against the real file
+    assert before == after and after.offline_trajectories == "data/seed1/traj-base-t1.jsonl"

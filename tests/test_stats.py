@@ -15,11 +15,14 @@ from hypothesis import strategies as st
 
 from reports.stats import (
     PairedResult,
+    adjust,
     compare,
     describe,
+    holm,
     mcnemar,
     paired_bootstrap,
     paired_permutation,
+    verdict,
 )
 
 FAST = settings(max_examples=40, deadline=None)
@@ -193,7 +196,8 @@ def test_permutation_exact_hand_computed():
     assert r.test == "paired_permutation" and r.n == 4
     assert r.p_value == 0.25
     assert r.diff == 1.5
-    assert r.details == {"n_nonzero": 3, "method": "exact", "n_signings": 8}
+    assert r.details == {"n_nonzero": 3, "method": "exact", "n_signings": 8,
+                         "implementation": "scipy.stats.permutation_test"}
     assert r.ci_low is None and r.ci_high is None
 
 
@@ -241,7 +245,7 @@ def test_permutation_monte_carlo_agrees_with_exact_enumeration():
 
 def test_permutation_monte_carlo_p_never_zero():
     r = paired_permutation(np.ones(40), np.zeros(40), n_perm=999)
-    assert r.p_value == pytest.approx(1 / 1000)
+    assert r.p_value == pytest.approx(2 / 1000)  # two-sided: twice the one-sided (0 + 1) / (999 + 1)
 
 
 # ------------------------------------------------------------------------------ identical methods
@@ -352,3 +356,114 @@ def test_compare_pairs_by_id_not_by_dict_order():
     assert r == compare(a, b, n_boot=500)
     ref = paired_bootstrap([a[i] for i in sorted(ids)], [b[i] for i in sorted(ids)], n_boot=500)
     assert r == ref
+
+
+# ------------------------------------------------------------------- the libraries, checked against each other
+
+
+@FAST
+@given(st.integers(0, 30), st.integers(0, 30), st.integers(0, 5))
+def test_exact_mcnemar_equals_binomial_test_and_sign_flip_test(b10, b01, n11):
+    """Three routes to one number on 0/1 outcomes: statsmodels' exact McNemar, scipy's two-sided binomial test of
+    b10 out of b10 + b01, and scipy's exact sign-flip test (differences are +-1, so sign flips are coin flips)."""
+    from scipy.stats import binomtest
+
+    a, b = outcomes(n11=n11, b10=b10, b01=b01, n00=2)
+    r = mcnemar(a, b, method="exact")
+    if b10 + b01 == 0:
+        assert r.p_value == 1.0
+        return
+    assert r.p_value == pytest.approx(binomtest(b10, b10 + b01, 0.5).pvalue, rel=1e-12)
+    if b10 + b01 <= 16:  # the permutation test enumerates exactly up to 2**16 signings
+        assert paired_permutation(np.array(a, float), np.array(b, float)).p_value == pytest.approx(r.p_value,
+                                                                                                   rel=1e-9)
+
+
+def test_chi2_mcnemar_equals_scipy_chi2_tail():
+    from scipy.stats import chi2
+
+    a, b = outcomes(n11=50, b10=41, b01=19, n00=10)
+    r = mcnemar(a, b, method="chi2")
+    x = (abs(41 - 19) - 1) ** 2 / 60
+    assert r.details["statistic"] == pytest.approx(x) and r.p_value == pytest.approx(chi2.sf(x, 1), rel=1e-12)
+
+
+def holm_by_definition(ps):
+    """Holm 1979 as written in the paper: the i-th smallest p times (m - i + 1), made monotone, capped at 1."""
+    m = len(ps)
+    order = sorted(range(m), key=lambda i: ps[i])
+    out, running = [0.0] * m, 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * ps[i]))
+        out[i] = running
+    return out
+
+
+@FAST
+@given(st.lists(st.floats(1e-6, 1.0), min_size=1, max_size=25))
+def test_holm_from_statsmodels_matches_its_definition_and_bounds(ps):
+    adj = holm(ps)
+    assert adj == pytest.approx(holm_by_definition(ps), rel=1e-9, abs=1e-12)
+    bonf = adjust(ps, "bonferroni")
+    assert all(p <= h + 1e-12 and h <= bf + 1e-12 for p, h, bf in zip(ps, adj, bonf))  # raw <= Holm <= Bonferroni
+
+
+def test_holm_hand_computed_and_bad_input():
+    assert holm([0.01, 0.04, 0.03, 0.5]) == pytest.approx([0.04, 0.09, 0.09, 0.5])
+    assert holm([]) == []
+    with pytest.raises(ValueError, match="correction"):
+        adjust([0.1], "sidak-ish")
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        holm([1.5])
+
+
+def test_scipy_paired_bootstrap_agrees_with_the_eval_harness_bootstrap():
+    """scipy.stats.bootstrap (reports) and evals.metrics.bootstrap_means (eval summaries) are independent
+    resampling codes: their percentile intervals agree to Monte Carlo error."""
+    from evals.metrics import bootstrap_means
+
+    rng = np.random.default_rng(11)
+    a = (rng.random(300) < 0.6).astype(float)
+    b = (rng.random(300) < 0.5).astype(float)
+    r = paired_bootstrap(a, b, n_boot=20000, seed=1)
+    lo, hi = np.quantile(bootstrap_means(a - b, 20000, seed=2), [0.025, 0.975])
+    assert r.ci_low == pytest.approx(lo, abs=0.006) and r.ci_high == pytest.approx(hi, abs=0.006)
+
+
+# ------------------------------------------------------------------- verdicts follow the adjusted p
+
+
+def test_verdict_and_sentence_follow_the_adjusted_p():
+    r = PairedResult("mcnemar", 200, 0.085, 0.004, 0.16, 0.044, {"ci_level": 0.95})
+    assert verdict(r) == "A ahead"  # on its own
+    assert verdict(r, p_adjusted=0.57) == "not distinguishable after correction"
+    text = describe(r, "TBRM n=4", "GRPO n=4", p_adjusted=0.57, n_comparisons=20)
+    assert text == ("TBRM n=4 and GRPO n=4 are not distinguishable after correction (diff +8.5 points, "
+                    "TBRM n=4 \u2212 GRPO n=4; 95% CI 0.4 to 16.0, p=0.044, Holm-adjusted p=0.57 over 20 comparisons, "
+                    "McNemar test over 200 problems)")
+    strong = PairedResult("mcnemar", 200, -0.2, -0.3, -0.1, 0.0001, {"ci_level": 0.95})
+    assert verdict(strong, p_adjusted=0.002) == "B ahead"
+    assert describe(strong, "A", "B", p_adjusted=0.002, n_comparisons=3).startswith(
+        "B is ahead of A by 20.0 points (95% CI 10.0 to 30.0, p<0.001, Holm-adjusted p=0.002 over 3 comparisons")
+    weak = PairedResult("mcnemar", 200, 0.01, -0.05, 0.07, 0.6, {"ci_level": 0.95})
+    assert verdict(weak, p_adjusted=1.0) == "not distinguishable"
+    assert "not distinguishable at this sample size" in describe(weak, "A", "B", p_adjusted=1.0)
+
+
+def test_report_family_verdicts_follow_holm():
+    """reports.tables.finish_paired: the verdict column, the significant flag and the sentence follow the
+    Holm-adjusted p over the family; the raw flag stays available."""
+    from reports.tables import finish_paired
+
+    results = [PairedResult("mcnemar", 200, 0.085, 0.004, 0.16, 0.044, {"ci_level": 0.95}),
+               PairedResult("mcnemar", 200, 0.43, 0.35, 0.50, 1e-6, {"ci_level": 0.95}),
+               PairedResult("mcnemar", 200, 0.02, -0.05, 0.09, 0.6, {"ci_level": 0.95})]
+    recs = [{"method_a": "A", "method_b": f"B{i}", "p_value": r.p_value, "_result": r} for i, r in enumerate(results)]
+    finish_paired(recs, 0.05)
+    assert [r["p_holm"] for r in recs] == pytest.approx([0.088, 3e-6, 0.6])
+    assert [r["verdict"] for r in recs] == ["not distinguishable after correction", "A ahead",
+                                            "not distinguishable"]
+    assert [r["significant"] for r in recs] == [False, True, False]
+    assert [r["significant_raw"] for r in recs] == [True, True, False]
+    assert "not distinguishable after correction" in recs[0]["sentence"] and "Holm-adjusted p=0.088" in recs[0]["sentence"]
+    assert all("_result" not in r for r in recs)

@@ -27,6 +27,7 @@ def _stable(row: dict) -> dict:
 @pytest.mark.parametrize("algo,extra,diagnostic", [
     ("tbrm", [], "tbrm/residual_mean"),
     ("tbrm", ["rollouts_per_prompt=2"], "tbrm/v_start_mean"),
+    ("tbrm", ["subtract_ref_value=true"], "tbrm/v_ref_start_mean"),
     ("grpo", ["rollouts_per_prompt=2"], "grpo/clip_frac"),
     ("grpo", ["rollouts_per_prompt=2", "scale_adv_by_std=false", "loss_agg=seq-mean-token-sum-norm"], "grpo/kl"),
     ("ppo", ["policy_epochs=2"], "ppo/value_loss"),
@@ -54,6 +55,9 @@ def test_every_algorithm_trains_and_checkpoints(tiny_model_path, tmp_path, algo,
         # a random tiny model solves nothing: every group has equal rewards, so advantages are 0, the ratio is 1
         # and the KL gradient at pi = pi_ref is 0; GRPO must then leave the weights exactly where they were
         assert not moved
+    elif "subtract_ref_value=true" in extra and all(r["reward/mean"] == 0 for r in rows[1:]):
+        # ReVal's fix: with zero reward the reference is a fixed point (residual and gradient exactly 0 here)
+        assert not moved and all(r["tbrm/residual_abs_mean"] == 0 for r in rows[1:])
     else:
         assert moved
     run_cli("eval", "--model", str(ckpt), "--benchmarks", "math500", "--limit", "2", "--max-new-tokens", "4",
@@ -112,6 +116,33 @@ def test_off_policy_tbrm_learns_from_a_trajectory_file(tiny_model_path, tmp_path
     assert m[-1]["loss"] < 0.5 * m[0]["loss"]  # the residuals of the fixed data shrink
 
 
+def test_zero_reward_moves_plain_tbrm_off_the_reference_but_not_the_ref_value_variant(tiny_model_path, tmp_path):
+    """ReVal's Prop. 1 in the real loop: from a file of unrewarded trajectories, plain TBRM's residual at the start
+    is V_ref(s_1) != 0 and its gradient pushes the policy away; with subtract_ref_value the residual and its gradient
+    at the reference are 0 (up to float noise)."""
+    traj = tmp_path / "zero.jsonl"
+    traj.write_text("".join(json.dumps({"prompt": f"What is {a} + 1?", "response": f"{a + 1}", "reward": 0.0}) + "\n"
+                            for a in range(4)))
+    common = ["--no-progress", f"model={tiny_model_path}", f"offline_trajectories={traj}", *FAST, "steps=2",
+              "evaluate=false", "save_every=2", "lr=1e-3", "tensorboard=false"]
+    seen = {}
+    for name, extra in (("plain", []), ("vref", ["subtract_ref_value=true"])):
+        run = tmp_path / name
+        run_cli("train", "--out", str(run), *common, *extra)
+        m = [r for r in _metrics(run) if r["step"] > 0]
+        seen[name] = [(r["loss"], r["tbrm/residual_mean"], r["kl/seq_log_ratio_mean"], r["optim/grad_norm"]) for r in m]
+        if name == "plain":
+            assert abs(m[0]["tbrm/residual_mean"]) > 0.1 and m[0]["loss"] > 0.01
+        else:
+            assert m[0]["tbrm/residual_abs_mean"] < 1e-4 and m[0]["tbrm/v_ref_start_mean"] == pytest.approx(
+                m[0]["tbrm/v_start_mean"], abs=1e-4)
+    (p1, p2), (v1, v2) = seen["plain"], seen["vref"]
+    assert v1[3] < 1e-4 * p1[3]  # gradient at the reference: float noise for the variant, ~1e2 for plain TBRM
+    # the variant stays near the reference (Adam still turns float-noise gradients into lr-sized steps, so not
+    # exactly); plain TBRM's residual stays around V_ref(s_1) and it keeps pushing
+    assert abs(v2[1]) < 0.1 * abs(p2[1]) and abs(v2[2]) < abs(p2[2])
+
+
 def test_bad_trajectory_file_names_line_and_field(tiny_model_path, tmp_path):
     traj = tmp_path / "traj.jsonl"
     traj.write_text(json.dumps({"prompt": "1+1?", "response": "2", "reward": 1}) + "\n"
@@ -128,6 +159,7 @@ def test_bad_trajectory_file_names_line_and_field(tiny_model_path, tmp_path):
     (["algorithm=ppo", "ref_model=none", "kl_coef=0.001"], "needs a reference model"),
     (["learning_rate=1e-5"], "unknown config field 'learning_rate'"),
     (["algorithm=grpo", "rollouts_per_prompt=4", "offline_trajectories=x.jsonl"], "tbrm only"),
+    (["algorithm=grpo", "rollouts_per_prompt=2", "subtract_ref_value=true"], "option of the TBRM loss"),
 ])
 def test_bad_configs_fail_before_loading_a_model(tmp_path, overrides, message):
     proc = run_cli("train", "--out", str(tmp_path / "r"), "model=/nonexistent/model", *overrides, check=False)

@@ -1,0 +1,160 @@
+"""Report tables over several training seeds: runs that share everything but the seed form one method, scored by
+the mean over seeds with a seed-and-problem bootstrap interval (`reports.seeds`), with per-seed scores and paired
+comparisons between methods that use the seed-level variation (Holm-adjusted, as the single-seed table)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from itertools import combinations
+
+import numpy as np
+
+from reports.runs import TrainRun
+from reports.seeds import seed_mean, seed_paired
+from reports.tables import DASH, ModelRow, Table, _p, bench_names, finish_paired, paired_note, pct
+
+# train_config fields that do not make two runs different methods: the seed, and what may change on resume
+NOT_METHOD = {"seed", "steps", "evaluate", "eval_every", "save_every", "keep_checkpoints", "device", "threads",
+              "tensorboard", "wandb", "wandb_project", "generation_batch_size"}
+
+
+@dataclass
+class MethodGroup:
+    """One method: the rows (checkpoints) of its seeds, in seed order; the base model is a group of one."""
+
+    label: str
+    rows: list[ModelRow]
+    seeds: list[int | None]
+    is_base: bool
+
+
+def method_key(config: dict) -> str:
+    """What makes a training run a method: its config without the seed (and settings that may change on
+    resume, which do not change what is computed). An off-policy trajectory file counts by its name (which
+    policy sampled it); its folder may differ per seed (each seed samples its own file once)."""
+    key = {k: v for k, v in config.items() if k not in NOT_METHOD}
+    if key.get("offline_trajectories"):
+        key["offline_trajectories"] = Path(str(key["offline_trajectories"])).name
+    return json.dumps(key, sort_keys=True, default=str)
+
+
+def group_seeds(rows: list[ModelRow]) -> list[MethodGroup]:
+    """Checkpoints trained with the same config but for the seed -> one group per method, in row order."""
+    groups: list[MethodGroup] = []
+    keys: list[str] = []
+    for r in rows:
+        run = r.runs[0]
+        if r.is_base or run.trained is None:
+            key = "\0row\0" + r.label
+        else:
+            key = f"{run.group_label}\0{run.checkpoint_step}\0{method_key(run.trained)}"
+        seed = None if run.trained is None else run.trained.get("seed")
+        if key in keys:
+            g = groups[keys.index(key)]
+            g.rows.append(r)
+            g.seeds.append(seed)
+        else:
+            keys.append(key)
+            groups.append(MethodGroup(run.group_label if not r.is_base else r.label, [r], [seed], r.is_base))
+    for g in groups:
+        order = sorted(range(len(g.rows)), key=lambda i: (g.seeds[i] is None, g.seeds[i] or 0))
+        g.rows, g.seeds = [g.rows[i] for i in order], [g.seeds[i] for i in order]
+        if len(g.rows) > 1 and len(set(g.seeds)) == len(g.seeds):  # name each checkpoint by its seed
+            for r, seed in zip(g.rows, g.seeds):
+                r.label = f"{g.label} (seed {seed})"
+    return groups
+
+
+def group_trains(trains: list[TrainRun]) -> list[tuple[str, list[TrainRun]]]:
+    """Training runs that share everything but the seed -> (method label, runs), for mean-and-band curves."""
+    out: dict[str, tuple[str, list[TrainRun]]] = {}
+    for t in trains:
+        key = f"{t.group_label}\0{method_key(t.config)}"
+        out.setdefault(key, (t.group_label, []))[1].append(t)
+    return list(out.values())
+
+
+def _matrix(g: MethodGroup, bench: str) -> tuple[np.ndarray, list[str]] | None:
+    """[seeds, problems] scores of a group on a benchmark, problems sorted by id; None unless every seed has it
+    on the same problems."""
+    res = [r.benchmarks.get(bench) for r in g.rows]
+    if any(x is None for x in res) or len({frozenset(x.scores) for x in res}) > 1:
+        return None
+    ids = sorted(res[0].scores)
+    return np.array([[x.scores[i] for i in ids] for x in res]), ids
+
+
+def seed_table(groups: list[MethodGroup], alpha: float = 0.05, n_boot: int = 4000) -> Table:
+    """Table 1 over seeds: per method and benchmark, the mean over seeds with its seed-and-problem bootstrap CI,
+    and the per-seed scores."""
+    rows = [r for g in groups for r in g.rows]
+    names = bench_names(rows)
+    columns = ["Method", "Seeds"] + [f"{b} (mean over seeds, CI)" for b in names] + \
+        [f"{b} per seed" for b in names]
+    display, records = [], []
+    notes_missing = []
+    for g in groups:
+        rec: dict = {"label": g.label, "n_seeds": len(g.rows),
+                     "seeds": " ".join(DASH if s is None else str(s) for s in g.seeds), "base": g.is_base}
+        means, per = [], []
+        for b in names:
+            got = _matrix(g, b)
+            if got is None:
+                means.append(DASH)
+                per.append(DASH)
+                if any(b in r.benchmarks for r in g.rows):
+                    notes_missing.append(f"{g.label} on {b}: its seeds were not all scored on the same problems")
+                continue
+            m, _ = got
+            sm = seed_mean(m, n_boot=n_boot, alpha=alpha)
+            means.append(f"{pct(sm.value)} ({pct(sm.ci_low)}{DASH}{pct(sm.ci_high)})")
+            per.append(", ".join(pct(x) for x in sm.per_seed))
+            rec.update({f"{b}_mean": sm.value, f"{b}_ci_low": sm.ci_low, f"{b}_ci_high": sm.ci_high,
+                        f"{b}_per_seed": " ".join(f"{x:.6g}" for x in sm.per_seed), f"{b}_n_problems": m.shape[1]})
+        display.append([g.label, str(len(g.rows))] + means + per)
+        records.append(rec)
+    notes = [f"Scores in %: the mean over seeds of each seed's accuracy, with a {100 * (1 - alpha):.3g}% "
+             f"seed-and-problem bootstrap interval (seeds and problems resampled, the problems shared by a "
+             f"replicate's seeds; reports/seeds.py). It covers both how the training seed and which problems "
+             f"were drawn move the score.",
+             "A method with one seed, and the base model, show problem-level uncertainty only."]
+    notes += notes_missing
+    return Table("table1_seeds", columns, display, records, notes)
+
+
+def seed_paired_table(groups: list[MethodGroup], alpha: float = 0.05, n_boot: int = 4000) -> Table:
+    """Every pair of methods on every benchmark both have on the same problems: the difference of their means
+    over seeds, with the seed-and-problem bootstrap CI and p, Holm-adjusted over the table."""
+    rows = [r for g in groups for r in g.rows]
+    records, skipped = [], []
+    for b in bench_names(rows):
+        have = [(g, _matrix(g, b)) for g in groups]
+        have = [(g, x) for g, x in have if x is not None]
+        for (g1, x1), (g2, x2) in combinations(have, 2):
+            (ga, (ma, ia)), (gb, (mb, ib)) = ((g2, x2), (g1, x1)) if g1.is_base and not g2.is_base else \
+                ((g1, x1), (g2, x2))
+            if ia != ib:
+                skipped.append(f"{b}: {ga.label} vs {gb.label} — different problem sets; not paired")
+                continue
+            res = seed_paired(ma, mb, n_boot=n_boot, alpha=alpha)
+            records.append({
+                "benchmark": b, "method_a": ga.label, "method_b": gb.label, "seeds_a": ma.shape[0],
+                "seeds_b": mb.shape[0], "n_problems": res.n, "score_a": float(ma.mean()), "score_b": float(mb.mean()),
+                "diff": res.diff, "ci_low": res.ci_low, "ci_high": res.ci_high, "ci_level": 1.0 - alpha,
+                "test": res.test, "p_value": res.p_value, "p_holm": None, "significant": None,
+                "significant_raw": None, "verdict": None, "settings_differ": "", "sentence": None, "_result": res,
+            })
+    finish_paired(records, alpha)
+    columns = ["Benchmark", "A", "B", "Seeds (A+B)", "Problems", "A − B (points)", "CI", "p", "p (Holm)",
+               "Verdict (Holm-adjusted)"]
+    display = [[r["benchmark"], r["method_a"], r["method_b"], f"{r['seeds_a']}+{r['seeds_b']}",
+                str(r["n_problems"]), pct(r["diff"]), f"{pct(r['ci_low'])} to {pct(r['ci_high'])}",
+                _p(r["p_value"]), _p(r["p_holm"]), r["verdict"]] for r in records]
+    notes = [paired_note(len(records), alpha) if records else "No two methods share a benchmark's problems.",
+             "Test: the seed-and-problem bootstrap of the difference of means over seeds (problems paired, seeds "
+             "drawn independently per method), p by inverting its percentile interval; so a method that moves "
+             "between seeds needs a larger gap than a per-problem test of one seed each would ask for."]
+    notes += [f"Not compared — {s}" for s in skipped]
+    return Table("paired_seeds", columns, display, records, notes)

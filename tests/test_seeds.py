@@ -1,0 +1,187 @@
+"""Several seeds per method: the seed-and-problem bootstrap (reports/seeds.py) on synthetic scores with known
+effects, and `tbrm report` over synthetic run folders (real files, written here) that differ only in the seed."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from reports.seeds import seed_mean, seed_paired
+from reports.stats import holm, mcnemar
+
+TRUE_SD_SEED = 0.08
+
+
+def simulate(rng, n_seeds: int, n_problems: int, shift: float = 0.0, seed_sd: float = TRUE_SD_SEED,
+             difficulty=None) -> np.ndarray:
+    """0/1 scores [seeds, problems]: problem p solved with probability clip(q_p + u_s + shift), q_p ~ U(0.1, 0.9)
+    the problem's easiness, u_s ~ N(0, seed_sd) the training seed's luck."""
+    q = rng.uniform(0.1, 0.9, n_problems) if difficulty is None else difficulty
+    u = rng.normal(0.0, seed_sd, n_seeds)
+    prob = np.clip(q[None, :] + u[:, None] + shift, 0.0, 1.0)
+    return (rng.random((n_seeds, n_problems)) < prob).astype(float)
+
+
+def test_seed_mean_is_the_mean_over_seeds_with_per_seed_scores():
+    m = np.array([[1, 0, 1, 1], [0, 0, 1, 0], [1, 1, 1, 0]], dtype=float)  # seeds score 0.75, 0.25, 0.75
+    r = seed_mean(m, n_boot=2000)
+    assert r.value == pytest.approx(7 / 12) and r.per_seed == pytest.approx([0.75, 0.25, 0.75])
+    assert r.ci_low < r.value < r.ci_high and (r.n_seeds, r.n_problems) == (3, 4)
+    assert seed_mean(m, n_boot=2000) == r  # deterministic for a fixed bootstrap seed
+
+
+def test_seed_interval_widens_with_seed_spread_that_a_problem_bootstrap_ignores():
+    rng = np.random.default_rng(3)
+    q = rng.uniform(0.1, 0.9, 200)
+    calm = simulate(rng, 4, 200, seed_sd=0.0, difficulty=q)
+    noisy = simulate(rng, 4, 200, seed_sd=0.15, difficulty=q)
+    w = lambda r: r.ci_high - r.ci_low  # noqa: E731
+    assert w(seed_mean(noisy)) > 1.5 * w(seed_mean(calm))
+
+
+def test_seed_interval_covers_the_true_value_at_about_the_nominal_rate():
+    """200 simulated 3-seed x 100-problem experiments: the 95% interval covers the true expected accuracy (over
+    new seeds AND new problems) about 95% of the time."""
+    rng = np.random.default_rng(0)
+    truth = float(np.clip(rng.uniform(0.1, 0.9, 2_000_000) + rng.normal(0, TRUE_SD_SEED, 2_000_000), 0, 1).mean())
+    reps = 200
+    covered = sum(_covers(seed_mean(simulate(rng, 3, 100), n_boot=600, seed=i), truth) for i in range(reps))
+    rate = covered / reps
+    print(f"coverage of the nominal 95% seed-and-problem interval: {rate:.3f} over {reps} simulations")
+    assert 0.90 <= rate <= 0.99
+
+
+def _covers(r, truth: float) -> bool:
+    return r.ci_low <= truth <= r.ci_high
+
+
+def test_a_real_difference_between_methods_is_found():
+    rng = np.random.default_rng(1)
+    q = rng.uniform(0.1, 0.9, 200)
+    a = simulate(rng, 3, 200, shift=0.2, seed_sd=0.04, difficulty=q)
+    b = simulate(rng, 3, 200, seed_sd=0.04, difficulty=q)
+    r = seed_paired(a, b)
+    assert r.p_value < 0.05 and r.ci_low > 0.0 and r.diff == pytest.approx(a.mean() - b.mean())
+    assert r.details["per_seed_a"] == pytest.approx(list(a.mean(axis=1)))
+    s = seed_paired(b, a)  # antisymmetric
+    assert s.diff == pytest.approx(-r.diff) and s.p_value < 0.05
+
+
+def test_null_differences_are_not_flagged_once_corrected():
+    """Four methods with the same true accuracy, all 6 pairs compared, 40 times over: after Holm, a family
+    with any false 'ahead' is rare (family-wise error <= 5% by design; allow Monte Carlo slack)."""
+    rng = np.random.default_rng(2)
+    families_flagged = raw_flags = 0
+    for rep in range(40):
+        q = rng.uniform(0.1, 0.9, 100)
+        methods = [simulate(rng, 3, 100, difficulty=q) for _ in range(4)]
+        ps = [seed_paired(methods[i], methods[j], n_boot=800, seed=rep).p_value
+              for i in range(4) for j in range(i + 1, 4)]
+        raw_flags += sum(p < 0.05 for p in ps)
+        families_flagged += any(p < 0.05 for p in holm(ps))
+    print(f"null: {raw_flags} raw p<0.05 of 240 comparisons, {families_flagged}/40 families flagged after Holm")
+    assert families_flagged <= 5
+
+
+def test_seed_level_test_is_not_fooled_by_one_lucky_seed():
+    """Seeds of A scatter widely: one seed each, compared per problem (McNemar), looks decisive; over the seeds
+    the difference is not distinguishable."""
+    rng = np.random.default_rng(4)
+    q = rng.uniform(0.2, 0.8, 300)
+    a = np.stack([simulate(rng, 1, 300, shift=s, seed_sd=0.0, difficulty=q)[0] for s in (0.15, -0.12, -0.05)])
+    b = simulate(rng, 3, 300, seed_sd=0.0, difficulty=q)
+    assert mcnemar(a[0] == 1, b[0] == 1).p_value < 0.001  # the anecdote
+    assert seed_paired(a, b).p_value > 0.05
+
+
+def test_seed_paired_rejects_unpaired_problems():
+    with pytest.raises(ValueError, match="paired by problem"):
+        seed_paired(np.ones((2, 3)), np.ones((2, 4)))
+    with pytest.raises(ValueError, match="matrix"):
+        seed_mean(np.ones(3))
+
+
+# ---------------------------------------------------------------------------------------------- report
+
+
+def write_eval_run(path: Path, method: str, n: int, seed: int, outcomes: np.ndarray, bench: str = "heldout") -> Path:
+    """An eval run folder as `tbrm eval` writes it (summary.json + samples/<bench>.jsonl) for a checkpoint that is
+    no longer on disk: its train_config travels in the summary (`trained_with`)."""
+    from evals.runner import summarize_rows
+    from tbrm.generation import SamplingParams
+
+    rows = [{"problem_id": f"{bench}/{i}", "sample_index": 0, "outcome": "correct" if ok else "wrong",
+             "response": "", "num_tokens": 1, "finish_reason": "stop", "extraction": "boxed", "extracted": "1",
+             "answer_key": "1", "batch_index": 0, "gen_seconds": 1.0, "verify_seconds": 0.1}
+            for i, ok in enumerate(outcomes)]
+    (path / "samples").mkdir(parents=True)
+    (path / "samples" / f"{bench}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    trained = {"algorithm": method, "rollouts_per_prompt": n, "seed": seed, "model": "smollm2", "steps": 10,
+               "lr": 2e-5}
+    ckpt = f"../../train/{method}-n{n}-seed{seed}/checkpoint-10"
+    summary = {"model": ckpt, "model_path": ckpt, "trained_with": trained,
+               "fingerprint": {"model": "checkpoint-10", "kind": "local", "sha256_sample": f"{method}{n}{seed}"},
+               "template": {"name": "qwen-math"}, "versions": {},
+               "benchmarks": {bench: summarize_rows(rows, SamplingParams(n=1, temperature=0.0, max_new_tokens=8))}}
+    (path / "summary.json").write_text(json.dumps(summary))
+    return path
+
+
+def write_train_run(path: Path, method: str, n: int, seed: int, accs: list[float]) -> Path:
+    path.mkdir(parents=True)
+    cfg = {"algorithm": method, "rollouts_per_prompt": n, "seed": seed, "model": "smollm2", "steps": len(accs) - 1,
+           "prompts_per_step": 8}
+    (path / "train_config.json").write_text(json.dumps(cfg))
+    rows = [{"step": i, "eval/heldout/accuracy": a, **({"reward/mean": a, "loss": 1.0, "time/step": 1.0,
+                                                         "rollouts": 8 * n * i} if i else {})}
+            for i, a in enumerate(accs)]
+    (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def _csv(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_report_over_seeds_shows_means_per_seed_scores_and_seed_level_verdicts(tmp_path):
+    from reports.build import build_report
+    from tbrm.portable import leaks
+
+    rng = np.random.default_rng(7)
+    q = rng.uniform(0.1, 0.9, 150)
+    runs, truth = [], {}
+    for method, n, shift in (("tbrm", 1, 0.25), ("grpo", 4, 0.0), ("ppo", 1, 0.0)):
+        mats = simulate(rng, 3, 150, shift=shift, difficulty=q)
+        truth[method] = mats
+        for s in range(3):
+            runs.append(write_eval_run(tmp_path / "evals" / f"{method}-seed{s}", method, n, s, mats[s]))
+            runs.append(write_train_run(tmp_path / "train" / f"{method}-n{n}-seed{s}", method, n, s,
+                                        [0.1, 0.2 + 0.05 * s, 0.3 + 0.1 * s]))
+    out = tmp_path / "report"
+    res = build_report([str(r) for r in runs], out, title="seeds")
+    t1 = {r["label"]: r for r in _csv(out / "tables" / "table1_seeds.csv")}
+    assert set(t1) == {"TBRM n=1", "GRPO n=4", "PPO n=1"}
+    assert t1["TBRM n=1"]["n_seeds"] == "3" and t1["TBRM n=1"]["seeds"] == "0 1 2"
+    assert float(t1["TBRM n=1"]["heldout_mean"]) == pytest.approx(truth["tbrm"].mean())
+    assert [float(x) for x in t1["GRPO n=4"]["heldout_per_seed"].split()] == pytest.approx(
+        list(truth["grpo"].mean(axis=1)), abs=1e-5)
+    pairs = {(p["method_a"], p["method_b"]): p for p in _csv(out / "tables" / "paired_seeds.csv")}
+    assert len(pairs) == 3
+    real = pairs[("TBRM n=1", "GRPO n=4")]
+    assert real["verdict"] == "TBRM n=1 ahead" and float(real["p_holm"]) < 0.05
+    assert "over 3+3 seeds and 150 problems" in real["sentence"] and "Holm-adjusted" in real["sentence"]
+    null = pairs[("GRPO n=4", "PPO n=1")]
+    assert null["verdict"].startswith("not distinguishable") and null["significant"] == "False"
+    md = (out / "report.md").read_text()
+    assert md.index("## Table 1: mean over seeds") < md.index("## Which differences are real") < \
+        md.index("## Training curves") < md.index("## Runs")
+    assert "TBRM n=1 is ahead of GRPO n=4" in md
+    assert "curves_vs_step.png" in res.figures
+    for f in out.rglob("*"):
+        if f.suffix in (".md", ".html", ".csv"):
+            assert not leaks(f.read_text(), tmp_path), f
