@@ -1,7 +1,7 @@
 """Benchmark: the two generation engines side by side in one run, `hf` (transformers generate) and `vllm`.
 
     python benchmarks/engines.py                       # everything (about an hour on 2 CPU cores)
-    python benchmarks/engines.py --limit 20 --train-steps 2 --skip-reproduce    # a quick slice
+    python benchmarks/engines.py --limit 20 --train-steps 2 --parts math500 train    # a quick slice
 
 Parts, each run for both engines back to back, on SmolLM2-135M-Instruct in bf16:
   1. all of MATH500, greedy (avg@1), through the real `tbrm eval` runner: accuracy with 95% CI, tokens/s;
@@ -173,8 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dtype", default="bfloat16")
     ap.add_argument("--kv-cache-gb", type=float, default=4.0)
     ap.add_argument("--train-steps", type=int, default=3)
-    ap.add_argument("--skip-reproduce", action="store_true")
-    ap.add_argument("--parts", nargs="+", default=["math500", "amc23", "train", "reproduce"])
+    ap.add_argument("--parts", nargs="+", choices=["math500", "train", "reproduce", "amc23"],
+                    default=["math500", "train", "reproduce", "amc23"], help="what to run, in this order")
     ap.add_argument("--runs", default=str(HERE / "runs" / "engines"))
     ap.add_argument("--out", default=str(HERE / "results" / "engines"), help="results file stem")
     a = ap.parse_args(argv)
@@ -196,27 +196,27 @@ def main(argv: list[str] | None = None) -> int:
         atomic_write_text(f"{a.out}.md", markdown(doc))
 
     plan = {"math500": [], "amc23": ["--samples", "4", "--temperature", "1.0"]}
-    for bench, over in plan.items():
-        if bench not in a.parts:
-            continue
-        for engine in ENGINES:
-            key = f"{bench}/{engine}"
-            if key not in doc["eval"]:
-                print(f"== {key}", flush=True)
-                doc["eval"][key] = eval_part(bench, engine, a, over)
-                save()
-            print(key, {k: doc["eval"][key][k] for k in ("accuracy", "tokens_per_second", "wall_seconds")}, flush=True)
-    if "train" in a.parts:
-        for algo in TRAIN_ALGOS:
+    for part in a.parts:  # in the order given: an interrupted run has the most important figures first
+        if part in plan:
             for engine in ENGINES:
-                key = f"{algo}/{engine}"
-                if doc["train"].get(key, {}).get("status") != "ok":
-                    doc["train"][key] = train_part(algo, engine, a)
+                key = f"{part}/{engine}"
+                if key not in doc["eval"]:
+                    print(f"== {key}", flush=True)
+                    doc["eval"][key] = eval_part(part, engine, a, plan[part])
                     save()
-    if "reproduce" in a.parts and not a.skip_reproduce and not doc.get("reproduce", {}).get("returncode") == 0:
-        print("== tbrm reproduce --preset cpu --engine vllm", flush=True)
-        doc["reproduce"] = reproduce_part(a)
-        save()
+                r = doc["eval"][key]
+                print(key, {k: r[k] for k in ("accuracy", "tokens_per_second", "wall_seconds")}, flush=True)
+        elif part == "train":
+            for algo in TRAIN_ALGOS:
+                for engine in ENGINES:
+                    key = f"{algo}/{engine}"
+                    if doc["train"].get(key, {}).get("status") != "ok":
+                        doc["train"][key] = train_part(algo, engine, a)
+                        save()
+        elif part == "reproduce" and doc.get("reproduce", {}).get("returncode") != 0:
+            print("== tbrm reproduce --preset cpu --engine vllm", flush=True)
+            doc["reproduce"] = reproduce_part(a)
+            save()
     save()
     print(markdown(doc))
     return 0

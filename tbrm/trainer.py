@@ -144,14 +144,17 @@ class Trainer:
             from tbrm.generation import HFGenerator
 
             return HFGenerator(self.policy, self.tokenizer, batch_size=cfg.generation_batch_size, autocast=cfg.autocast)
-        from tbrm.vllm_generation import VLLMGenerator, VLLMSettings
+        from tbrm.vllm_generation import VLLMGenerator, VLLMSettings, model_max_len
 
+        # prompts up to 1024 tokens (a longer one fails with a clear error naming it): the engine then reserves
+        # memory for rollout-sized sequences, not for the model's full context
         settings = VLLMSettings(
             dtype="bfloat16" if cfg.autocast == "bf16" else cfg.dtype, compile=cfg.engine_compile,
             kv_cache_gb=cfg.engine_kv_cache_gb, gpu_memory_utilization=cfg.engine_gpu_memory_utilization,
             # the engine's log-probs of the distribution the trainer's own log-probs refer to (tempered for GRPO/PPO)
             logprobs_mode="raw_logprobs" if self.algo.logit_temperature == 1.0 else "processed_logprobs",
-            threads=cfg.threads, seed=cfg.seed)
+            threads=cfg.threads, seed=cfg.seed,
+            max_model_len=model_max_len(self.model_path, max(cfg.max_new_tokens, cfg.eval_max_new_tokens or 0) + 1024))
         generator = VLLMGenerator(self.model_path, self.tokenizer, settings, batch_size=cfg.generation_batch_size,
                                   device=self.device)
         if resumed:

@@ -137,6 +137,13 @@ def _rng_preserved():
             torch.cuda.set_rng_state_all(cuda)
 
 
+def model_max_len(model_path: str, wanted: int) -> int:
+    """`wanted` capped at the model's own context length (vLLM refuses a longer max_model_len)."""
+    path = Path(model_path) / "config.json"
+    limit = json.loads(path.read_text()).get("max_position_embeddings") if path.exists() else None
+    return min(wanted, limit) if limit else wanted
+
+
 def _generation_eos(model_path: str):
     """The EOS id(s) transformers' `generation_config` holds: generation_config.json, else config.json."""
     for name in ("generation_config.json", "config.json"):
