@@ -182,3 +182,17 @@ def test_killed_vllm_eval_resumes_to_the_same_summary(tiny_vllm_path, tmp_path):
                                  .splitlines())
     assert responses(killed) == responses(fresh)
     assert json.loads((killed / "config.json").read_text())["engine"]["name"] == "vllm"
+
+
+def test_auto_engine_picks_vllm_only_where_it_can_run(tiny_model_path, tiny_vllm_path, capsys):
+    from tbrm.vllm_generation import resolve_engine
+
+    assert resolve_engine("auto", tiny_vllm_path, "cpu") == "vllm"
+    assert resolve_engine("hf", tiny_vllm_path, "cpu") == "hf"
+    # the conftest tiny model has head size 16, which vLLM's CPU attention lacks: auto says so and uses hf
+    assert resolve_engine("auto", tiny_model_path, "cpu") == "hf"
+    assert "head size 16" in capsys.readouterr().out
+    with pytest.raises(ValueError, match="--engine vllm: cannot generate with vLLM: its head size 16"):
+        resolve_engine("vllm", tiny_model_path, "cpu")
+    with pytest.raises(ValueError, match="engine must be one of"):
+        resolve_engine("sglang", tiny_vllm_path, "cpu")
