@@ -122,7 +122,9 @@ def markdown(doc: dict) -> str:
     lines = ["# Generation engines side by side: `hf` vs `vllm` (SmolLM2-135M-Instruct)", "",
              f"Machine: {doc['machine']['cpus']} CPUs, Python {doc['machine']['python']}, "
              f"{doc['machine']['versions']}. Settings: {doc['settings']['dtype']}, max_new_tokens "
-             f"{doc['settings']['max_new_tokens']}. Started {doc['started']}, updated {doc['updated']}.", "",
+             f"{doc['settings']['max_new_tokens']}, problems per benchmark: "
+             f"{doc['settings']['limit'] or 'all'}, training steps per run: {doc['settings']['train_steps']}. "
+             f"Started {doc['started']}, updated {doc['updated']}.", "",
              "## Evaluation", "",
              "| benchmark | engine | problems × samples | metric | accuracy (95% CI) | tok/s | generated tokens | "
              "gen s | wall s | load avg before/after |", "|---|---|---|---|---|---:|---:|---:|---:|---|"]
@@ -162,8 +164,18 @@ def markdown(doc: dict) -> str:
                   f"{rep['load_avg_after'][0]:.1f}). hf: benchmarks/results/reproduce_cpu.md.", "",
                   "| stage | seconds |", "|---|---:|"]
         lines += [f"| {k} | {v:.0f} |" for k, v in rep["stages"].items()]
+    missing = [k for k in ("math500", "amc23") if not any(x.startswith(k + "/") for x in doc["eval"])]
+    missing += ["training"] if not doc["train"] else []
+    missing += ["reproduce"] if not rep else []
+    if missing:
+        lines += ["", f"Not measured in this run: {', '.join(missing)}."]
     lines += ["", "Produced by `python benchmarks/engines.py`; figures in engines.json."]
     return "\n".join(lines) + "\n"
+
+
+def rewrite_markdown(stem: str) -> None:
+    """Re-render the .md from the .json (e.g. after an interrupted run)."""
+    atomic_write_text(f"{stem}.md", markdown(read_json(f"{stem}.json")))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -188,9 +188,8 @@ class VLLMGenerator:
             kwargs["enable_sleep_mode"] = s.sleep_between_steps
         with _rng_preserved():
             self.llm = LLM(**kwargs)
-        cfg = self.llm.llm_engine.model_config
-        # Whole-prompt prefills (chunked prefill is off) need a step budget of at least one full sequence.
-        self.max_model_len = cfg.max_model_len
+        # With chunked prefill off vLLM sizes its per-step token budget to at least one whole sequence itself.
+        self.max_model_len = self.llm.llm_engine.model_config.max_model_len
         self.eos_ids = eos_token_ids(tokenizer, _generation_eos(model_path))  # the same ids as HFGenerator's
 
     # ------------------------------------------------------------------ the Generator protocol
