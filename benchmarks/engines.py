@@ -141,6 +141,11 @@ def markdown(doc: dict) -> str:
             inside = h["ci95"][0] <= v["accuracy"] <= h["ci95"][1]
             lines.append(f"\n{bench}: vllm/hf tokens/s = **{ratio:.1f}x**; vllm accuracy "
                          f"{'inside' if inside else 'OUTSIDE'} hf's 95% CI.")
+    for key, r in doc.get("eval_partial", {}).items():
+        lines.append(f"\n{key} (stopped before the end: {r['sequences']} sequences in {r['batches']} finished "
+                     f"batches): {r['generated_tokens']} tokens in {r['generation_seconds']:.0f} s = "
+                     f"**{_f(r['tokens_per_second'])} tok/s**; {r['correct']} correct."
+                     + (f" {r['note']}" if r.get("note") else ""))
     lines += ["", "## Training: seconds per step (mean over steps after the first)", "",
               "| algorithm | engine | s/step | generation s | training s | weight sync s | rollout tok/s | "
               "mean/max abs Δ log p | peak GB | load avg before/after |", "|---|---|---:|---:|---:|---:|---:|---|---:|---|"]
@@ -173,9 +178,18 @@ def markdown(doc: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
-def rewrite_markdown(stem: str) -> None:
-    """Re-render the .md from the .json (e.g. after an interrupted run)."""
-    atomic_write_text(f"{stem}.md", markdown(read_json(f"{stem}.json")))
+def partial_eval(run_dir: Path) -> dict:
+    """Figures of an eval run stopped before its end, from the batches it finished (samples/*.jsonl)."""
+    from tbrm.io import read_jsonl
+
+    rows = [r for f in sorted((run_dir / "samples").glob("*.jsonl")) for r in read_jsonl(f, torn_tail="skip")]
+    seconds = sum({r["batch_index"]: r["gen_seconds"] for r in rows}.values())
+    tokens = sum(r["num_tokens"] for r in rows)
+    return {"run_dir": rel(run_dir), "sequences": len(rows), "batches": len({r["batch_index"] for r in rows}),
+            "generated_tokens": tokens, "generation_seconds": round(seconds, 1),
+            "tokens_per_second": tokens / seconds if seconds else None,
+            "correct": sum(r["outcome"] == "correct" for r in rows),
+            "problem_ids": sorted({r["problem_id"] for r in rows})}
 
 
 def main(argv: list[str] | None = None) -> int:
