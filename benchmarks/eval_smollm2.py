@@ -110,7 +110,7 @@ def main() -> None:
             "problems": b["n_problems"], "samples": b["n_samples"], "metric": metric,
             "accuracy": b[metric]["value"], "ci95": [b[metric]["ci_low"], b[metric]["ci_high"]],
             "pass@k": b.get(f"pass@{b['n_samples']}", {}).get("value"), "outcomes": b["outcomes"],
-            "fallback_extractions": b["fallback_extractions"], "truncation_rate": b["lengths"]["truncation_rate"],
+            "lenient_verdicts": b["lenient_verdicts"], "truncation_rate": b["lengths"]["truncation_rate"],
             "mean_tokens": b["lengths"]["mean_tokens"], "generation_tokens_per_second": b["throughput"]["tokens_per_second"],
             "generated_tokens": b["throughput"]["generated_tokens"],
             "generation_seconds": b["throughput"]["generation_seconds"],
@@ -123,11 +123,11 @@ def main() -> None:
     results["grading"] = grading_throughput(files, workers=None)
     atomic_write_json(f"{args.out}.json", results)
 
-    lines = ["| benchmark | problems × samples | metric | accuracy (95% CI) | fallback answers | truncated | "
+    lines = ["| benchmark | problems × samples | metric | accuracy (95% CI) | lenient verdicts | truncated | "
              "gen tok/s | graded/s (in run) | wall s |", "|---|---|---|---|---|---|---|---|---|"]
     for name, b in results["benchmarks"].items():
         lines.append(f"| {name} | {b['problems']} × {b['samples']} | {b['metric']} | {100 * b['accuracy']:.1f} "
-                     f"({100 * b['ci95'][0]:.1f}–{100 * b['ci95'][1]:.1f}) | {b['fallback_extractions']} | "
+                     f"({100 * b['ci95'][0]:.1f}–{100 * b['ci95'][1]:.1f}) | {b['lenient_verdicts']} | "
                      f"{100 * b['truncation_rate']:.0f}% | {b['generation_tokens_per_second']:.0f} | "
                      f"{b['runner_graded_per_second']:.0f} | {b['wall_seconds']:.0f} |")
     g = results["grading"]

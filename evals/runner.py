@@ -50,10 +50,15 @@ class EvalConfig:
     dtype: str = "float32"
     device: str = "auto"
     threads: int | None = None
-    batch_size: int = 64
+    batch_size: int | None = None  # sequences per generation batch; None = the engine's default (hf 64, vllm 256)
     seed: int = 0
     lenient: bool = False  # opt-in "last number" fallback where Math-Verify finds no answer (flagged, counted)
     audit: bool = False  # also grade every answer with plain Math-Verify and report the differences
+    engine: str = "auto"  # hf | vllm | auto (vllm when installed and it supports the model here)
+    compile: bool = False  # vllm: torch.compile the model (faster decoding, slower start)
+    kv_cache_gb: float = 4.0  # vllm on CPU: KV-cache size
+    gpu_memory_utilization: float = 0.85  # vllm on CUDA
+    tensor_parallel_size: int = 1  # vllm on CUDA
     verifier_timeout: float = 5.0
     verifier_workers: int | None = None
     data_dir: str | None = None
@@ -61,7 +66,11 @@ class EvalConfig:
     # Fields that change what is generated or how it is graded: a resumed run must match on all of them.
     IDENTITY = ("benchmarks", "limit", "data_file", "problem_field", "answer_field", "id_field", "samples",
                 "temperature", "top_p", "max_new_tokens", "template", "dtype", "batch_size", "seed",
-                "lenient")
+                "lenient", "engine")
+    # What a run written before a field existed used (its config.json lacks the field).
+    IDENTITY_DEFAULTS = {"engine": "hf"}
+
+ENGINE_BATCH_SIZE = {"hf": 64, "vllm": 256}
 
 
 @dataclass
@@ -226,6 +235,7 @@ def _check_resume(run_dir: Path, identity: dict) -> None:
     if not path.exists():
         return
     old = read_json(path).get("identity", {})
+    old = {**EvalConfig.IDENTITY_DEFAULTS, **old}
     diff = {k: (old.get(k), v) for k, v in identity.items() if old.get(k) != v}
     if diff:
         details = "; ".join(f"{k}: on disk {a!r}, now {b!r}" for k, (a, b) in diff.items())
@@ -235,28 +245,31 @@ def _check_resume(run_dir: Path, identity: dict) -> None:
 
 def run_eval(cfg: EvalConfig, out_dir: str | Path, *, progress: bool = True, console=None) -> dict:
     """Evaluate `cfg.model` on the configured benchmarks, resuming whatever `out_dir` already holds."""
+    from dataclasses import replace
+
     from evals.prompts import render_prompt, template_record
-    from tbrm.generation import HFGenerator
-    from tbrm.models import fingerprint, load_model, load_tokenizer, resolve_device, resolve_model, set_threads
+    from tbrm.models import fingerprint, load_tokenizer, resolve_device, resolve_model, set_threads
     from tbrm.portable import portable_model
+    from tbrm.vllm_generation import engine_record, resolve_engine
 
     t_start = time.perf_counter()
     out_dir = Path(out_dir)
     tasks = resolve_tasks(cfg)  # fail on bad names/data before loading anything heavy
     model_path = resolve_model(cfg.model)
+    device = resolve_device(cfg.device)
+    engine = resolve_engine(cfg.engine, model_path, device)
+    cfg = replace(cfg, engine=engine, batch_size=cfg.batch_size or ENGINE_BATCH_SIZE[engine])
     identity = {k: getattr(cfg, k) for k in EvalConfig.IDENTITY}
     identity["model"] = fingerprint(model_path)
     _check_resume(out_dir, identity)
     set_threads(cfg.threads)
-    device = resolve_device(cfg.device)
     tokenizer = load_tokenizer(model_path)
-    model = load_model(model_path, dtype=cfg.dtype, device=device)
-    generator = HFGenerator(model, tokenizer, batch_size=cfg.batch_size)
+    generator = make_eval_generator(cfg, model_path, tokenizer, device)
     template = template_record(cfg.template, tokenizer)
     shown_model = portable_model(cfg.model, model_path, out_dir)  # no machine path in a file a user may commit
     atomic_write_json(out_dir / "config.json", {
         "config": {k: v for k, v in asdict(cfg).items()}, "identity": identity, "model_path": shown_model,
-        "device": str(device), "template": template,
+        "device": str(device), "template": template, "engine": engine_record(engine),
         "benchmarks": {t.name: {"n_problems": len(t.problems), "sampling": asdict(t.params)} for t in tasks},
     })
     results = {}
@@ -283,12 +296,28 @@ def run_eval(cfg: EvalConfig, out_dir: str | Path, *, progress: bool = True, con
         "model": cfg.model, "model_path": shown_model,
         "trained_with": read_json(trained) if trained.exists() else None, "fingerprint": identity["model"],
         "template": template, "config": asdict(cfg), "versions": package_versions(), "device": str(device),
+        "engine": engine_record(engine),
         "benchmarks": results, "wall_seconds_this_invocation": round(time.perf_counter() - t_start, 2),
     }
     atomic_write_json(out_dir / "summary.json", summary)
     if console is not False:
         print_summary(summary, console)
     return summary
+
+
+def make_eval_generator(cfg: EvalConfig, model_path: str, tokenizer, device):
+    """The generation engine `cfg.engine` names (already resolved from auto)."""
+    if cfg.engine == "vllm":
+        from tbrm.vllm_generation import VLLMGenerator, VLLMSettings
+
+        settings = VLLMSettings(dtype=cfg.dtype, compile=cfg.compile, kv_cache_gb=cfg.kv_cache_gb,
+                                gpu_memory_utilization=cfg.gpu_memory_utilization,
+                                tensor_parallel_size=cfg.tensor_parallel_size, threads=cfg.threads, seed=cfg.seed)
+        return VLLMGenerator(model_path, tokenizer, settings, batch_size=cfg.batch_size, device=device)
+    from tbrm.generation import HFGenerator
+    from tbrm.models import load_model
+
+    return HFGenerator(load_model(model_path, dtype=cfg.dtype, device=device), tokenizer, batch_size=cfg.batch_size)
 
 
 def headline_metric(bench: dict) -> str:

@@ -120,6 +120,9 @@ def add_parser(sub) -> None:
     p.add_argument("--math500-limit", type=int, help="MATH500 problems evaluated, 0 = none (cpu presets)")
     p.add_argument("--heldout-problems", type=int, help="held-out arithmetic problems evaluated (cpu presets)")
     p.add_argument("--threads", type=int, help="torch CPU threads of every stage")
+    p.add_argument("--engine", choices=("hf", "vllm", "auto"), default="auto",
+                   help="generation engine of every training and evaluation stage (default auto: vllm when "
+                        "installed and it supports the model)")
     p.add_argument("--dry-run", action="store_true", help="print the stages' commands and exit")
     p.add_argument("--no-progress", action="store_true", help="no progress bars inside the stages")
     # test / tuning hooks (hidden): another model, a subset of recipes, preset entries, extra train overrides
@@ -148,6 +151,7 @@ def resolve_settings(a: argparse.Namespace) -> dict[str, Any]:
             s[key] = val
     s["train_overrides"] = list(s["train_overrides"]) + list(a.train_set)
     s["threads"] = a.threads
+    s["engine"] = a.engine
     s["progress"] = not a.no_progress
     s["preset"] = a.preset
     s.setdefault("offpolicy_temperatures", [])
@@ -168,6 +172,7 @@ def train_overrides(s: dict) -> list[str]:
         out.append(f"model={s['model']}")
     if s["threads"]:
         out.append(f"threads={s['threads']}")
+    out.append(f"engine={s['engine']}")
     return out
 
 
@@ -270,7 +275,8 @@ def cpu_stages(s: dict, out: Path) -> list[Stage]:
             evals.append(run)
             stages.append(Stage(f"evaluate {key} on {bench} ({size} problems, {max_new} new tokens)",
                                 argv=["eval", "--model", model, *args, "--max-new-tokens", str(max_new),
-                                      "--batch-size", str(s["eval_batch_size"]), "--out", rel(run),
+                                      "--batch-size", str(s["eval_batch_size"]), "--engine", s["engine"],
+                                      "--out", rel(run),
                                       *quiet, *thr],
                                 done=lambda run=run, expect=expect: _eval_done(run, expect), outputs=[run]))
     report = out / f"report-{s['preset']}"  # cpu and cpu-full may share DIR: one report each

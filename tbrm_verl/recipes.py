@@ -25,7 +25,7 @@ Baselines run verl's own PPO (GAE + critic) and GRPO; TBRM runs the exact plugin
 | entropy_coef (PPO)    | actor.entropy_coeff                                                               |
 | critic_lr, value_clip | critic.optim.lr, critic.cliprange_value                                           |
 | gae_gamma, gae_lambda | algorithm.gamma, algorithm.lam                                                    |
-| reward_*, allow_fallback, verifier_timeout | reward.custom_reward_function.reward_kwargs (tbrm_verl.reward)|
+| reward_*, lenient, verifier_timeout | reward.custom_reward_function.reward_kwargs (tbrm_verl.reward)|
 | eval_every, save_every, keep_checkpoints | trainer.test_freq, save_freq, max_actor_ckpt_to_keep            |
 | seed                  | data.seed, actor.data_loader_seed                                                 |
 
@@ -113,7 +113,7 @@ def verl_overrides(cfg: TrainConfig, name: str, cluster: Cluster = Cluster()) ->
         "reward.custom_reward_function.name=compute_score",
         f"+reward.custom_reward_function.reward_kwargs.reward_correct={cfg.reward_correct}",
         f"+reward.custom_reward_function.reward_kwargs.reward_wrong={cfg.reward_wrong}",
-        f"+reward.custom_reward_function.reward_kwargs.allow_fallback={_b(cfg.allow_fallback)}",
+        f"+reward.custom_reward_function.reward_kwargs.lenient={_b(cfg.lenient)}",
         f"+reward.custom_reward_function.reward_kwargs.timeout_s={cfg.verifier_timeout}",
         # trainer
         f"trainer.total_training_steps={cfg.steps}", "trainer.total_epochs=1000",

@@ -15,20 +15,20 @@ _LOCK = threading.Lock()
 _VERIFIERS: dict[tuple[float, bool], object] = {}
 
 
-def _verifier(timeout_s: float, allow_fallback: bool):
+def _verifier(timeout_s: float, lenient: bool):
     from evals.verifier import Verifier
 
-    key = (float(timeout_s), bool(allow_fallback))
+    key = (float(timeout_s), bool(lenient))
     with _LOCK:
         if key not in _VERIFIERS:
-            v = Verifier(timeout_s=timeout_s, allow_fallback=allow_fallback)
+            v = Verifier(timeout_s=timeout_s, lenient=lenient)
             atexit.register(v.close)
             _VERIFIERS[key] = v
         return _VERIFIERS[key]
 
 
 def compute_score(data_source: str, solution_str: str, ground_truth: str, extra_info: dict | None = None, *,
-                  reward_correct: float = 1.0, reward_wrong: float = 0.0, allow_fallback: bool = True,
+                  reward_correct: float = 1.0, reward_wrong: float = 0.0, lenient: bool = False,
                   timeout_s: float = 5.0, **unused) -> dict:
     """Reward of one response: `reward_correct` if the verifier judges it equal to `ground_truth`, else
     `reward_wrong` (also for unparsed and timed-out answers, as in this suite's own trainer).
@@ -38,7 +38,7 @@ def compute_score(data_source: str, solution_str: str, ground_truth: str, extra_
     """
     from evals.verifier import Outcome
 
-    verdict = _verifier(timeout_s, allow_fallback).verify_batch([(solution_str, str(ground_truth))])[0]
+    verdict = _verifier(timeout_s, lenient).verify_batch([(solution_str, str(ground_truth))])[0]
     return {
         "score": float(reward_correct if verdict.correct else reward_wrong),
         "acc": float(verdict.correct),

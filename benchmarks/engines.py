@@ -1,0 +1,252 @@
+"""Benchmark: the two generation engines side by side in one run, `hf` (transformers generate) and `vllm`.
+
+    python benchmarks/engines.py                       # everything (about an hour on 2 CPU cores)
+    python benchmarks/engines.py --limit 20 --train-steps 2 --parts math500 train    # a quick slice
+
+Parts, each run for both engines back to back, on SmolLM2-135M-Instruct in bf16:
+  1. all of MATH500, greedy (avg@1), through the real `tbrm eval` runner: accuracy with 95% CI, tokens/s;
+  2. AMC23 avg@4 at temperature 1.0;
+  3. seconds per training step for TBRM n=1, TBRM n=4, GRPO n=4 and PPO n=1 (benchmarks/train_speed.py's runner,
+     one process per run), with the engine's rollout tokens/s and the log-prob mismatch it logs;
+  4. the total time of `tbrm reproduce --preset cpu` with the vllm engine (hf: see reproduce_cpu.md).
+Targets (issue 8): vllm >= 5x hf tokens/s on MATH500 and >= 800 tok/s; accuracy within hf's CI; reproduce <= 15 min.
+
+Results go to benchmarks/results/engines.json and .md, rewritten after every measurement, so an interrupted run
+still leaves what it measured; rerunning skips parts already in the JSON (eval runs also resume in place).
+Run directories go to benchmarks/runs/engines (ignored by git). The load average is recorded per measurement:
+on a shared 2-core machine other jobs inflate the timings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(HERE))
+
+from tbrm.io import atomic_write_json, atomic_write_text, read_json  # noqa: E402
+
+ENGINES = ("vllm", "hf")
+TRAIN_ALGOS = ("tbrm-n1", "tbrm-n4", "grpo-n4", "ppo-n1")
+
+
+def rel(p: Path) -> str:
+    """Paths in results are relative to the repository (no home directories in committed files)."""
+    try:
+        return str(Path(p).resolve().relative_to(REPO))
+    except ValueError:
+        return Path(p).name
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def eval_part(name: str, engine: str, a, over: dict) -> dict:
+    """One `tbrm eval` process (its engine's memory is returned when it exits); resumes a killed run in place."""
+    run_dir = Path(a.runs) / f"{name}{f'-limit{a.limit}' if a.limit else ''}-{engine}-{a.dtype}-{a.max_new_tokens}"
+    cmd = [sys.executable, "-m", "tbrm.cli", "eval", "--model", "smollm2-135m-instruct", "--benchmarks", name,
+           "--max-new-tokens", str(a.max_new_tokens), "--dtype", a.dtype, "--engine", engine, "--kv-cache-gb",
+           str(a.kv_cache_gb), "--out", str(run_dir), "--no-progress", *over]
+    if a.limit:
+        cmd += ["--limit", str(a.limit)]
+    load = os.getloadavg()
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, cwd=REPO, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    wall = time.perf_counter() - t0
+    summary = read_json(run_dir / "summary.json")
+    b = summary["benchmarks"][name]
+    metric = f"avg@{b['n_samples']}"
+    return {"engine": summary["engine"], "problems": b["n_problems"], "samples": b["n_samples"], "metric": metric,
+            "accuracy": b[metric]["value"], "ci95": [b[metric]["ci_low"], b[metric]["ci_high"]],
+            "outcomes": b["outcomes"], "truncation_rate": b["lengths"]["truncation_rate"],
+            "mean_tokens": b["lengths"]["mean_tokens"], "generated_tokens": b["throughput"]["generated_tokens"],
+            "generation_seconds": b["throughput"]["generation_seconds"],
+            "tokens_per_second": b["throughput"]["tokens_per_second"], "wall_seconds": round(wall, 1),
+            "batch_size": summary["config"]["batch_size"], "run_dir": rel(run_dir), "load_avg_before": list(load),
+            "load_avg_after": list(os.getloadavg()), "finished": now()}
+
+
+def train_part(algo: str, engine: str, a) -> dict:
+    import train_speed
+
+    ta = train_speed.parse_args(["--steps", str(a.train_steps), "--set", f"engine={engine}", "--skip-trl"])
+    overrides = train_speed.common_overrides(ta) + train_speed.ALGORITHMS[algo]["overrides"]
+    entry = train_speed.run_algorithm(algo, overrides, Path(a.runs) / "train" / f"{algo}-{engine}", a.train_steps)
+    if entry.get("status") == "ok":
+        rows = train_speed.read_rows(Path(entry["run_dir"]), "ours")
+        later = rows[1:] or rows
+        for key in ("rollout/logprob_diff_mean", "rollout/logprob_diff_max", "time/weight_sync"):
+            vals = [r[key] for r in later if r.get(key) is not None]
+            entry[key] = sum(vals) / len(vals) if vals else None
+        entry["engine_used"] = entry.get("train_config", {}).get("engine_used")
+    entry.pop("train_config", None)
+    entry["command"] = [Path(c).name if os.path.isabs(c) else c for c in entry["command"]]
+    entry["run_dir"] = rel(Path(entry["run_dir"]))
+    return entry
+
+
+def reproduce_part(a) -> dict:
+    out = Path(a.runs) / "reproduce-vllm"
+    cmd = [sys.executable, "-m", "tbrm.cli", "reproduce", "--preset", "cpu", "--engine", "vllm", "--out", str(out),
+           "--no-progress"]
+    load = os.getloadavg()
+    t0 = time.perf_counter()
+    log = out.parent / "reproduce-vllm.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "w") as f:
+        rc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, cwd=REPO,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"}).returncode
+    wall = time.perf_counter() - t0
+    stages = read_json(out / "stages.json") if (out / "stages.json").exists() else {}
+    return {"engine": "vllm", "returncode": rc, "wall_seconds_this_invocation": round(wall, 1),
+            "total_stage_seconds": round(sum(stages.values()), 1), "stages": stages, "run_dir": rel(out),
+            "log": rel(log), "load_avg_before": list(load), "load_avg_after": list(os.getloadavg()),
+            "finished": now()}
+
+
+def _f(x, fmt=".0f"):
+    return "-" if x is None else format(x, fmt)
+
+
+def markdown(doc: dict) -> str:
+    lines = ["# Generation engines side by side: `hf` vs `vllm` (SmolLM2-135M-Instruct)", "",
+             f"Machine: {doc['machine']['cpus']} CPUs, Python {doc['machine']['python']}, "
+             f"{doc['machine']['versions']}. Settings: {doc['settings']['dtype']}, max_new_tokens "
+             f"{doc['settings']['max_new_tokens']}, problems per benchmark: "
+             f"{doc['settings']['limit'] or 'all'}, training steps per run: {doc['settings']['train_steps']}. "
+             f"Started {doc['started']}, updated {doc['updated']}.", "",
+             "## Evaluation", "",
+             "| benchmark | engine | problems × samples | metric | accuracy (95% CI) | tok/s | generated tokens | "
+             "gen s | wall s | load avg before/after |", "|---|---|---|---|---|---:|---:|---:|---:|---|"]
+    for key, r in doc["eval"].items():
+        bench, engine = key.split("/")
+        lines.append(f"| {bench} | {engine} | {r['problems']} × {r['samples']} | {r['metric']} | "
+                     f"{100 * r['accuracy']:.1f} ({100 * r['ci95'][0]:.1f}–{100 * r['ci95'][1]:.1f}) | "
+                     f"{_f(r['tokens_per_second'])} | {r['generated_tokens']} | {r['generation_seconds']:.0f} | "
+                     f"{r['wall_seconds']:.0f} | {r['load_avg_before'][0]:.1f} / {r['load_avg_after'][0]:.1f} |")
+    for bench in ("math500", "amc23"):
+        v, h = doc["eval"].get(f"{bench}/vllm"), doc["eval"].get(f"{bench}/hf")
+        if v and h and h["tokens_per_second"]:
+            ratio = v["tokens_per_second"] / h["tokens_per_second"]
+            inside = h["ci95"][0] <= v["accuracy"] <= h["ci95"][1]
+            lines.append(f"\n{bench}: vllm/hf tokens/s = **{ratio:.1f}x**; vllm accuracy "
+                         f"{'inside' if inside else 'OUTSIDE'} hf's 95% CI.")
+    for key, r in doc.get("eval_partial", {}).items():
+        lines.append(f"\n{key} (stopped before the end: {r['sequences']} sequences in {r['batches']} finished "
+                     f"batches): {r['generated_tokens']} tokens in {r['generation_seconds']:.0f} s = "
+                     f"**{_f(r['tokens_per_second'])} tok/s**; {r['correct']} correct."
+                     + (f" {r['note']}" if r.get("note") else ""))
+    lines += ["", "## Training: seconds per step (mean over steps after the first)", "",
+              "| algorithm | engine | s/step | generation s | training s | weight sync s | rollout tok/s | "
+              "mean/max abs Δ log p | peak GB | load avg before/after |", "|---|---|---:|---:|---:|---:|---:|---|---:|---|"]
+    for key, r in doc["train"].items():
+        algo, engine = key.split("/")
+        if r.get("status") != "ok":
+            lines.append(f"| {algo} | {engine} | failed (exit {r.get('returncode')}) | | | | | | | |")
+            continue
+        s = r["s_per_step"]
+        tok = r["tokens_per_second"][r["basis"]]
+        mm = ("-" if r.get("rollout/logprob_diff_mean") is None else
+              f"{r['rollout/logprob_diff_mean']:.3f} / {r['rollout/logprob_diff_max']:.2f}")
+        lines.append(f"| {algo} | {engine} | {r['headline_s_per_step']:.2f} | {_f(s['generation'][r['basis']], '.2f')} | "
+                     f"{_f(s['training'][r['basis']], '.2f')} | {_f(r.get('time/weight_sync'), '.2f')} | {_f(tok)} | "
+                     f"{mm} | {r['peak_memory_gb']:.2f} | {r['load_avg_before'][0]:.1f} / {r['load_avg_after'][0]:.1f} |")
+    rep = doc.get("reproduce")
+    if rep:
+        lines += ["", "## `tbrm reproduce --preset cpu --engine vllm`", "",
+                  f"Total of its stages: **{rep['total_stage_seconds'] / 60:.1f} min** (exit {rep['returncode']}; "
+                  f"target 15 min; load average before {rep['load_avg_before'][0]:.1f}, after "
+                  f"{rep['load_avg_after'][0]:.1f}). hf: benchmarks/results/reproduce_cpu.md.", "",
+                  "| stage | seconds |", "|---|---:|"]
+        lines += [f"| {k} | {v:.0f} |" for k, v in rep["stages"].items()]
+    missing = [k for k in ("math500", "amc23") if not any(x.startswith(k + "/") for x in doc["eval"])]
+    missing += ["training"] if not doc["train"] else []
+    missing += ["reproduce"] if not rep else []
+    if missing:
+        lines += ["", f"Not measured in this run: {', '.join(missing)}."]
+    lines += ["", "Produced by `python benchmarks/engines.py`; figures in engines.json."]
+    return "\n".join(lines) + "\n"
+
+
+def partial_eval(run_dir: Path) -> dict:
+    """Figures of an eval run stopped before its end, from the batches it finished (samples/*.jsonl)."""
+    from tbrm.io import read_jsonl
+
+    rows = [r for f in sorted((run_dir / "samples").glob("*.jsonl")) for r in read_jsonl(f, torn_tail="skip")]
+    seconds = sum({r["batch_index"]: r["gen_seconds"] for r in rows}.values())
+    tokens = sum(r["num_tokens"] for r in rows)
+    return {"run_dir": rel(run_dir), "sequences": len(rows), "batches": len({r["batch_index"] for r in rows}),
+            "generated_tokens": tokens, "generation_seconds": round(seconds, 1),
+            "tokens_per_second": tokens / seconds if seconds else None,
+            "correct": sum(r["outcome"] == "correct" for r in rows),
+            "problem_ids": sorted({r["problem_id"] for r in rows})}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--limit", type=int, help="first N problems of each benchmark (default: all)")
+    ap.add_argument("--max-new-tokens", type=int, default=256, help="as in eval_smollm2.py (default 256)")
+    ap.add_argument("--dtype", default="bfloat16")
+    ap.add_argument("--kv-cache-gb", type=float, default=4.0)
+    ap.add_argument("--train-steps", type=int, default=3)
+    ap.add_argument("--parts", nargs="+", choices=["math500", "train", "reproduce", "amc23"],
+                    default=["math500", "train", "reproduce", "amc23"], help="what to run, in this order")
+    ap.add_argument("--runs", default=str(HERE / "runs" / "engines"))
+    ap.add_argument("--out", default=str(HERE / "results" / "engines"), help="results file stem")
+    a = ap.parse_args(argv)
+    from evals.runner import package_versions
+    from tbrm.vllm_generation import vllm_version
+
+    path = Path(f"{a.out}.json")
+    settings = {"limit": a.limit, "max_new_tokens": a.max_new_tokens, "dtype": a.dtype, "train_steps": a.train_steps}
+    doc = read_json(path) if path.exists() else {}
+    if doc.get("settings") != settings:
+        doc = {"settings": settings, "started": now(), "eval": {}, "train": {}}
+    doc["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version(),
+                      "versions": {**{k: v for k, v in package_versions().items() if k in ("torch", "transformers")},
+                                   "vllm": vllm_version()}}
+
+    def save():
+        doc["updated"] = now()
+        atomic_write_json(path, doc)
+        atomic_write_text(f"{a.out}.md", markdown(doc))
+
+    plan = {"math500": [], "amc23": ["--samples", "4", "--temperature", "1.0"]}
+    for part in a.parts:  # in the order given: an interrupted run has the most important figures first
+        if part in plan:
+            for engine in ENGINES:
+                key = f"{part}/{engine}"
+                if key not in doc["eval"]:
+                    print(f"== {key}", flush=True)
+                    doc["eval"][key] = eval_part(part, engine, a, plan[part])
+                    save()
+                r = doc["eval"][key]
+                print(key, {k: r[k] for k in ("accuracy", "tokens_per_second", "wall_seconds")}, flush=True)
+        elif part == "train":
+            for algo in TRAIN_ALGOS:
+                for engine in ENGINES:
+                    key = f"{algo}/{engine}"
+                    if doc["train"].get(key, {}).get("status") != "ok":
+                        doc["train"][key] = train_part(algo, engine, a)
+                        save()
+        elif part == "reproduce" and doc.get("reproduce", {}).get("returncode") != 0:
+            print("== tbrm reproduce --preset cpu --engine vllm", flush=True)
+            doc["reproduce"] = reproduce_part(a)
+            save()
+    save()
+    print(markdown(doc))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
