@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import warnings
 from typing import Any
 
@@ -104,7 +105,15 @@ def template_record(template: str, tokenizer: Any = None) -> dict[str, Any]:
         "instruction": None if used == "raw" else QWEN_MATH_INSTRUCTION,
         "chat_template_used": chat,
         "chat_template_sha256": chat_sha,
-        "tokenizer": getattr(tokenizer, "name_or_path", None) if tokenizer is not None else None,
+        # the tokenizer by name (a local folder by its last part): no machine path in a summary
+        "tokenizer": _tokenizer_name(tokenizer),
         "example_problem": PLACEHOLDER_PROBLEM,
         "example": example,
     }
+
+
+def _tokenizer_name(tokenizer) -> str | None:
+    name = getattr(tokenizer, "name_or_path", None) if tokenizer is not None else None
+    if name and os.path.isabs(os.path.expanduser(str(name))):
+        return os.path.basename(str(name).rstrip("/"))
+    return name
