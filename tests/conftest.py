@@ -63,9 +63,8 @@ def smollm2_path() -> str:
     return resolve_model("smollm2")  # converted once to ~/.cache/tbrm-bench (or $TBRM_CACHE_DIR)
 
 
-@pytest.fixture(scope="session")
-def tiny_model_path(tmp_path_factory, smollm2_path) -> str:
-    """A 2-layer, 64-wide Llama with SmolLM2's tokenizer and chat template, saved as an HF directory."""
+def save_tiny_llama(out: Path, smollm2_path: str, heads: int = 4, kv_heads: int = 2) -> str:
+    """A 2-layer, 64-wide Llama with SmolLM2's tokenizer and chat template, saved as an HF directory in `out`."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -73,15 +72,19 @@ def tiny_model_path(tmp_path_factory, smollm2_path) -> str:
 
     tok = load_tokenizer(smollm2_path)
     cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+                      num_attention_heads=heads, num_key_value_heads=kv_heads, max_position_embeddings=1024,
                       tie_word_embeddings=True, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
                       pad_token_id=tok.pad_token_id)
     torch.manual_seed(0)
-    model = LlamaForCausalLM(cfg)
-    out = tmp_path_factory.mktemp("tiny-llama")
-    model.save_pretrained(out)
+    LlamaForCausalLM(cfg).save_pretrained(out)
     tok.save_pretrained(out)
     return str(out)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_path(tmp_path_factory, smollm2_path) -> str:
+    """The tiny Llama (head size 16): same code path as the real model, seconds not minutes."""
+    return save_tiny_llama(tmp_path_factory.mktemp("tiny-llama"), smollm2_path)
 
 
 def run_cli(*args: str, env: dict | None = None, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import run_cli
+from tests.conftest import run_cli, save_tiny_llama
 
 # .ci/run sets TBRM_REQUIRE_VLLM=1: there a missing vLLM fails these tests instead of skipping them.
 pytestmark = pytest.mark.skipif(
@@ -39,21 +39,8 @@ def smollm2(smollm2_path):
 
 @pytest.fixture(scope="module")
 def tiny_vllm_path(tmp_path_factory, smollm2_path) -> str:
-    """A 2-layer Llama with SmolLM2's tokenizer and head size 32 (vLLM's CPU attention has no 16)."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from tbrm.models import load_tokenizer
-
-    tok = load_tokenizer(smollm2_path)
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                      num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=1024,
-                      tie_word_embeddings=True, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                      pad_token_id=tok.pad_token_id)
-    torch.manual_seed(0)
-    out = tmp_path_factory.mktemp("tiny-llama-vllm")
-    LlamaForCausalLM(cfg).save_pretrained(out)
-    tok.save_pretrained(out)
-    return str(out)
+    """The tiny Llama with head size 32 (vLLM's CPU attention has no 16)."""
+    return save_tiny_llama(tmp_path_factory.mktemp("tiny-llama-vllm"), smollm2_path, heads=2, kv_heads=1)
 
 
 def _prompts(tok, texts=ARITH):
