@@ -409,6 +409,84 @@ def test_sll_first_parse_equals_the_stock_parse_on_math_answers(math500_answers)
         assert sll == stock, answer
 
 
+# ---------------------------------------------------------------------------------------------------
+# The plain-number short cut builds latex2sympy2's own objects, and leaves everything else to the parser
+
+
+def _same_parse(latex: str) -> None:
+    """sll_first_latex2sympy (short cut, SLL, LL) and stock latex2sympy give the same object: same type,
+    same srepr (a Float's precision included), equal; or both fail."""
+    from latex2sympy2_extended.latex2sympy2 import latex2sympy
+    from sympy import srepr
+
+    from evals.verifier import sll_first_latex2sympy
+
+    def run(f):
+        try:
+            x = f(latex, is_real=True, convert_degrees=False, normalization_config=None)
+        except Exception as e:
+            return "error", type(e).__name__
+        return type(x), srepr(x), getattr(x, "_prec", None)
+
+    ours, stock = run(sll_first_latex2sympy), run(latex2sympy)
+    assert ours == stock, latex
+
+
+_DIGITS = st.text("0123456789", min_size=1, max_size=25)
+_SIGN = st.sampled_from(["", "-"])
+
+
+@st.composite
+def _number_latex(draw) -> str:
+    a, b = draw(_DIGITS), draw(_DIGITS)
+    form = draw(st.sampled_from(["int", "dec", "dec-no-int", "frac", "slash"]))
+    body = {"int": a, "dec": f"{a}.{b}", "dec-no-int": f".{b}",
+            "frac": f"\\{draw(st.sampled_from(['frac', 'dfrac', 'tfrac']))}{{{draw(_SIGN)}{a}}}{{{draw(_SIGN)}{b}}}",
+            "slash": f"{a}/{b}"}[form]
+    return draw(_SIGN) + body
+
+
+@settings(max_examples=300, deadline=None)
+@given(_number_latex())
+def test_number_short_cut_builds_the_parsers_object(latex):
+    from evals.verifier import number_latex2sympy
+
+    zero_denominator = ("/" in latex or "frac" in latex) and not latex.rpartition("{" if "frac" in latex else "/")[2].strip("-0}")
+    assert (number_latex2sympy(latex) is None) == zero_denominator, latex
+    _same_parse(latex)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.one_of(
+    st.builds(lambda x, junk, at: x[:at] + junk + x[at:], _number_latex(),
+              st.sampled_from([" ", "+", "\\%", "%", ".", ",", "{", "}", "x", "\\pi", "^2", "\\!", "٣", "e"]),
+              st.integers(0, 30)),
+    st.text("0123456789-./{}\\fracd ", max_size=20)))
+def test_near_numbers_parse_as_the_parser_parses_them(latex):
+    # Strings next to the short cut's forms ("1.", "\\frac12", "3/0", "5\\%", "1 000"): whichever path
+    # takes them, the result is the parser's.
+    _same_parse(latex)
+
+
+def test_number_short_cut_on_benchmark_gold_answers():
+    from evals.benchmarks import DataDirNotFound, data_dir, load_benchmark
+    from evals.verifier import number_latex2sympy
+
+    try:
+        root = data_dir()
+    except DataDirNotFound:
+        pytest.skip("benchmark data folder (../shared/data or $TBRM_DATA_DIR) not present")
+    golds = []
+    for name in ("math500", "gsm8k", "aime24", "aime25", "amc23"):
+        try:
+            golds += [normalize_gold(p.answer) for p in load_benchmark(name, data_dir=root)]
+        except FileNotFoundError as e:
+            pytest.skip(f"{name} not in the benchmark data folder: {e}")
+    assert sum(number_latex2sympy(g) is not None for g in golds) > len(golds) // 2  # the short cut is used
+    for gold in golds:
+        _same_parse(gold)
+
+
 def test_lenient_verdicts_are_counted_in_grade_summaries(tmp_path):
     import json
 
