@@ -48,8 +48,11 @@ from enum import Enum
 from functools import lru_cache
 
 from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
+from math_verify.grader import sympy_symbolic_eq as _stock_symbolic_eq
 from pebble import ProcessPool
-from sympy import And, Basic, Float, Integer, Number, Rational, Set
+from sympy import (Add, And, Basic, Expr, Float, Integer, Mul, Number, NumberSymbol, Pow, Rational, Set,
+                   UnevaluatedExpr, preorder_traversal)
+from sympy.core.numbers import ComplexInfinity, Infinity, NaN, NegativeInfinity
 from sympy.core.relational import Relational
 from sympy.matrices import MatrixBase
 
@@ -324,11 +327,51 @@ except ImportError:  # another latex2sympy2 layout: keep math-verify's parser as
     _SllLatex2Sympy = None
 
 
+# What `certainly_unequal` evaluates: numbers and arithmetic on them, with small rational exponents
+# (power towers such as 9^{9^{9^{9}}} are left to sympy, and to the time limit).
+_NUMERIC_NODES = (Number, NumberSymbol, Add, Mul, UnevaluatedExpr)
+_NOT_FINITE = (NaN, ComplexInfinity, Infinity, NegativeInfinity)
+_MAX_EXPONENT = 64
+
+
+def _plain_numeric(x) -> bool:
+    for node in preorder_traversal(x):
+        if isinstance(node, Pow):
+            e = node.exp
+            if not (isinstance(e, Rational) and abs(e.p) <= _MAX_EXPONENT and e.q <= _MAX_EXPONENT):
+                return False
+        elif not isinstance(node, _NUMERIC_NODES) or isinstance(node, _NOT_FINITE):
+            return False
+    return True
+
+
+def certainly_unequal(a, b) -> bool:
+    """True only when a - b is a real number that evaluates, to full accuracy, to a nonzero value: then
+    simplify(a - b) cannot be zero, and math-verify's symbolic check would say "not equal" after a simplify()
+    that costs milliseconds. False means "not known" (anything with a symbol, a function, a set, ...)."""
+    if not (isinstance(a, Expr) and isinstance(b, Expr) and _plain_numeric(a) and _plain_numeric(b)):
+        return False
+    try:
+        value = (a - b).evalf(30, strict=True)
+    except Exception:  # PrecisionExhausted (e.g. an exact zero), or anything else: let sympy decide
+        return False
+    return isinstance(value, Float) and value != 0
+
+
+def disproving_symbolic_eq(a, b) -> bool:
+    """math-verify's `sympy_symbolic_eq` (simplify(a - b) is zero), answered at once when the two sides are
+    numbers that `certainly_unequal` tells apart; the same result, since simplify keeps a value."""
+    if certainly_unequal(a, b):
+        return False
+    return _stock_symbolic_eq(a, b)
+
+
 def _speed_up_math_verify() -> None:
     """In a grader worker: math-verify keeps the 20 latest LaTeX parses (`parse_latex_cached`); a grader
     sees the same few answers ("\\frac{1}{2}", "5") over and over, and a parse costs 1-10 ms, so give it a
     large cache. And parse SLL-first (`sll_first_latex2sympy`). The parsing code and its results are
     math-verify's and latex2sympy2's own."""
+    import math_verify.grader as mvg
     import math_verify.parser as mvp
 
     cached = getattr(mvp, "parse_latex_cached", None)
@@ -336,6 +379,8 @@ def _speed_up_math_verify() -> None:
         mvp.parse_latex_cached = lru_cache(maxsize=65536)(cached.__wrapped__)
     if _SllLatex2Sympy is not None and getattr(mvp, "latex2sympy", None) is _stock_latex2sympy:
         mvp.latex2sympy = sll_first_latex2sympy
+    if getattr(mvg, "sympy_symbolic_eq", None) is _stock_symbolic_eq:
+        mvg.sympy_symbolic_eq = disproving_symbolic_eq
 
 
 def _init_worker(progress=None) -> None:

@@ -451,7 +451,8 @@ def _number_latex(draw) -> str:
 def test_number_short_cut_builds_the_parsers_object(latex):
     from evals.verifier import number_latex2sympy
 
-    zero_denominator = ("/" in latex or "frac" in latex) and not latex.rpartition("{" if "frac" in latex else "/")[2].strip("-0}")
+    denominator = latex.rpartition("{" if "frac" in latex else "/")[2] if "/" in latex or "frac" in latex else "1"
+    zero_denominator = not denominator.strip("-0}")
     assert (number_latex2sympy(latex) is None) == zero_denominator, latex
     _same_parse(latex)
 
@@ -485,6 +486,74 @@ def test_number_short_cut_on_benchmark_gold_answers():
     assert sum(number_latex2sympy(g) is not None for g in golds) > len(golds) // 2  # the short cut is used
     for gold in golds:
         _same_parse(gold)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Numbers told apart by evaluation get math-verify's own symbolic verdict, without its simplify()
+
+
+def _symbolic_eq_both(a, b) -> tuple[bool, bool]:
+    from math_verify.grader import sympy_symbolic_eq
+
+    from evals.verifier import _stock_symbolic_eq, disproving_symbolic_eq
+
+    assert sympy_symbolic_eq is _stock_symbolic_eq  # this test process runs math-verify unpatched
+    return disproving_symbolic_eq(a, b), _stock_symbolic_eq(a, b)
+
+
+def _numeric_exprs():
+    import sympy
+
+    leaves = st.one_of(st.integers(-50, 50).map(sympy.Integer),
+                       st.tuples(st.integers(-30, 30), st.integers(1, 12)).map(lambda t: sympy.Rational(*t)),
+                       st.sampled_from([sympy.pi, sympy.E, sympy.sqrt(2), sympy.sqrt(3), sympy.Rational(1, 3)]))
+
+    def grow(children):
+        pair = st.tuples(children, children)
+        return st.one_of(pair.map(lambda t: sympy.Add(*t, evaluate=False)),
+                         pair.map(lambda t: sympy.Mul(*t, evaluate=False)),
+                         st.tuples(children, st.integers(-3, 3)).map(lambda t: sympy.Pow(t[0], t[1], evaluate=False)),
+                         children.map(sympy.sqrt))
+
+    return st.recursive(leaves, grow, max_leaves=5)
+
+
+@settings(max_examples=150, deadline=None)
+@given(_numeric_exprs(), _numeric_exprs(), st.booleans())
+def test_disproving_symbolic_eq_gives_math_verifys_answer(a, b, same):
+    import sympy
+
+    if same:  # an equal pair written differently, so that "equal" is tested too
+        b = sympy.expand(sympy.radsimp(a))
+    try:
+        ours, stock = _symbolic_eq_both(a, b)
+    except (ZeroDivisionError, ValueError):
+        return
+    assert ours == stock, (a, b)
+
+
+def test_disproving_symbolic_eq_on_benchmark_answers(math500_answers):
+    # Every pair among MATH500 answers that parse to plain numbers (and each against itself): the short cut
+    # decides the unequal ones and agrees with simplify() on all of them.
+    from latex2sympy2_extended.latex2sympy2 import latex2sympy
+
+    from evals.verifier import certainly_unequal
+
+    numbers = []
+    for answer in math500_answers:
+        try:
+            x = latex2sympy(normalize_gold(answer), is_real=True, normalization_config=None)
+        except Exception:
+            continue
+        if getattr(x, "is_number", False) and not x.is_Integer and len(numbers) < 45:
+            numbers.append(x)
+    decided = 0
+    for a in numbers:
+        for b in numbers:
+            decided += certainly_unequal(a, b)
+            ours, stock = _symbolic_eq_both(a, b)
+            assert ours == stock, (a, b)
+    assert decided > len(numbers) ** 2 // 2
 
 
 def test_lenient_verdicts_are_counted_in_grade_summaries(tmp_path):
