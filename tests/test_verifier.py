@@ -508,12 +508,21 @@ def _numeric_exprs():
                        st.tuples(st.integers(-30, 30), st.integers(1, 12)).map(lambda t: sympy.Rational(*t)),
                        st.sampled_from([sympy.pi, sympy.E, sympy.sqrt(2), sympy.sqrt(3), sympy.Rational(1, 3)]))
 
+    def safe(build):
+        def run(args):
+            try:
+                return build(*args)
+            except Exception:  # sympy refuses some unevaluated combinations (e.g. asserts in Mul)
+                return None
+        return run
+
     def grow(children):
         pair = st.tuples(children, children)
-        return st.one_of(pair.map(lambda t: sympy.Add(*t, evaluate=False)),
-                         pair.map(lambda t: sympy.Mul(*t, evaluate=False)),
-                         st.tuples(children, st.integers(-3, 3)).map(lambda t: sympy.Pow(t[0], t[1], evaluate=False)),
-                         children.map(sympy.sqrt))
+        return st.one_of(pair.map(safe(lambda x, y: sympy.Add(x, y, evaluate=False))),
+                         pair.map(safe(lambda x, y: sympy.Mul(x, y, evaluate=False))),
+                         st.tuples(children, st.integers(-3, 3)).map(
+                             safe(lambda x, k: sympy.Pow(x, k, evaluate=False))),
+                         children.map(lambda x: safe(sympy.sqrt)((x,)))).filter(lambda x: x is not None)
 
     return st.recursive(leaves, grow, max_leaves=5)
 
