@@ -50,9 +50,11 @@ from functools import lru_cache
 from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
 from math_verify.grader import sympy_symbolic_eq as _stock_symbolic_eq
 from pebble import ProcessPool
-from sympy import (Add, And, Basic, Expr, Float, Integer, Mul, Number, NumberSymbol, Pow, Rational, Set,
+from sympy import (Add, And, Basic, Expr, Float, Integer, Mul, Number, NumberSymbol, Pow, Rational, Set, Symbol,
                    UnevaluatedExpr, preorder_traversal)
 from sympy.core.numbers import ComplexInfinity, Infinity, NaN, NegativeInfinity
+from sympy.functions import cos, exp, sin, tan
+from sympy.functions import log as ln
 from sympy.core.relational import Relational
 from sympy.matrices import MatrixBase
 
@@ -327,40 +329,51 @@ except ImportError:  # another latex2sympy2 layout: keep math-verify's parser as
     _SllLatex2Sympy = None
 
 
-# What `certainly_unequal` evaluates: numbers and arithmetic on them, with small rational exponents
-# (power towers such as 9^{9^{9^{9}}} are left to sympy, and to the time limit).
-_NUMERIC_NODES = (Number, NumberSymbol, Add, Mul, UnevaluatedExpr)
+# What `certainly_unequal` evaluates: numbers, real symbols ("x" as latex2sympy2 makes it for a real
+# answer), arithmetic with small rational exponents, exp, log, sin, cos and tan. Power towers such as
+# 9^{9^{9^{9}}}, other functions, sets and anything else are left to sympy, and to the time limit.
+_ARITHMETIC_NODES = (Number, NumberSymbol, Add, Mul, UnevaluatedExpr, exp, ln, sin, cos, tan)
 _NOT_FINITE = (NaN, ComplexInfinity, Infinity, NegativeInfinity)
 _MAX_EXPONENT = 64
 
 
-def _plain_numeric(x) -> bool:
+def _plain_arithmetic(x, symbols: set) -> bool:
+    """True if `x` is built from `_ARITHMETIC_NODES` and real symbols only; adds those symbols to `symbols`."""
     for node in preorder_traversal(x):
         if isinstance(node, Pow):
             e = node.exp
             if not (isinstance(e, Rational) and abs(e.p) <= _MAX_EXPONENT and e.q <= _MAX_EXPONENT):
                 return False
-        elif not isinstance(node, _NUMERIC_NODES) or isinstance(node, _NOT_FINITE):
+        elif type(node) is Symbol:
+            if node._assumptions_orig != {"real": True}:
+                return False
+            symbols.add(node)
+        elif not isinstance(node, _ARITHMETIC_NODES) or isinstance(node, _NOT_FINITE):
             return False
     return True
 
 
 def certainly_unequal(a, b) -> bool:
-    """True only when a - b is a real number that evaluates, to full accuracy, to a nonzero value: then
-    simplify(a - b) cannot be zero, and math-verify's symbolic check would say "not equal" after a simplify()
-    that costs milliseconds. False means "not known" (anything with a symbol, a function, a set, ...)."""
-    if not (isinstance(a, Expr) and isinstance(b, Expr) and _plain_numeric(a) and _plain_numeric(b)):
+    """True only when a - b is, at one real point (each real symbol set to its own positive rational), a
+    real number that evaluates to full accuracy to a nonzero value. Then a - b is not identically zero, so
+    simplify(a - b) cannot be zero, and math-verify's symbolic check says "not equal" after a simplify()
+    that costs milliseconds to tens of them. False means "not known": equal there, complex there, or
+    anything with a function, a set, a non-real symbol, ..."""
+    symbols: set = set()
+    if not (isinstance(a, Expr) and isinstance(b, Expr) and _plain_arithmetic(a, symbols)
+            and _plain_arithmetic(b, symbols)):
         return False
+    point = {x: Rational(10 * k + 13, 4 * k + 7) for k, x in enumerate(sorted(symbols, key=str))}
     try:
-        value = (a - b).evalf(30, strict=True)
+        value = (a - b).evalf(30, subs=point, strict=True)
     except Exception:  # PrecisionExhausted (e.g. an exact zero), or anything else: let sympy decide
         return False
     return isinstance(value, Float) and value != 0
 
 
 def disproving_symbolic_eq(a, b) -> bool:
-    """math-verify's `sympy_symbolic_eq` (simplify(a - b) is zero), answered at once when the two sides are
-    numbers that `certainly_unequal` tells apart; the same result, since simplify keeps a value."""
+    """math-verify's `sympy_symbolic_eq` (simplify(a - b) is zero), answered at once when `certainly_unequal`
+    tells the two sides apart; the same result, since simplify keeps an expression's values."""
     if certainly_unequal(a, b):
         return False
     return _stock_symbolic_eq(a, b)

@@ -489,7 +489,7 @@ def test_number_short_cut_on_benchmark_gold_answers():
 
 
 # ---------------------------------------------------------------------------------------------------
-# Numbers told apart by evaluation get math-verify's own symbolic verdict, without its simplify()
+# Answers told apart by evaluation (at a point) get math-verify's own symbolic verdict, without simplify()
 
 
 def _symbolic_eq_both(a, b) -> tuple[bool, bool]:
@@ -506,7 +506,9 @@ def _numeric_exprs():
 
     leaves = st.one_of(st.integers(-50, 50).map(sympy.Integer),
                        st.tuples(st.integers(-30, 30), st.integers(1, 12)).map(lambda t: sympy.Rational(*t)),
-                       st.sampled_from([sympy.pi, sympy.E, sympy.sqrt(2), sympy.sqrt(3), sympy.Rational(1, 3)]))
+                       st.sampled_from([sympy.pi, sympy.E, sympy.sqrt(2), sympy.sqrt(3), sympy.Rational(1, 3)]),
+                       # real symbols as latex2sympy2 makes them (evaluated at a point), and a complex one (never)
+                       st.sampled_from([sympy.Symbol("x", real=True), sympy.Symbol("y", real=True), sympy.Symbol("z")]))
 
     def safe(build):
         def run(args):
@@ -522,12 +524,14 @@ def _numeric_exprs():
                          pair.map(safe(lambda x, y: sympy.Mul(x, y, evaluate=False))),
                          st.tuples(children, st.integers(-3, 3)).map(
                              safe(lambda x, k: sympy.Pow(x, k, evaluate=False))),
-                         children.map(lambda x: safe(sympy.sqrt)((x,)))).filter(lambda x: x is not None)
+                         st.tuples(st.sampled_from([sympy.sqrt, sympy.exp, sympy.log, sympy.sin, sympy.cos, sympy.tan,
+                                                    sympy.Abs]), children).map(safe(lambda f, x: f(x))),
+                         ).filter(lambda x: x is not None)
 
     return st.recursive(leaves, grow, max_leaves=5)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=300, deadline=None)
 @given(_numeric_exprs(), _numeric_exprs(), st.booleans())
 def test_disproving_symbolic_eq_gives_math_verifys_answer(a, b, same):
     import sympy
