@@ -23,8 +23,11 @@ among rollouts, are graded once and cached. Every pair comes back with a `Verdic
 ``UNPARSED`` verdict that is logged and counted, never a crashed batch and never a silent WRONG.
 
 Speed (``benchmarks/grade_speed.py``): most of a grader's time is latex2sympy2's ANTLR parse of LaTeX
-answers. Workers keep a large parse cache, parse in ANTLR's SLL mode first (`sll_first_latex2sympy`), start
-from a warmed-up parser (`evals._warm_grader`), and skip verify() when both sides parse to the same object.
+answers, then sympy's simplify() in verify(). Workers (`_speed_up_math_verify`) keep a large parse cache,
+build plain numbers without the parser (`number_latex2sympy`), parse in ANTLR's SLL mode first where it can
+succeed (`sll_first_latex2sympy`), start from a warmed-up parser (`evals._warm_grader`), skip verify() when
+both sides parse to the same object, and skip simplify() where evaluation already shows two answers differ
+(`certainly_unequal`). Each gives math-verify's own result, and each is tested against it.
 """
 
 from __future__ import annotations
@@ -390,8 +393,9 @@ def disproving_symbolic_eq(a, b) -> bool:
 def _speed_up_math_verify() -> None:
     """In a grader worker: math-verify keeps the 20 latest LaTeX parses (`parse_latex_cached`); a grader
     sees the same few answers ("\\frac{1}{2}", "5") over and over, and a parse costs 1-10 ms, so give it a
-    large cache. And parse SLL-first (`sll_first_latex2sympy`). The parsing code and its results are
-    math-verify's and latex2sympy2's own."""
+    large cache. Parse plain numbers directly and the rest SLL-first (`sll_first_latex2sympy`), and answer
+    math-verify's symbolic check at once where evaluation tells the sides apart (`disproving_symbolic_eq`).
+    The results are math-verify's and latex2sympy2's own."""
     import math_verify.grader as mvg
     import math_verify.parser as mvp
 
