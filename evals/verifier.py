@@ -56,9 +56,9 @@ from pebble import ProcessPool
 from sympy import (Add, And, Basic, Expr, Float, Integer, Mul, Number, NumberSymbol, Pow, Rational, Set, Symbol,
                    UnevaluatedExpr, preorder_traversal)
 from sympy.core.numbers import ComplexInfinity, Infinity, NaN, NegativeInfinity
-from sympy.functions import cos, exp, sin, tan
-from sympy.functions import log as ln
 from sympy.core.relational import Relational
+from sympy.functions import cos, exp, sin, tan
+from sympy.functions import log as ln  # "log" is this module's logger
 from sympy.matrices import MatrixBase
 
 from evals.extraction import (
