@@ -22,7 +22,11 @@ Graders, each on the same responses in the same order, in batches of 512 like `t
   still graded once), to show what the cache buys;
 - plain Math-Verify: `Verifier(plain=True)`, library defaults, same pool, chunks and timeouts (and the same
   parser speed-ups in the workers);
-- plain Math-Verify as users call it, in this process on one core, on the first 2,000 non-adversarial ones.
+- plain Math-Verify as users call it, then ours (`judge`), in this process on one core, on the first 2,000
+  non-adversarial ones, timed by the wall clock and by CPU time (less sensitive to other jobs on the machine).
+
+Each grader is timed by the wall clock and by CPU time: for the pool, this process's plus every worker's
+(hung answers burn theirs until they are killed), which other jobs on a shared machine inflate far less.
 
 Results: benchmarks/results/grade_speed.json and .md, with the load average (the machine is shared; other jobs
 inflate the timings).
@@ -112,6 +116,19 @@ def build_responses(data_dir: Path, n: int, n_adversarial: int, samples: int = 4
     return rows
 
 
+def _reaped_workers_cpu_s() -> float | None:
+    """CPU seconds of every grader worker that has exited so far: the forkserver's cutime + cstime (it reaps
+    the workers it forks, killed ones included). None where that cannot be read (no forkserver, no /proc)."""
+    from multiprocessing import forkserver
+
+    pid = getattr(forkserver._forkserver, "_forkserver_pid", None)
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, TypeError):
+        return None
+    return (int(fields[13]) + int(fields[14])) / os.sysconf("SC_CLK_TCK")
+
+
 def run_grader(name: str, rows: list[dict], workers: int, timeout_s: float, **verifier_kwargs) -> dict:
     from evals.verifier import Verifier
 
@@ -119,46 +136,73 @@ def run_grader(name: str, rows: list[dict], workers: int, timeout_s: float, **ve
     with Verifier(workers=workers, timeout_s=timeout_s, **verifier_kwargs) as v:
         v.verify_batch([("\\boxed{1}", "1"), ("\\boxed{2}", "1")])  # workers started and warm
         v.cache_hits = 0
-        start = time.perf_counter()
+        workers_cpu = _reaped_workers_cpu_s()
+        start, parent_cpu = time.perf_counter(), time.process_time()
         verdicts = []
         for i in range(0, len(pairs), 512):
             verdicts += v.verify_batch(pairs[i : i + 512])
-        seconds = time.perf_counter() - start
+        seconds, parent_cpu = time.perf_counter() - start, time.process_time() - parent_cpu
         cache_hits, errors = v.cache_hits, v.errors
+    time.sleep(0.5)  # the forkserver reaps the closed pool's workers
+    after = _reaped_workers_cpu_s()
+    # All CPU the grading took: this process and the workers (their start-up and warm-up batch included, and
+    # the CPU that hung answers burn until they are killed).
+    cpu = parent_cpu + after - workers_cpu if workers_cpu is not None and after is not None else None
     outcomes = Counter(x.outcome.value for x in verdicts)
     adversarial = [x.outcome.value for x, r in zip(verdicts, rows) if r["kind"] == "adversarial-timeout"]
     by_kind: dict[str, Counter] = {}
     for x, r in zip(verdicts, rows):
         by_kind.setdefault(r["kind"], Counter())[x.outcome.value] += 1
-    print(f"{name}: {len(pairs)} answers in {seconds:.1f} s = {len(pairs) / seconds:.0f} answers/s; "
+    cpu_text = f", {cpu:.1f} CPU-s ({len(pairs) / cpu:.0f} answers/CPU-s)" if cpu else ""
+    print(f"{name}: {len(pairs)} answers in {seconds:.1f} s = {len(pairs) / seconds:.0f} answers/s{cpu_text}; "
           f"outcomes {dict(outcomes)}; cache hits {cache_hits}", flush=True)
+    cpu_fields = {"cpu_seconds": round(cpu, 2), "answers_per_cpu_second": round(len(pairs) / cpu, 1)} if cpu else {}
     return {"grader": name, "answers": len(pairs), "seconds": round(seconds, 2),
-            "answers_per_second": round(len(pairs) / seconds, 1), "outcomes": dict(outcomes),
+            "answers_per_second": round(len(pairs) / seconds, 1), **cpu_fields, "outcomes": dict(outcomes),
             "cache_hits": cache_hits, "errors": errors,
             "adversarial_timed_out": f"{adversarial.count('timeout')}/{len(adversarial)}",
             "outcomes_by_kind": {k: dict(v) for k, v in by_kind.items()},
             "verdicts": [x.outcome.value for x in verdicts]}
 
 
-def run_library_in_process(rows: list[dict], n: int) -> dict:
-    """Plain Math-Verify as users call it: `verify(parse(gold), parse(response))` in this process, one core,
-    the library's own settings (signal-based timeouts), on the first `n` responses that are not adversarial."""
+def run_in_process(rows: list[dict], n: int) -> list[dict]:
+    """Ours and plain Math-Verify side by side in this process, one core, on the first `n` responses that are
+    not adversarial, timed by the wall clock and by this process's CPU time (time.process_time), which other
+    jobs on a shared machine inflate far less.
+
+    Plain Math-Verify runs first and as users call it: `verify(parse(gold), parse(response))` with the library's
+    own settings (signal-based timeouts), before anything of ours is loaded. Ours is `judge` with the speed-ups
+    its pool workers start with (`evals.verifier._speed_up_math_verify`, the warmed parser), without a pool.
+    """
     from math_verify import parse, verify
 
     from evals.extraction import normalize_gold
 
     sample = [r for r in rows if not r["kind"].startswith("adversarial")][:n]
     parse("\\boxed{1}")  # build the grammar first
-    start = time.perf_counter()
-    correct = sum(bool(verify(parse(f"\\boxed{{{normalize_gold(r['gold'])}}}"), parse(r["response"])))
-                  for r in sample)
-    seconds = time.perf_counter() - start
-    print(f"plain Math-Verify in process: {len(sample)} answers in {seconds:.1f} s = {len(sample) / seconds:.0f} "
-          f"answers/s", flush=True)
-    return {"grader": "plain Math-Verify, in process, 1 core", "answers": len(sample), "seconds": round(seconds, 2),
-            "answers_per_second": round(len(sample) / seconds, 1),
-            "outcomes": {"correct": correct, "wrong": "-", "unparsed": "-", "timeout": "-"},
-            "cache_hits": 0, "errors": 0, "adversarial_timed_out": "-"}
+    results = []
+
+    def timed(name: str, grade) -> None:
+        wall, cpu = time.perf_counter(), time.process_time()
+        correct = sum(grade(r) for r in sample)
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        print(f"{name}: {len(sample)} answers in {wall:.1f} s wall ({len(sample) / wall:.0f} answers/s), "
+              f"{cpu:.1f} s CPU ({len(sample) / cpu:.0f} answers/CPU-s); {correct} correct", flush=True)
+        results.append({"grader": name, "answers": len(sample), "seconds": round(wall, 2),
+                        "answers_per_second": round(len(sample) / wall, 1), "cpu_seconds": round(cpu, 2),
+                        "answers_per_cpu_second": round(len(sample) / cpu, 1),
+                        "outcomes": {"correct": correct, "wrong": "-", "unparsed": "-", "timeout": "-"},
+                        "cache_hits": 0, "errors": 0, "adversarial_timed_out": "-"})
+
+    timed("plain Math-Verify, in process, 1 core",
+          lambda r: bool(verify(parse(f"\\boxed{{{normalize_gold(r['gold'])}}}"), parse(r["response"]))))
+
+    import evals._warm_grader  # noqa: F401  (what a pool worker starts from: speed-ups on, parser warm)
+    from evals.verifier import judge
+
+    judge("\\boxed{1}", "1")
+    timed("ours, in process, 1 core", lambda r: judge(r["response"], r["gold"]).correct)
+    return results
 
 
 def main() -> None:
@@ -169,7 +213,7 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--timeout", type=float, default=2.0, help="per-answer limit in seconds")
     ap.add_argument("--in-process", type=int, default=2000,
-                    help="responses for the in-process plain Math-Verify baseline (one core, library as is)")
+                    help="responses for the in-process runs of plain Math-Verify and ours (one core)")
     ap.add_argument("--data-dir", help="benchmark data folder (default: $TBRM_DATA_DIR or ../shared/data)")
     ap.add_argument("--out", default=str(HERE / "results"))
     a = ap.parse_args()
@@ -184,7 +228,7 @@ def main() -> None:
                run_grader("ours, cache off (duplicates within a batch still graded once)", rows, a.workers,
                           a.timeout, cache_size=0),
                run_grader("plain Math-Verify", rows, a.workers, a.timeout, plain=True)]
-    results.append(run_library_in_process(rows, a.in_process))
+    results += run_in_process(rows, a.in_process)
     load_after = os.getloadavg()
     ours, plain = results[0]["verdicts"], results[2]["verdicts"]
     flips = Counter((o, p) for o, p, r in zip(ours, plain, rows) if (o == "correct") != (p == "correct"))
@@ -205,11 +249,13 @@ def main() -> None:
     from tbrm.io import atomic_write_json, atomic_write_text
 
     atomic_write_json(out_dir / "grade_speed.json", out)
-    lines = ["| grader | answers | seconds | answers/s | correct | wrong | unparsed | timeout | cache hits | "
-             "adversarial timed out |", "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
+    lines = ["| grader | answers | seconds | answers/s | CPU s | answers/CPU-s | correct | wrong | unparsed | timeout "
+             "| "
+             "cache hits | adversarial timed out |", "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"]
     for r in results:
         o = r["outcomes"]
-        lines.append(f"| {r['grader']} | {r['answers']} | {r['seconds']} | {r['answers_per_second']:.0f} | "
+        cpu = f"{r['cpu_seconds']} | {r['answers_per_cpu_second']:.0f}" if "cpu_seconds" in r else "- | -"
+        lines.append(f"| {r['grader']} | {r['answers']} | {r['seconds']} | {r['answers_per_second']:.0f} | {cpu} | "
                      f"{o.get('correct', 0)} | {o.get('wrong', 0)} | {o.get('unparsed', 0)} | {o.get('timeout', 0)} | "
                      f"{r['cache_hits']} | {r['adversarial_timed_out']} |")
     lines += ["", f"Responses: {', '.join(f'{k} {v}' for k, v in kinds.items())}. {a.workers} worker processes, "

@@ -23,8 +23,11 @@ among rollouts, are graded once and cached. Every pair comes back with a `Verdic
 ``UNPARSED`` verdict that is logged and counted, never a crashed batch and never a silent WRONG.
 
 Speed (``benchmarks/grade_speed.py``): most of a grader's time is latex2sympy2's ANTLR parse of LaTeX
-answers. Workers keep a large parse cache, parse in ANTLR's SLL mode first (`sll_first_latex2sympy`), start
-from a warmed-up parser (`evals._warm_grader`), and skip verify() when both sides parse to the same object.
+answers, then sympy's simplify() in verify(). Workers (`_speed_up_math_verify`) keep a large parse cache,
+build plain numbers without the parser (`number_latex2sympy`), parse in ANTLR's SLL mode first where it can
+succeed (`sll_first_latex2sympy`), start from a warmed-up parser (`evals._warm_grader`), skip verify() when
+both sides parse to the same object, and skip simplify() where evaluation already shows two answers differ
+(`certainly_unequal`). Each gives math-verify's own result, and each is tested against it.
 """
 
 from __future__ import annotations
@@ -48,9 +51,14 @@ from enum import Enum
 from functools import lru_cache
 
 from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
+from math_verify.grader import sympy_symbolic_eq as _stock_symbolic_eq
 from pebble import ProcessPool
-from sympy import And, Basic, Float, Rational, Set
+from sympy import (Add, And, Basic, Expr, Float, Integer, Mul, Number, NumberSymbol, Pow, Rational, Set, Symbol,
+                   UnevaluatedExpr, preorder_traversal)
+from sympy.core.numbers import ComplexInfinity, Infinity, NaN, NegativeInfinity
 from sympy.core.relational import Relational
+from sympy.functions import cos, exp, sin, tan
+from sympy.functions import log as ln  # "log" is this module's logger
 from sympy.matrices import MatrixBase
 
 from evals.extraction import (
@@ -246,21 +254,77 @@ def _grade_chunk(pairs: Sequence[tuple[str, str]], lenient: bool, plain: bool, t
     return out
 
 
+# The commonest answers: an integer, a decimal, \frac{a}{b} (\dfrac, \tfrac) or a/b of integers, with an
+# optional leading minus. ASCII digits only; spaces, "+", percentages, zero denominators and anything else go
+# to the ANTLR parse.
+_NUMBER_LATEX_RE = re.compile(r"(-?)(?:([0-9]+)|([0-9]*\.[0-9]+)|\\[dt]?frac\{(-?[0-9]+)\}\{(-?[0-9]+)\}"
+                              r"|([0-9]+)/([0-9]+))")
+
+
+_DIGITS_RE = re.compile(r"[0-9]+")
+
+
+def _signed_integer(text: str):
+    # latex2sympy reads "-7" as unary minus on the number 7 (`convert_unary`: -Integer(7)).
+    return -Integer(text[1:]) if text.startswith("-") else Integer(text)
+
+
+def number_latex2sympy(latex: str):
+    """latex2sympy2's result for a plain number, built without its parser; None for any other input.
+
+    The same objects latex2sympy2 builds (`_Latex2Sympy.parse_number`, `convert_frac`, the DIV branch of
+    `convert_mp`, `convert_unary`): Integer for integers ("007" -> 7), sympy.Number(text) for decimals (a
+    Float whose precision follows the digits), Rational(Integer, Integer) for fractions, and a leading minus
+    as sympy negation. ``tests/test_verifier.py`` checks type, srepr and precision against the ANTLR parse
+    (hypothesis, and every gold answer of the benchmarks).
+    """
+    m = _NUMBER_LATEX_RE.fullmatch(latex)
+    if m is None:
+        return None
+    sign, integer, decimal, top, bottom, num, den = m.groups()
+    try:
+        if integer is not None:
+            value = Integer(integer)
+        elif decimal is not None:
+            value = Number(decimal)
+        else:
+            top, bottom = (top, bottom) if top is not None else (num, den)
+            if not bottom.strip("-0"):
+                return None  # x/0: sympy's zoo, and -zoo is an unevaluated Mul; leave it to the parser
+            value = Rational(_signed_integer(top), _signed_integer(bottom))
+    except ValueError:  # more digits than Python converts: the parser's problem, as before
+        return None
+    return -value if sign else value
+
+
+# A letter with a superscript or subscript ("x^2 - x - 1", "C_{1}", "5r^5"): this grammar's SLL prediction
+# always fails on it (no case otherwise on 6,000 benchmark responses), and a failing SLL parse costs as much
+# as the LL one, so such answers go to LL at once. "e^" and commands ("\\log_2") are not matched.
+_LL_ONLY_RE = re.compile(r"(?<![\\A-Za-z])(?!e\s*\^)[A-Za-z]\s*[\^_]")
+
+
 def sll_first_latex2sympy(latex_str: str, *args, normalization_config=None, **kwargs):
-    """latex2sympy2's `latex2sympy`, parsing in ANTLR's SLL prediction mode first and in its default LL mode
-    only if that fails.
+    """latex2sympy2's `latex2sympy`: plain numbers built directly (`number_latex2sympy`), other input parsed
+    in ANTLR's SLL prediction mode first and in its default LL mode only if that fails (digit strings inside
+    built directly too, `_LlLatex2Sympy`).
 
     ANTLR guarantees that an SLL parse either returns the parse tree LL would return or reports a syntax
     error (PredictionMode.SLL), so results are unchanged while parses get ~1.5x faster; the LaTeX parse is
-    most of a grader's time. Inputs that only LL can parse (or that do not parse at all) pay both.
-    ``tests/test_verifier.py`` checks the equality on real answers.
+    most of a grader's time. Inputs that only LL can parse (or that do not parse at all) pay both, except
+    those `_LL_ONLY_RE` recognizes, which go to LL at once. ``tests/test_verifier.py`` checks the equality
+    on real answers.
     """
-    if normalization_config is None:
+    if normalization_config is not None:  # math-verify always passes None; anything else as latex2sympy2 does
+        return _stock_latex2sympy(latex_str, *args, normalization_config=normalization_config, **kwargs)
+    number = number_latex2sympy(latex_str)
+    if number is not None:
+        return number
+    if not _LL_ONLY_RE.search(latex_str):
         try:
             return _SllLatex2Sympy(*args, **kwargs).parse(latex_str)
         except Exception:
             pass
-    return _stock_latex2sympy(latex_str, *args, normalization_config=normalization_config, **kwargs)
+    return _LlLatex2Sympy(*args, **kwargs).parse(latex_str)
 
 
 try:
@@ -268,24 +332,90 @@ try:
     from latex2sympy2_extended.latex2sympy2 import _Latex2Sympy
     from latex2sympy2_extended.latex2sympy2 import latex2sympy as _stock_latex2sympy
 
-    class _SllLatex2Sympy(_Latex2Sympy):
+    class _LlLatex2Sympy(_Latex2Sympy):
+        """latex2sympy2's converter as `latex2sympy` builds it, but digit strings become Integer at once: its
+        `parse_number` calls sympy.Number(text), which for a string runs sympy's expression parser (~0.5 ms
+        a number) to build the same Integer."""
+
         def __init__(self, variable_values=None, is_real=None, convert_degrees=False, conversion_config=None):
             kwargs = {"config": conversion_config} if conversion_config is not None else {}
             super().__init__(variable_values, is_real, convert_degrees, **kwargs)
 
+        def parse_number(self, text):
+            digits = text.replace(",", "")
+            if _DIGITS_RE.fullmatch(digits):
+                try:
+                    return Integer(digits)
+                except ValueError:  # more digits than Python converts: as latex2sympy2 does
+                    pass
+            return super().parse_number(text)
+
+    class _SllLatex2Sympy(_LlLatex2Sympy):
         def create_parser(self, latex_str):
             parser = super().create_parser(latex_str)
             parser._interp.predictionMode = PredictionMode.SLL
             return parser
 except ImportError:  # another latex2sympy2 layout: keep math-verify's parser as it is
-    _SllLatex2Sympy = None
+    _SllLatex2Sympy = _LlLatex2Sympy = None
+
+
+# What `certainly_unequal` evaluates: numbers, real symbols ("x" as latex2sympy2 makes it for a real
+# answer), arithmetic with small rational exponents, exp, log, sin, cos and tan. Power towers such as
+# 9^{9^{9^{9}}}, other functions, sets and anything else are left to sympy, and to the time limit.
+_ARITHMETIC_NODES = (Number, NumberSymbol, Add, Mul, UnevaluatedExpr, exp, ln, sin, cos, tan)
+_NOT_FINITE = (NaN, ComplexInfinity, Infinity, NegativeInfinity)
+_MAX_EXPONENT = 64
+
+
+def _plain_arithmetic(x, symbols: set) -> bool:
+    """True if `x` is built from `_ARITHMETIC_NODES` and real symbols only; adds those symbols to `symbols`."""
+    for node in preorder_traversal(x):
+        if isinstance(node, Pow):
+            e = node.exp
+            if not (isinstance(e, Rational) and abs(e.p) <= _MAX_EXPONENT and e.q <= _MAX_EXPONENT):
+                return False
+        elif type(node) is Symbol:
+            if node._assumptions_orig != {"real": True}:
+                return False
+            symbols.add(node)
+        elif not isinstance(node, _ARITHMETIC_NODES) or isinstance(node, _NOT_FINITE):
+            return False
+    return True
+
+
+def certainly_unequal(a, b) -> bool:
+    """True only when a - b is, at one real point (each real symbol set to its own positive rational), a
+    real number that evaluates to full accuracy to a nonzero value. Then a - b is not identically zero, so
+    simplify(a - b) cannot be zero, and math-verify's symbolic check says "not equal" after a simplify()
+    that costs milliseconds to tens of them. False means "not known": equal there, complex there, or
+    anything with a function, a set, a non-real symbol, ..."""
+    symbols: set = set()
+    if not (isinstance(a, Expr) and isinstance(b, Expr) and _plain_arithmetic(a, symbols)
+            and _plain_arithmetic(b, symbols)):
+        return False
+    point = {x: Rational(10 * k + 13, 4 * k + 7) for k, x in enumerate(sorted(symbols, key=str))}
+    try:
+        value = (a - b).evalf(30, subs=point, strict=True)
+    except Exception:  # PrecisionExhausted (e.g. an exact zero), or anything else: let sympy decide
+        return False
+    return isinstance(value, Float) and value != 0
+
+
+def disproving_symbolic_eq(a, b) -> bool:
+    """math-verify's `sympy_symbolic_eq` (simplify(a - b) is zero), answered at once when `certainly_unequal`
+    tells the two sides apart; the same result, since simplify keeps an expression's values."""
+    if certainly_unequal(a, b):
+        return False
+    return _stock_symbolic_eq(a, b)
 
 
 def _speed_up_math_verify() -> None:
     """In a grader worker: math-verify keeps the 20 latest LaTeX parses (`parse_latex_cached`); a grader
     sees the same few answers ("\\frac{1}{2}", "5") over and over, and a parse costs 1-10 ms, so give it a
-    large cache. And parse SLL-first (`sll_first_latex2sympy`). The parsing code and its results are
-    math-verify's and latex2sympy2's own."""
+    large cache. Parse plain numbers directly and the rest SLL-first (`sll_first_latex2sympy`), and answer
+    math-verify's symbolic check at once where evaluation tells the sides apart (`disproving_symbolic_eq`).
+    The results are math-verify's and latex2sympy2's own."""
+    import math_verify.grader as mvg
     import math_verify.parser as mvp
 
     cached = getattr(mvp, "parse_latex_cached", None)
@@ -293,6 +423,8 @@ def _speed_up_math_verify() -> None:
         mvp.parse_latex_cached = lru_cache(maxsize=65536)(cached.__wrapped__)
     if _SllLatex2Sympy is not None and getattr(mvp, "latex2sympy", None) is _stock_latex2sympy:
         mvp.latex2sympy = sll_first_latex2sympy
+    if getattr(mvg, "sympy_symbolic_eq", None) is _stock_symbolic_eq:
+        mvg.sympy_symbolic_eq = disproving_symbolic_eq
 
 
 def _init_worker(progress=None) -> None:

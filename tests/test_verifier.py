@@ -409,6 +409,166 @@ def test_sll_first_parse_equals_the_stock_parse_on_math_answers(math500_answers)
         assert sll == stock, answer
 
 
+# ---------------------------------------------------------------------------------------------------
+# The plain-number short cut builds latex2sympy2's own objects, and leaves everything else to the parser
+
+
+def _same_parse(latex: str) -> None:
+    """sll_first_latex2sympy (short cut, SLL, LL) and stock latex2sympy give the same object: same type,
+    same srepr (a Float's precision included), equal; or both fail."""
+    from latex2sympy2_extended.latex2sympy2 import latex2sympy
+    from sympy import srepr
+
+    from evals.verifier import sll_first_latex2sympy
+
+    def run(f):
+        try:
+            x = f(latex, is_real=True, convert_degrees=False, normalization_config=None)
+        except Exception as e:
+            return "error", type(e).__name__
+        return type(x), srepr(x), getattr(x, "_prec", None)
+
+    ours, stock = run(sll_first_latex2sympy), run(latex2sympy)
+    assert ours == stock, latex
+
+
+_DIGITS = st.text("0123456789", min_size=1, max_size=25)
+_SIGN = st.sampled_from(["", "-"])
+
+
+@st.composite
+def _number_latex(draw) -> str:
+    a, b = draw(_DIGITS), draw(_DIGITS)
+    form = draw(st.sampled_from(["int", "dec", "dec-no-int", "frac", "slash"]))
+    body = {"int": a, "dec": f"{a}.{b}", "dec-no-int": f".{b}",
+            "frac": f"\\{draw(st.sampled_from(['frac', 'dfrac', 'tfrac']))}{{{draw(_SIGN)}{a}}}{{{draw(_SIGN)}{b}}}",
+            "slash": f"{a}/{b}"}[form]
+    return draw(_SIGN) + body
+
+
+@settings(max_examples=300, deadline=None)
+@given(_number_latex())
+def test_number_short_cut_builds_the_parsers_object(latex):
+    from evals.verifier import number_latex2sympy
+
+    denominator = latex.rpartition("{" if "frac" in latex else "/")[2] if "/" in latex or "frac" in latex else "1"
+    zero_denominator = not denominator.strip("-0}")
+    assert (number_latex2sympy(latex) is None) == zero_denominator, latex
+    _same_parse(latex)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.one_of(
+    st.builds(lambda x, junk, at: x[:at] + junk + x[at:], _number_latex(),
+              st.sampled_from([" ", "+", "\\%", "%", ".", ",", "{", "}", "x", "\\pi", "^2", "\\!", "٣", "e"]),
+              st.integers(0, 30)),
+    st.text("0123456789-./{}\\fracd ", max_size=20)))
+def test_near_numbers_parse_as_the_parser_parses_them(latex):
+    # Strings next to the short cut's forms ("1.", "\\frac12", "3/0", "5\\%", "1 000"): whichever path
+    # takes them, the result is the parser's.
+    _same_parse(latex)
+
+
+def test_number_short_cut_on_benchmark_gold_answers():
+    from evals.benchmarks import DataDirNotFound, data_dir, load_benchmark
+    from evals.verifier import number_latex2sympy
+
+    try:
+        root = data_dir()
+    except DataDirNotFound:
+        pytest.skip("benchmark data folder (../shared/data or $TBRM_DATA_DIR) not present")
+    golds = []
+    for name in ("math500", "gsm8k", "aime24", "aime25", "amc23"):
+        try:
+            golds += [normalize_gold(p.answer) for p in load_benchmark(name, data_dir=root)]
+        except FileNotFoundError as e:
+            pytest.skip(f"{name} not in the benchmark data folder: {e}")
+    assert sum(number_latex2sympy(g) is not None for g in golds) > len(golds) // 2  # the short cut is used
+    for gold in golds:
+        _same_parse(gold)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Answers told apart by evaluation (at a point) get math-verify's own symbolic verdict, without simplify()
+
+
+def _symbolic_eq_both(a, b) -> tuple[bool, bool]:
+    from math_verify.grader import sympy_symbolic_eq
+
+    from evals.verifier import _stock_symbolic_eq, disproving_symbolic_eq
+
+    assert sympy_symbolic_eq is _stock_symbolic_eq  # this test process runs math-verify unpatched
+    return disproving_symbolic_eq(a, b), _stock_symbolic_eq(a, b)
+
+
+def _numeric_exprs():
+    import sympy
+
+    leaves = st.one_of(st.integers(-50, 50).map(sympy.Integer),
+                       st.tuples(st.integers(-30, 30), st.integers(1, 12)).map(lambda t: sympy.Rational(*t)),
+                       st.sampled_from([sympy.pi, sympy.E, sympy.sqrt(2), sympy.sqrt(3), sympy.Rational(1, 3)]),
+                       # real symbols as latex2sympy2 makes them (evaluated at a point), and a complex one (never)
+                       st.sampled_from([sympy.Symbol("x", real=True), sympy.Symbol("y", real=True), sympy.Symbol("z")]))
+
+    def safe(build):
+        def run(args):
+            try:
+                return build(*args)
+            except Exception:  # sympy refuses some unevaluated combinations (e.g. asserts in Mul)
+                return None
+        return run
+
+    def grow(children):
+        pair = st.tuples(children, children)
+        return st.one_of(pair.map(safe(lambda x, y: sympy.Add(x, y, evaluate=False))),
+                         pair.map(safe(lambda x, y: sympy.Mul(x, y, evaluate=False))),
+                         st.tuples(children, st.integers(-3, 3)).map(
+                             safe(lambda x, k: sympy.Pow(x, k, evaluate=False))),
+                         st.tuples(st.sampled_from([sympy.sqrt, sympy.exp, sympy.log, sympy.sin, sympy.cos, sympy.tan,
+                                                    sympy.Abs]), children).map(safe(lambda f, x: f(x))),
+                         ).filter(lambda x: x is not None)
+
+    return st.recursive(leaves, grow, max_leaves=5)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_numeric_exprs(), _numeric_exprs(), st.booleans())
+def test_disproving_symbolic_eq_gives_math_verifys_answer(a, b, same):
+    import sympy
+
+    if same:  # an equal pair written differently, so that "equal" is tested too
+        b = sympy.expand(sympy.radsimp(a))
+    try:
+        ours, stock = _symbolic_eq_both(a, b)
+    except (ZeroDivisionError, ValueError):
+        return
+    assert ours == stock, (a, b)
+
+
+def test_disproving_symbolic_eq_on_benchmark_answers(math500_answers):
+    # Every pair among MATH500 answers that parse to plain numbers (and each against itself): the short cut
+    # decides the unequal ones and agrees with simplify() on all of them.
+    from latex2sympy2_extended.latex2sympy2 import latex2sympy
+
+    from evals.verifier import certainly_unequal
+
+    numbers = []
+    for answer in math500_answers:
+        try:
+            x = latex2sympy(normalize_gold(answer), is_real=True, normalization_config=None)
+        except Exception:
+            continue
+        if getattr(x, "is_number", False) and not x.is_Integer and len(numbers) < 45:
+            numbers.append(x)
+    decided = 0
+    for a in numbers:
+        for b in numbers:
+            decided += certainly_unequal(a, b)
+            ours, stock = _symbolic_eq_both(a, b)
+            assert ours == stock, (a, b)
+    assert decided > len(numbers) ** 2 // 2
+
+
 def test_lenient_verdicts_are_counted_in_grade_summaries(tmp_path):
     import json
 

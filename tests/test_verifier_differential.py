@@ -63,3 +63,56 @@ def test_real_outputs_cover_every_benchmark():
     benchmarks = {r["benchmark"] for r in _rows("smollm2_outputs.jsonl")}
     assert {"arith-heldout", "math500", "gsm8k", "minerva", "olympiadbench", "aime24", "aime25"} <= benchmarks
 
+
+
+def _benchmark_rows(limit: int = 150) -> list[dict]:
+    """MATH500 worked solutions against their own gold and against another problem's (numbers and
+    expressions, right and wrong), when the benchmark data is here; none otherwise."""
+    from evals.benchmarks import DataDirNotFound, data_dir
+
+    try:
+        path = data_dir() / "math500" / "test.jsonl"
+    except DataDirNotFound:
+        return []
+    if not path.is_file():
+        return []
+    records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()][:limit]
+    rows = []
+    for i, r in enumerate(records):
+        rows.append({"id": f"math500/{i}", "response": r["solution"], "gold": r["answer"]})
+        rows.append({"id": f"math500/{i}/other", "response": r["solution"], "gold": records[i - 1]["answer"]})
+    return rows
+
+
+@pytest.mark.parametrize("plain", [False, True], ids=["ours", "plain"])
+def test_pool_speed_ups_change_no_verdict(plain):
+    # Pool workers grade with the speed-ups (large parse cache, SLL-first parse, plain-number short cut,
+    # numbers told apart without simplify()); this process grades with math-verify as it ships. Every
+    # verdict must be the same in all but its time (an answer that times out in the pool is left out).
+    import math_verify.grader
+    import math_verify.parser
+    from latex2sympy2_extended.latex2sympy2 import latex2sympy
+
+    from evals.verifier import Outcome, Verifier, _stock_symbolic_eq, judge, judge_plain
+
+    assert math_verify.parser.latex2sympy is latex2sympy  # this process: math-verify as it ships
+    assert math_verify.grader.sympy_symbolic_eq is _stock_symbolic_eq
+    rows = _rows("smollm2_outputs.jsonl") + _rows("adversarial_outputs.jsonl") + _benchmark_rows()
+    # Equal numbers written another way: only simplify() says equal (the short cuts must leave them alone).
+    rewritten = [("\\frac{\\sqrt{8}}{2}", "\\sqrt{2}"), ("\\frac{1}{\\sqrt{2}-1}", "1+\\sqrt{2}"), ("2^{-1}", "0.5"),
+                 ("\\sqrt{12}", "2\\sqrt{3}"), ("-\\frac{6}{4}", "-1.5"), ("\\frac{\\pi}{2}", "\\frac{1}{2}\\pi"),
+                 ("(\\sqrt{3}+1)^2", "4+2\\sqrt{3}"), ("\\dfrac{3}{4}", "0.75"), ("-007", "-7"),
+                 ("\\frac{10}{4}", "\\frac{5}{2}")]
+    rows += [{"id": f"rewritten/{i}", "response": f"So the answer is $\\boxed{{{pred}}}$.", "gold": gold}
+             for i, (pred, gold) in enumerate(rewritten)]
+    with Verifier(workers=2, timeout_s=5.0, plain=plain) as v:
+        pooled = v.verify_batch([(r["response"], r["gold"]) for r in rows])
+    compared = 0
+    for r, p in zip(rows, pooled):
+        if p.outcome is Outcome.TIMEOUT:
+            continue
+        here = judge_plain(r["response"], r["gold"]) if plain else judge(r["response"], r["gold"])
+        assert (p.outcome, p.extracted, p.extraction, p.answer_key, p.rules) == (
+            here.outcome, here.extracted, here.extraction, here.answer_key, here.rules), r["id"]
+        compared += 1
+    assert compared >= len(rows) - 5
