@@ -68,13 +68,11 @@ def test_real_outputs_cover_every_benchmark():
 def _benchmark_rows(limit: int = 150) -> list[dict]:
     """MATH500 worked solutions against their own gold and against another problem's (numbers and
     expressions, right and wrong), when the benchmark data is here; none otherwise."""
-    from evals.benchmarks import DataDirNotFound, data_dir
+    from tests.conftest import find_real_data_dir
 
-    try:
-        path = data_dir() / "math500" / "test.jsonl"
-    except DataDirNotFound:
-        return []
-    if not path.is_file():
+    root = find_real_data_dir()
+    path = root / "math500" / "test.jsonl" if root else None
+    if path is None or not path.is_file():
         return []
     records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()][:limit]
     rows = []
