@@ -542,11 +542,26 @@ def test_disproving_symbolic_eq_gives_math_verifys_answer(a, b, same):
 
     if same:  # an equal pair written differently, so that "equal" is tested too
         b = sympy.expand(sympy.radsimp(a))
+    # Stock simplify() can run for minutes on a random trig expression: an example past 3 s is inconclusive (this
+    # runs in pytest's main thread, where SIGALRM works; the verifier itself bounds time by killing workers).
+    previous = signal.signal(signal.SIGALRM, _too_slow)
+    signal.setitimer(signal.ITIMER_REAL, 3.0)
     try:
         ours, stock = _symbolic_eq_both(a, b)
-    except (ZeroDivisionError, ValueError):
+    except (ZeroDivisionError, ValueError, _TooSlow):
         return
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
     assert ours == stock, (a, b)
+
+
+class _TooSlow(Exception):
+    pass
+
+
+def _too_slow(*_):
+    raise _TooSlow
 
 
 def test_disproving_symbolic_eq_on_benchmark_answers(math500_answers):
