@@ -131,7 +131,23 @@ def generate(generator: Generator, prompts: Sequence[str], params: SamplingParam
     return out
 
 
-class HFGenerator:
+class GenerationMeter:
+    """Tokens generated and seconds spent generating so far: the throughput both engines report."""
+
+    tokens_generated: int = 0
+    seconds: float = 0.0
+
+    def _counted(self, samples: list[Sample], seconds: float) -> list[Sample]:
+        self.tokens_generated += sum(s.num_tokens for s in samples)
+        self.seconds += seconds
+        return samples
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.tokens_generated / self.seconds if self.seconds else 0.0
+
+
+class HFGenerator(GenerationMeter):
     """transformers `generate` backend.
 
     batch_size: most sequences per batch. On CPU, 32-64 maximises tokens/s for a 135M model; on GPU, larger.
@@ -148,8 +164,6 @@ class HFGenerator:
         self.tokenizer = tokenizer
         self.batch_size = int(batch_size)
         self.eos_ids = eos_token_ids(tokenizer, getattr(model.generation_config, "eos_token_id", None))
-        self.tokens_generated = 0
-        self.seconds = 0.0
 
     def encode(self, prompt: str) -> list[int]:
         return encode_prompt(self.tokenizer, prompt)
@@ -227,10 +241,4 @@ class HFGenerator:
         for (pi, si), ids, prompt_ids in zip(batch, new, encoded):
             response, text, reason = finish_response(tok, ids, self.eos_ids, params.stop)
             samples.append(Sample(pi, si, text, prompt_ids, response, reason, dt))
-        self.tokens_generated += sum(s.num_tokens for s in samples)
-        self.seconds += dt
-        return samples
-
-    @property
-    def tokens_per_second(self) -> float:
-        return self.tokens_generated / self.seconds if self.seconds else 0.0
+        return self._counted(samples, dt)

@@ -34,7 +34,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from tbrm.generation import Sample, SamplingParams, WorkItem, encode_prompt, eos_token_ids, finish_response
+from tbrm.generation import GenerationMeter, Sample, SamplingParams, WorkItem, encode_prompt, eos_token_ids, finish_response
 
 ENGINES = ("hf", "vllm", "auto")
 # Head sizes vLLM 0.32's CPU attention kernels support (vllm/v1/attention/backends/cpu_attn.py).
@@ -155,7 +155,7 @@ def _generation_eos(model_path: str):
     return None
 
 
-class VLLMGenerator:
+class VLLMGenerator(GenerationMeter):
     """vLLM `LLM` engine, in-process. `model_path` is an HF directory (or hub id) with the policy's weights."""
 
     def __init__(self, model_path: str, tokenizer, settings: VLLMSettings | None = None, batch_size: int = 256,
@@ -164,8 +164,6 @@ class VLLMGenerator:
         self.tokenizer = tokenizer
         self.batch_size = int(batch_size)
         self.device = torch.device(device)
-        self.tokens_generated = 0
-        self.seconds = 0.0
         self.asleep = False
         self.dead: str | None = None
         # Environment read by vLLM at import/start-up; a user's own values win.
@@ -246,13 +244,7 @@ class VLLMGenerator:
                 reason = "stop"
             logprobs = [float(next(iter(d.values())).logprob) for d in (c.logprobs or [])][: len(response)]
             samples.append(Sample(pi, si, text, encoded[pi], response, reason, dt, logprobs=logprobs))
-        self.tokens_generated += sum(s.num_tokens for s in samples)
-        self.seconds += dt
-        return samples
-
-    @property
-    def tokens_per_second(self) -> float:
-        return self.tokens_generated / self.seconds if self.seconds else 0.0
+        return self._counted(samples, dt)
 
     # ------------------------------------------------------------------ colocated training
     def load_weights(self, model) -> float:
