@@ -99,13 +99,18 @@ def test_seeded_sampling_repeats_exactly_whatever_the_batching(smollm2):
     prompts = _prompts(tok)
     params = SamplingParams(n=2, temperature=1.0, max_new_tokens=24, seed=11)
     first = generate(engine, prompts, params)
-    engine.batch_size = 5  # other batches: each sequence's seed is its own, so nothing may change
+    flat = lambda gs: [(s.token_ids, s.logprobs, s.text) for g in gs for s in g]  # noqa: E731
+    assert flat(generate(engine, prompts, params)) == flat(first)  # the same run again: bit for bit
+    engine.batch_size = 5  # other batches: each sequence's seed is its own, so the samples may not change
     try:
         again = generate(engine, prompts, params)
     finally:
         engine.batch_size = 64
-    flat = lambda gs: [(s.token_ids, s.logprobs, s.text) for g in gs for s in g]  # noqa: E731
-    assert flat(first) == flat(again)
+    tokens = lambda gs: [(s.token_ids, s.text, s.finish_reason) for g in gs for s in g]  # noqa: E731
+    assert tokens(again) == tokens(first)
+    # Log-probs of the same tokens are equal up to float rounding: a batch of another shape sums in another order
+    # on CPUs without AVX-512 (vLLM is not batch-invariant).
+    assert _max_diff([s.logprobs for g in again for s in g], [s.logprobs for g in first for s in g]) < 1e-5
     other = generate(engine, prompts, SamplingParams(n=2, temperature=1.0, max_new_tokens=24, seed=12))
     assert [s.token_ids for g in other for s in g] != [s.token_ids for g in first for s in g]
 
