@@ -113,10 +113,13 @@ class TrainConfig:
     # --- generation engine (tbrm/vllm_generation.py) --------------------------------------------------------------
     # hf = transformers generate; vllm = one colocated vLLM engine kept alive for the run, weights loaded in place
     # after every optimizer step (3-7x the rollout tokens/s on CPU); auto = vllm when installed and it supports the
-    # model on this device. Rollouts sample from the engine's numerics (bf16 when autocast=bf16), so the logs carry
+    # model on this device. Rollouts sample from the engine's numerics (`engine_dtype`), so the logs carry
     # rollout/logprob_diff_{mean,max}: |engine log p - trainer log p| of the sampled tokens (off-policy-ness).
     engine: str = "auto"
     engine_compile: bool = False  # vllm: torch.compile (+10-25% tokens/s, ~1 min more start-up on CPU)
+    # vllm: dtype the engine samples in. auto = bfloat16 under autocast=bf16 where bf16 is native (CUDA, CPUs with
+    # AVX512-BF16/AMX), else the master weights' dtype: emulated bf16 is ~3x slower than fp32 in vLLM's CPU kernels.
+    engine_dtype: str = "auto"
     engine_kv_cache_gb: float = 2.0  # vllm on CPU: KV-cache size (rollouts x (prompt + max_new_tokens) must fit)
     # vllm on CUDA: share of GPU memory the engine takes while awake; it sleeps (frees it) while the policy trains
     engine_gpu_memory_utilization: float = 0.5
@@ -219,6 +222,8 @@ def validate(cfg: TrainConfig) -> None:
         bad("temperature must be > 0 for RL rollouts (greedy rollouts make every group identical)")
     if cfg.engine not in ("hf", "vllm", "auto"):
         bad(f"engine must be hf, vllm or auto, got {cfg.engine!r}")
+    if cfg.engine_dtype not in ("auto", "float32", "bfloat16"):
+        bad(f"engine_dtype must be auto, float32 or bfloat16, got {cfg.engine_dtype!r}")
     if cfg.engine_kv_cache_gb <= 0 or not 0 < cfg.engine_gpu_memory_utilization <= 1:
         bad("engine_kv_cache_gb must be > 0 and engine_gpu_memory_utilization in (0, 1]")
     if cfg.autocast not in ("none", "bf16"):

@@ -123,7 +123,10 @@ class Trainer:
         # Metrics after the checkpoint we resume from belong to steps that will be redone.
         rows = [r for r in read_jsonl(run_dir / "metrics.jsonl") if r["step"] <= self.start_step]
         atomic_write_jsonl(run_dir / "metrics.jsonl", rows)
-        atomic_write_json(run_dir / "train_config.json", {**to_dict(cfg), "engine_used": engine_record(self.engine)})
+        engine_used = engine_record(self.engine)
+        if self.engine == "vllm":
+            engine_used["dtype"] = self.generator.settings.dtype
+        atomic_write_json(run_dir / "train_config.json", {**to_dict(cfg), "engine_used": engine_used})
         self.writer = None
         if cfg.tensorboard:
             from torch.utils.tensorboard import SummaryWriter
@@ -144,12 +147,13 @@ class Trainer:
             from tbrm.generation import HFGenerator
 
             return HFGenerator(self.policy, self.tokenizer, batch_size=cfg.generation_batch_size, autocast=cfg.autocast)
-        from tbrm.vllm_generation import VLLMGenerator, VLLMSettings, model_max_len
+        from tbrm.vllm_generation import VLLMGenerator, VLLMSettings, model_max_len, native_bf16, rollout_dtype
 
         # prompts up to 1024 tokens (a longer one fails with a clear error naming it): the engine then reserves
         # memory for rollout-sized sequences, not for the model's full context
         settings = VLLMSettings(
-            dtype="bfloat16" if cfg.autocast == "bf16" else cfg.dtype, compile=cfg.engine_compile,
+            dtype=rollout_dtype(cfg.engine_dtype, cfg.autocast, cfg.dtype, native_bf16(self.device)),
+            compile=cfg.engine_compile,
             kv_cache_gb=cfg.engine_kv_cache_gb, gpu_memory_utilization=cfg.engine_gpu_memory_utilization,
             # the engine's log-probs of the distribution the trainer's own log-probs refer to (tempered for GRPO/PPO)
             logprobs_mode="raw_logprobs" if self.algo.logit_temperature == 1.0 else "processed_logprobs",

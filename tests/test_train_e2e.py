@@ -160,11 +160,33 @@ def test_bad_trajectory_file_names_line_and_field(tiny_model_path, tmp_path):
     (["learning_rate=1e-5"], "unknown config field 'learning_rate'"),
     (["algorithm=grpo", "rollouts_per_prompt=4", "offline_trajectories=x.jsonl"], "tbrm only"),
     (["algorithm=grpo", "rollouts_per_prompt=2", "subtract_ref_value=true"], "option of the TBRM loss"),
+    (["engine_dtype=float16"], "engine_dtype must be auto, float32 or bfloat16"),
 ])
 def test_bad_configs_fail_before_loading_a_model(tmp_path, overrides, message):
     proc = run_cli("train", "--out", str(tmp_path / "r"), "model=/nonexistent/model", *overrides, check=False)
     assert proc.returncode == 2 and message in proc.stderr
     assert "Loading weights" not in proc.stderr and not (tmp_path / "r").exists()
+
+
+def test_rollout_engine_samples_in_bf16_only_where_bf16_is_native():
+    """engine_dtype=auto: a CPU without AVX512-BF16/AMX-BF16 emulates bf16 (vLLM ~3x slower than fp32 there), so
+    bf16 autocast gives bf16 rollouts only where bf16 is native; explicit settings are kept."""
+    from tbrm.vllm_generation import BF16_CPU_FLAGS, cpu_flags, rollout_dtype
+
+    assert rollout_dtype("auto", "bf16", "float32", native=True) == "bfloat16"
+    assert rollout_dtype("auto", "bf16", "float32", native=False) == "float32"
+    assert rollout_dtype("auto", "none", "float32", native=True) == "float32"
+    assert rollout_dtype("auto", "none", "bfloat16", native=False) == "bfloat16"  # bf16 master weights: as they are
+    assert rollout_dtype("bfloat16", "none", "float32", native=False) == "bfloat16"
+    assert rollout_dtype("float32", "bf16", "float32", native=True) == "float32"
+    with pytest.raises(ValueError, match="engine_dtype must be one of"):
+        rollout_dtype("fp8", "bf16", "float32", native=True)
+    zen3 = "processor\t: 0\nflags\t\t: fpu sse2 avx avx2 fma\nbugs\t\t: sysret_ss_attrs\n"
+    zen5 = "processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16 avx512_vnni\n"
+    sapphire = "flags\t\t: avx512f amx_tile amx_bf16 amx_int8\n"
+    assert not cpu_flags(zen3) & BF16_CPU_FLAGS and "avx2" in cpu_flags(zen3)
+    assert cpu_flags(zen5) & BF16_CPU_FLAGS == {"avx512_bf16"} and cpu_flags(sapphire) & BF16_CPU_FLAGS == {"amx_bf16"}
+    assert cpu_flags("no flags here") == frozenset()
 
 
 def test_recipes_all_load_and_validate():

@@ -132,6 +132,8 @@ def test_engine_follows_the_policy_after_a_training_step(tiny_vllm_path, tmp_pat
         row = trainer.step(1)
         assert row["rollout/logprob_diff_max"] < 1e-4  # fp32 engine and trainer agree before the update
         assert row["time/weight_sync"] > 0
+        used = json.loads((tmp_path / "run" / "train_config.json").read_text())["engine_used"]
+        assert used["name"] == "vllm" and used["dtype"] == "float32"  # autocast=none: the fp32 master weights'
         policy = trainer.policy
         assert policy.get_output_embeddings().weight is policy.get_input_embeddings().weight  # tied
         prompts = [trainer.render(p.problem) for p in trainer.source.batch(2)]
