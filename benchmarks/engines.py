@@ -79,9 +79,12 @@ def eval_part(name: str, engine: str, a, over: dict) -> dict:
 def train_part(algo: str, engine: str, a) -> dict:
     import train_speed
 
-    ta = train_speed.parse_args(["--steps", str(a.train_steps), "--set", f"engine={engine}", "--skip-trl"])
+    ta = train_speed.parse_args(["--steps", str(a.train_steps), "--set", f"engine={engine}", "--skip-trl",
+                                 "--autocast", a.autocast])
     overrides = train_speed.common_overrides(ta) + train_speed.ALGORITHMS[algo]["overrides"]
-    entry = train_speed.run_algorithm(algo, overrides, Path(a.runs) / "train" / f"{algo}-{engine}", a.train_steps)
+    run = Path(a.runs) / "train" / f"{algo}-{engine}{'' if a.autocast == 'bf16' else f'-autocast-{a.autocast}'}"
+    entry = train_speed.run_algorithm(algo, overrides, run, a.train_steps)
+    entry["autocast"] = a.autocast
     if entry.get("status") == "ok":
         rows = train_speed.read_rows(Path(entry["run_dir"]), "ours")
         later = rows[1:] or rows
@@ -146,16 +149,18 @@ def markdown(doc: dict) -> str:
                      f"batches): {r['generated_tokens']} tokens in {r['generation_seconds']:.0f} s = "
                      f"**{_f(r['tokens_per_second'])} tok/s**; {r['correct']} correct."
                      + (f" {r['note']}" if r.get("note") else ""))
-    lines += ["", "## Training: seconds per step (mean over steps after the first)", "",
+    lines += ["", "## Training: seconds per step (mean over steps after the first; bf16 autocast unless noted)", "",
               "| algorithm | engine | s/step | generation s | training s | weight sync s | rollout tok/s | "
               "mean/max abs Δ log p | peak GB | load avg before/after |", "|---|---|---:|---:|---:|---:|---:|---|---:|---|"]
     for key, r in doc["train"].items():
-        algo, engine = key.split("/")
+        algo, engine = key.split("/")[:2]
+        algo += f", autocast {r['autocast']}" if r.get("autocast", "bf16") != "bf16" else ""
         if r.get("status") != "ok":
             lines.append(f"| {algo} | {engine} | failed (exit {r.get('returncode')}) | | | | | | | |")
             continue
         s = r["s_per_step"]
         tok = r["tokens_per_second"][r["basis"]]
+        engine += f" ({r['engine_used']['dtype']})" if (r.get("engine_used") or {}).get("dtype") else ""
         mm = ("-" if r.get("rollout/logprob_diff_mean") is None else
               f"{r['rollout/logprob_diff_mean']:.3f} / {r['rollout/logprob_diff_max']:.2f}")
         lines.append(f"| {algo} | {engine} | {r['headline_s_per_step']:.2f} | {_f(s['generation'][r['basis']], '.2f')} | "
@@ -201,6 +206,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--train-steps", type=int, default=3)
     ap.add_argument("--parts", nargs="+", choices=["math500", "train", "reproduce", "amc23"],
                     default=["math500", "train", "reproduce", "amc23"], help="what to run, in this order")
+    ap.add_argument("--algos", nargs="+", choices=TRAIN_ALGOS, default=list(TRAIN_ALGOS),
+                    help="algorithms of the training part (default: all)")
+    ap.add_argument("--autocast", default="bf16", choices=["bf16", "none", "auto"],
+                    help="training forward autocast (default bf16; auto = bf16 only where it is native)")
     ap.add_argument("--runs", default=str(HERE / "runs" / "engines"))
     ap.add_argument("--out", default=str(HERE / "results" / "engines"), help="results file stem")
     a = ap.parse_args(argv)
@@ -233,9 +242,9 @@ def main(argv: list[str] | None = None) -> int:
                 r = doc["eval"][key]
                 print(key, {k: r[k] for k in ("accuracy", "tokens_per_second", "wall_seconds")}, flush=True)
         elif part == "train":
-            for algo in TRAIN_ALGOS:
+            for algo in a.algos:
                 for engine in ENGINES:
-                    key = f"{algo}/{engine}"
+                    key = f"{algo}/{engine}" + ("" if a.autocast == "bf16" else f"/autocast-{a.autocast}")
                     if doc["train"].get(key, {}).get("status") != "ok":
                         doc["train"][key] = train_part(algo, engine, a)
                         save()

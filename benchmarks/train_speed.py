@@ -75,7 +75,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--prompts", type=int, default=8, help="prompts per step, the same for all (default 8)")
     p.add_argument("--max-new-tokens", type=int, default=64, help="response length limit (default 64)")
     p.add_argument("--temperature", type=float, default=0.7, help="sampling temperature (default 0.7)")
-    p.add_argument("--autocast", default="bf16", choices=["bf16", "none"], help="forward autocast (default bf16)")
+    p.add_argument("--autocast", default="bf16", choices=["bf16", "none", "auto"],
+                   help="forward autocast (default bf16; auto = bf16 only where it is native)")
     p.add_argument("--micro-batch-size", type=int, default=None,
                    help="sequences per forward/backward (default: TrainConfig's, 4); TRL's per-device batch size")
     p.add_argument("--seed", type=int, default=0)

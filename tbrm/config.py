@@ -61,7 +61,9 @@ class TrainConfig:
     micro_batch_size: int = 4  # sequences per forward/backward; gradients accumulate to the full batch
     gradient_checkpointing: bool = False  # ~halves activation memory at little time cost on CPU
     dtype: str = "float32"  # master weights; keep fp32: bf16 weights lose lr~1e-6 updates to rounding
-    autocast: str = "none"  # none | bf16: forward in bf16 autocast; log-probs for the loss are always fp32
+    # none | bf16 | auto: forward in bf16 autocast (auto: only where bf16 is native, CUDA or CPUs with AVX512-BF16 /
+    # AMX; emulated bf16 is several times slower than fp32); log-probs for the loss are always fp32
+    autocast: str = "none"
     ref_dtype: str = "float32"  # the frozen reference may be bf16 to save memory
 
     # --- TBRM -----------------------------------------------------------------------------------------------------
@@ -226,8 +228,8 @@ def validate(cfg: TrainConfig) -> None:
         bad(f"engine_dtype must be auto, float32 or bfloat16, got {cfg.engine_dtype!r}")
     if cfg.engine_kv_cache_gb <= 0 or not 0 < cfg.engine_gpu_memory_utilization <= 1:
         bad("engine_kv_cache_gb must be > 0 and engine_gpu_memory_utilization in (0, 1]")
-    if cfg.autocast not in ("none", "bf16"):
-        bad(f"autocast must be none or bf16, got {cfg.autocast!r}")
+    if cfg.autocast not in ("none", "bf16", "auto"):
+        bad(f"autocast must be none, bf16 or auto, got {cfg.autocast!r}")
     if cfg.dtype not in ("float32", "bfloat16"):
         bad(f"dtype must be float32 or bfloat16, got {cfg.dtype!r}")
     if cfg.loss_agg not in ("token-mean", "seq-mean-token-sum-norm"):

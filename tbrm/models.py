@@ -17,6 +17,7 @@ import json
 import os
 import shutil
 from contextlib import contextmanager
+from functools import lru_cache
 from pathlib import Path
 
 import torch
@@ -54,6 +55,36 @@ def resolve_device(device: str = "auto") -> torch.device:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device {device!r} requested but CUDA is not available on this machine")
     return torch.device(device)
+
+
+# CPU features with native bf16 matrix instructions; without them torch and vLLM emulate bf16 on the CPU, slowly.
+BF16_CPU_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
+
+
+def cpu_flags(cpuinfo: str | None = None) -> frozenset[str]:
+    """The CPU's feature flags from /proc/cpuinfo (or the given text); empty where that cannot be read."""
+    if cpuinfo is None:
+        return _host_cpu_flags()
+    for line in cpuinfo.splitlines():
+        if line.startswith("flags"):
+            return frozenset(line.partition(":")[2].split())
+    return frozenset()
+
+
+@lru_cache(maxsize=1)
+def _host_cpu_flags() -> frozenset[str]:
+    try:
+        return cpu_flags(Path("/proc/cpuinfo").read_text())
+    except OSError:
+        return frozenset()
+
+
+def native_bf16(device: str | torch.device) -> bool:
+    """bf16 matrix work is native here: a CUDA GPU that supports it, or a CPU with AVX512-BF16 or AMX-BF16."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and bool(cpu_flags() & BF16_CPU_FLAGS)
 
 
 def set_threads(threads: int | None) -> None:

@@ -88,7 +88,12 @@ class ResponseOutputs:
 
 
 def autocast_context(device: torch.device, autocast: str):
-    if autocast == "bf16":
+    """bf16 autocast for "bf16", and for "auto" where bf16 is native on the device (`tbrm.models.native_bf16`):
+    emulated bf16 is far slower than fp32 (a TBRM n=1 CPU step on Zen 3 without AVX512-BF16: see
+    benchmarks/results/engines-fp32.md)."""
+    from tbrm.models import native_bf16
+
+    if autocast == "bf16" or (autocast == "auto" and native_bf16(device)):
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return nullcontext()
 

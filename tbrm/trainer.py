@@ -147,7 +147,8 @@ class Trainer:
             from tbrm.generation import HFGenerator
 
             return HFGenerator(self.policy, self.tokenizer, batch_size=cfg.generation_batch_size, autocast=cfg.autocast)
-        from tbrm.vllm_generation import VLLMGenerator, VLLMSettings, model_max_len, native_bf16, rollout_dtype
+        from tbrm.models import native_bf16
+        from tbrm.vllm_generation import VLLMGenerator, VLLMSettings, model_max_len, rollout_dtype
 
         # prompts up to 1024 tokens (a longer one fails with a clear error naming it): the engine then reserves
         # memory for rollout-sized sequences, not for the model's full context

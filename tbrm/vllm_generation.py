@@ -95,36 +95,11 @@ def resolve_engine(engine: str, model_path: str, device: str | torch.device) -> 
 
 
 ENGINE_DTYPES = ("auto", "float32", "bfloat16")
-# CPU features with native bf16 matrix instructions; without them vLLM's CPU kernels emulate bf16.
-BF16_CPU_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
-
-
-def cpu_flags(cpuinfo: str | None = None) -> frozenset[str]:
-    """The CPU's feature flags from /proc/cpuinfo (or the given text); empty where that cannot be read."""
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            return frozenset()
-    for line in cpuinfo.splitlines():
-        if line.startswith("flags"):
-            return frozenset(line.partition(":")[2].split())
-    return frozenset()
-
-
-def native_bf16(device: str | torch.device) -> bool:
-    """bf16 matrix work is native here: a CUDA GPU that supports it, or a CPU with AVX512-BF16 or AMX-BF16."""
-    device = torch.device(device)
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    return device.type == "cpu" and bool(cpu_flags() & BF16_CPU_FLAGS)
-
-
 def rollout_dtype(engine_dtype: str, autocast: str, master_dtype: str, native: bool) -> str:
     """The dtype a training run's vLLM engine samples in.
 
-    auto: bfloat16 when the policy trains under bf16 autocast and bf16 is native on the device (`native_bf16`),
-    else the master weights' dtype. Emulated bf16 is slower than fp32: vLLM 0.32 generated 29 tok/s in bf16 and 86 in
+    auto: bfloat16 when the policy trains under bf16 autocast (autocast=bf16, or autocast=auto where bf16 is native)
+    and bf16 is native on the device (`tbrm.models.native_bf16`), else the master weights' dtype. Emulated bf16 is slower than fp32: vLLM 0.32 generated 29 tok/s in bf16 and 86 in
     fp32 for SmolLM2-135M on 24 MATH500 prompts on 2 Zen 3 cores without AVX512-BF16 (benchmarks/results/engines.md);
     on 2 Zen 5 cores with it, bf16 was ~1.4x fp32 (../shared/notes/vllm-cpu.md).
     float32 / bfloat16: as given.
@@ -133,7 +108,7 @@ def rollout_dtype(engine_dtype: str, autocast: str, master_dtype: str, native: b
         raise ValueError(f"engine_dtype must be one of {', '.join(ENGINE_DTYPES)}, got {engine_dtype!r}")
     if engine_dtype != "auto":
         return engine_dtype
-    return "bfloat16" if autocast == "bf16" and native else master_dtype
+    return "bfloat16" if autocast in ("bf16", "auto") and native else master_dtype
 
 
 def sample_seed(seed: int, prompt_index: int, sample_index: int) -> int:

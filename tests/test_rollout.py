@@ -63,6 +63,22 @@ def test_bf16_autocast_keeps_fp32_logprobs_close(tiny):
     assert torch.allclose(fp32, bf16, atol=0.1)
 
 
+def test_auto_autocast_is_bf16_only_where_bf16_is_native():
+    """autocast=auto (the CPU recipes) runs bf16 only on hardware with native bf16; on a CPU without AVX512-BF16/AMX
+    the forward stays fp32 (emulated bf16 made a TBRM n=1 step 6.6x slower on Zen 3)."""
+    from tbrm.models import native_bf16
+    from tbrm.rollout import autocast_context
+
+    cpu = torch.device("cpu")
+    seen = {}
+    for mode in ("none", "bf16", "auto"):
+        with autocast_context(cpu, mode):
+            x = torch.ones(2, 2)
+            seen[mode] = (torch.is_autocast_enabled("cpu"), (x @ x).dtype)
+    assert seen["none"] == (False, torch.float32) and seen["bf16"] == (True, torch.bfloat16)
+    assert seen["auto"] == seen["bf16" if native_bf16(cpu) else "none"]
+
+
 def test_micro_batch_selection_keeps_rows_aligned(tiny):
     _, tok = tiny
     batch = collate([[1, 2], [3]], [[4], [5, 6]], [0.5, 1.5], [0, 1], tok.pad_token_id)

@@ -161,6 +161,7 @@ def test_bad_trajectory_file_names_line_and_field(tiny_model_path, tmp_path):
     (["algorithm=grpo", "rollouts_per_prompt=4", "offline_trajectories=x.jsonl"], "tbrm only"),
     (["algorithm=grpo", "rollouts_per_prompt=2", "subtract_ref_value=true"], "option of the TBRM loss"),
     (["engine_dtype=float16"], "engine_dtype must be auto, float32 or bfloat16"),
+    (["autocast=fp16"], "autocast must be none, bf16 or auto"),
 ])
 def test_bad_configs_fail_before_loading_a_model(tmp_path, overrides, message):
     proc = run_cli("train", "--out", str(tmp_path / "r"), "model=/nonexistent/model", *overrides, check=False)
@@ -171,11 +172,14 @@ def test_bad_configs_fail_before_loading_a_model(tmp_path, overrides, message):
 def test_rollout_engine_samples_in_bf16_only_where_bf16_is_native():
     """engine_dtype=auto: a CPU without AVX512-BF16/AMX-BF16 emulates bf16 (vLLM ~3x slower than fp32 there), so
     bf16 autocast gives bf16 rollouts only where bf16 is native; explicit settings are kept."""
-    from tbrm.vllm_generation import BF16_CPU_FLAGS, cpu_flags, rollout_dtype
+    from tbrm.models import BF16_CPU_FLAGS, cpu_flags
+    from tbrm.vllm_generation import rollout_dtype
 
     assert rollout_dtype("auto", "bf16", "float32", native=True) == "bfloat16"
     assert rollout_dtype("auto", "bf16", "float32", native=False) == "float32"
     assert rollout_dtype("auto", "none", "float32", native=True) == "float32"
+    assert rollout_dtype("auto", "auto", "float32", native=True) == "bfloat16"  # autocast=auto is bf16 there
+    assert rollout_dtype("auto", "auto", "float32", native=False) == "float32"
     assert rollout_dtype("auto", "none", "bfloat16", native=False) == "bfloat16"  # bf16 master weights: as they are
     assert rollout_dtype("bfloat16", "none", "float32", native=False) == "bfloat16"
     assert rollout_dtype("float32", "bf16", "float32", native=True) == "float32"
