@@ -76,13 +76,18 @@ def eval_part(name: str, engine: str, a, over: dict) -> dict:
             "load_avg_after": list(os.getloadavg()), "finished": now()}
 
 
+def autocast_tag(a, sep: str) -> str:
+    """What names a training measurement's autocast, in run folders and result keys ("" for the default bf16)."""
+    return "" if a.autocast == "bf16" else f"{sep}autocast-{a.autocast}"
+
+
 def train_part(algo: str, engine: str, a) -> dict:
     import train_speed
 
     ta = train_speed.parse_args(["--steps", str(a.train_steps), "--set", f"engine={engine}", "--skip-trl",
                                  "--autocast", a.autocast])
     overrides = train_speed.common_overrides(ta) + train_speed.ALGORITHMS[algo]["overrides"]
-    run = Path(a.runs) / "train" / f"{algo}-{engine}{'' if a.autocast == 'bf16' else f'-autocast-{a.autocast}'}"
+    run = Path(a.runs) / "train" / f"{algo}-{engine}{autocast_tag(a, '-')}"
     entry = train_speed.run_algorithm(algo, overrides, run, a.train_steps)
     entry["autocast"] = a.autocast
     if entry.get("status") == "ok":
@@ -244,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
         elif part == "train":
             for algo in a.algos:
                 for engine in ENGINES:
-                    key = f"{algo}/{engine}" + ("" if a.autocast == "bf16" else f"/autocast-{a.autocast}")
+                    key = f"{algo}/{engine}{autocast_tag(a, '/')}"
                     if doc["train"].get(key, {}).get("status") != "ok":
                         doc["train"][key] = train_part(algo, engine, a)
                         save()

@@ -95,13 +95,16 @@ def resolve_engine(engine: str, model_path: str, device: str | torch.device) -> 
 
 
 ENGINE_DTYPES = ("auto", "float32", "bfloat16")
+
+
 def rollout_dtype(engine_dtype: str, autocast: str, master_dtype: str, native: bool) -> str:
     """The dtype a training run's vLLM engine samples in.
 
-    auto: bfloat16 when the policy trains under bf16 autocast (autocast=bf16, or autocast=auto where bf16 is native)
-    and bf16 is native on the device (`tbrm.models.native_bf16`), else the master weights' dtype. Emulated bf16 is slower than fp32: vLLM 0.32 generated 29 tok/s in bf16 and 86 in
-    fp32 for SmolLM2-135M on 24 MATH500 prompts on 2 Zen 3 cores without AVX512-BF16 (benchmarks/results/engines.md);
-    on 2 Zen 5 cores with it, bf16 was ~1.4x fp32 (../shared/notes/vllm-cpu.md).
+    auto: bfloat16 when the policy trains under bf16 autocast (autocast=bf16, or autocast=auto where bf16 is
+    native) and bf16 is native on the device (`tbrm.models.native_bf16`), else the master weights' dtype. Emulated
+    bf16 is slower than fp32: vLLM 0.32 generated 29 tok/s in bf16 and 86 in fp32 for SmolLM2-135M on 24 MATH500
+    prompts on 2 Zen 3 cores without AVX512-BF16 (benchmarks/README.md); on 2 Zen 5 cores with it, bf16 was ~1.4x
+    fp32 (../shared/notes/vllm-cpu.md).
     float32 / bfloat16: as given.
     """
     if engine_dtype not in ENGINE_DTYPES:
