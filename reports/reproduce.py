@@ -334,13 +334,16 @@ def offpolicy_sampling_stages(s: dict, out: Path, cfg, seeds: list[int], quiet: 
         for temp in s["offpolicy_temperatures"]:
             sample_run = out / "evals" / f"sample-base-t{temp:g}-seed{k}"
             traj = _traj_file(out, k, temp)
+            # graded as the recipe grades its own rollouts (its lenient fallback included): the file's rewards
+            # are what on-policy training would have paid for the same responses
             expect = {"data_file": rel(prompts), "model": s["model"], "temperature": temp, "seed": k,
-                      "max_new_tokens": cfg.max_new_tokens}
+                      "max_new_tokens": cfg.max_new_tokens, "lenient": cfg.lenient}
             stages.append(Stage(f"sample trajectories: base model at T={temp:g}, seed {k} ({n_prompts} prompts)",
                                 argv=["eval", "--model", s["model"], "--data-file", rel(prompts), "--id-field", "id",
                                       "--samples", "1", "--temperature", str(temp), "--seed", str(k),
                                       "--max-new-tokens", str(cfg.max_new_tokens), "--batch-size",
-                                      str(s["eval_batch_size"]), "--out", rel(sample_run), *quiet, *thr],
+                                      str(s["eval_batch_size"]), *(["--lenient"] if cfg.lenient else []),
+                                      "--out", rel(sample_run), *quiet, *thr],
                                 done=lambda run=sample_run, expect=expect: _eval_done(run, expect),
                                 outputs=[sample_run]))
 

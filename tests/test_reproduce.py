@@ -195,6 +195,8 @@ def test_offpolicy_plan_samples_once_and_trains_from_files_at_equal_steps(tmp_pa
     samples = [p for p in parsed if p.command == "eval" and p.out.startswith("evals/sample-")]
     assert {(e.model, e.temperature, e.seed, e.samples) for e in samples} == {
         ("smollm2", t, k, 1) for t in (0.7, 1.0) for k in range(3)}  # the base model, two policies, per seed
+    # the files' rewards are graded as the recipe grades its own rollouts (SmolLM2's recipe: lenient fallback on)
+    assert load_config("cpu-tbrm-n1").lenient and all(e.lenient for e in samples)
     trains = [p for p in parsed if p.command == "train"]
     cfgs = {t.out: load_config(t.recipe, [o for o in t.overrides if not o.startswith("offline_")]) for t in trains}
     assert len({(c.steps, c.prompts_per_step, c.rollouts_per_prompt) for c in cfgs.values()}) == 1  # equal steps

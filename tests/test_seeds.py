@@ -34,6 +34,19 @@ def test_seed_mean_is_the_mean_over_seeds_with_per_seed_scores():
     assert seed_mean(m, n_boot=2000) == r  # deterministic for a fixed bootstrap seed
 
 
+def test_seed_interval_of_an_accuracy_stays_within_0_and_1():
+    """Seeds far apart near 0% (the committed off-policy report's on-policy TBRM: 37%, 20%, 1%): the adjusted seed
+    deviations put replicates below 0, but the interval of an accuracy does not leave [0, 1]."""
+    rng = np.random.default_rng(5)
+    low = (rng.random((3, 100)) < np.array([[0.37], [0.20], [0.01]])).astype(float)
+    r = seed_mean(low)
+    assert r.ci_low == 0.0 and r.value < r.ci_high < 1.0
+    r = seed_mean(1.0 - low)
+    assert r.ci_high == 1.0 and 0.0 < r.ci_low < r.value
+    # scores that are not accuracies are left unclipped
+    assert seed_mean(low - 0.5).ci_low < -0.5
+
+
 def test_seed_interval_widens_with_seed_spread_that_a_problem_bootstrap_ignores():
     rng = np.random.default_rng(3)
     q = rng.uniform(0.1, 0.9, 200)
