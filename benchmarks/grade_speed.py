@@ -16,10 +16,14 @@ responses: power towers sympy would evaluate for hours (they must come back as T
 merely huge (a 200 kB response, a thousand boxes, deeply nested braces; these may time out too). Identical
 (response, gold) pairs occur as they do among rollouts.
 
-Graders, each on the same responses in the same order, in batches of 512 like `tbrm grade`:
+Graders, each on the same responses in the same order, all in one `verify_batch` call as `tbrm grade` sends a
+file, unless said otherwise:
 - ours: `Verifier()` (default settings, with its cache of identical pairs);
-- ours, cache off: the same with cache_size=0 (no cache across batches; duplicates within one batch of 512 are
-  still graded once), to show what the cache buys;
+- ours in batches of 512 (how `tbrm grade` sent files before): each batch ends waiting for its slowest answer,
+  a hung one for its whole timeout, while the other worker idles;
+- ours, cache off, in batches of 512: cache_size=0 (no cache across batches; duplicates within a batch are still
+  graded once), to show what the cache buys;
+- ours without the adversarial responses: what realistic model outputs cost, without the hung answers' timeouts;
 - plain Math-Verify: `Verifier(plain=True)`, library defaults, same pool, chunks and timeouts (and the same
   parser speed-ups in the workers);
 - plain Math-Verify as users call it, and ours (`judge`), each in a fresh process of its own on one core, on the
@@ -129,7 +133,8 @@ def _reaped_workers_cpu_s() -> float | None:
     return (int(fields[13]) + int(fields[14])) / os.sysconf("SC_CLK_TCK")
 
 
-def run_grader(name: str, rows: list[dict], workers: int, timeout_s: float, **verifier_kwargs) -> dict:
+def run_grader(name: str, rows: list[dict], workers: int, timeout_s: float, batch: int | None = None,
+               **verifier_kwargs) -> dict:
     from evals.verifier import Verifier
 
     pairs = [(r["response"], r["gold"]) for r in rows]
@@ -138,9 +143,8 @@ def run_grader(name: str, rows: list[dict], workers: int, timeout_s: float, **ve
         v.cache_hits = 0
         workers_cpu = _reaped_workers_cpu_s()
         start, parent_cpu = time.perf_counter(), time.process_time()
-        verdicts = []
-        for i in range(0, len(pairs), 512):
-            verdicts += v.verify_batch(pairs[i : i + 512])
+        verdicts = v.verify_batch(pairs) if batch is None else [
+            x for i in range(0, len(pairs), batch) for x in v.verify_batch(pairs[i : i + batch])]
         seconds, parent_cpu = time.perf_counter() - start, time.process_time() - parent_cpu
         cache_hits, errors = v.cache_hits, v.errors
     time.sleep(0.5)  # the forkserver reaps the closed pool's workers
@@ -238,13 +242,16 @@ def main() -> None:
     kinds = Counter(r["kind"] for r in rows)
     print(f"{len(rows)} responses: {dict(kinds)}", flush=True)
     load_before = os.getloadavg()
+    realistic = [r for r in rows if not r["kind"].startswith("adversarial")]
     results = [run_grader("ours", rows, a.workers, a.timeout),
-               run_grader("ours, cache off (duplicates within a batch still graded once)", rows, a.workers,
-                          a.timeout, cache_size=0),
+               run_grader("ours, in batches of 512", rows, a.workers, a.timeout, batch=512),
+               run_grader("ours, cache off, in batches of 512 (duplicates within a batch still graded once)", rows,
+                          a.workers, a.timeout, batch=512, cache_size=0),
+               run_grader("ours, without the adversarial responses", realistic, a.workers, a.timeout),
                run_grader("plain Math-Verify", rows, a.workers, a.timeout, plain=True)]
     results += run_in_process(rows, a.in_process)
     load_after = os.getloadavg()
-    ours, plain = results[0]["verdicts"], results[2]["verdicts"]
+    ours, plain = results[0]["verdicts"], results[4]["verdicts"]
     flips = Counter((o, p) for o, p, r in zip(ours, plain, rows) if (o == "correct") != (p == "correct"))
     by_kind = {k: sum((o == "correct") != (p == "correct") for o, p, r in zip(ours, plain, rows) if r["kind"] == k)
                for k in kinds}

@@ -17,9 +17,6 @@ from pathlib import Path
 
 from evals.verifier import Verifier
 
-AUDIT_CHUNK = 2048  # answers per verify_batch call, so that progress shows on long files
-
-
 def _score(rows: Sequence[dict], key: str) -> float:
     """Mean over problems of the fraction of correct samples (avg@n; plain accuracy for n = 1)."""
     per_problem: dict[str, list[bool]] = defaultdict(list)
@@ -39,13 +36,10 @@ def audit_rows(rows: Sequence[dict], *, timeout_s: float = 5.0, workers: int | N
     """
     from tqdm.auto import tqdm
 
-    plain: list[str] = []
     with Verifier(workers=workers, timeout_s=timeout_s, plain=True) as verifier, \
             tqdm(total=len(rows), desc="audit: plain Math-Verify", unit="ans", disable=not progress) as bar:
-        for i in range(0, len(rows), AUDIT_CHUNK):
-            chunk = rows[i : i + AUDIT_CHUNK]
-            plain += [v.outcome.value for v in verifier.verify_batch([(r["response"], r["gold"]) for r in chunk])]
-            bar.update(len(chunk))
+        verdicts = verifier.verify_batch([(r["response"], r["gold"]) for r in rows], progress=bar.update)
+    plain = [v.outcome.value for v in verdicts]
     audited = [dict(r, plain_outcome=p) for r, p in zip(rows, plain)]
     groups: dict[str, list[dict]] = defaultdict(list)
     for r in audited:

@@ -16,9 +16,6 @@ from evals.metrics import ProblemResult, summarize
 from evals.verifier import Verifier
 from tbrm.io import atomic_write_json, atomic_write_jsonl
 
-CHUNK = 512
-
-
 def grade_file(path: str | Path, *, response_field: str = "response", answer_field: str = "answer",
                id_field: str | None = None, out_dir: str | Path, lenient: bool = False,
                audit: bool = False, timeout_s: float = 5.0, workers: int | None = None, progress: bool = True,
@@ -34,13 +31,10 @@ def grade_file(path: str | Path, *, response_field: str = "response", answer_fie
         items.append((line, pid, response, gold))
     if not items:
         raise DataError(path, None, None, "no rows to grade")
-    verdicts = []
+    # The whole file in one call: batches would each end waiting on their slowest answer with workers idle.
     with Verifier(workers=workers, timeout_s=timeout_s, lenient=lenient) as verifier, \
             tqdm(total=len(items), desc=f"grading {path.name}", unit="ans", disable=not progress) as bar:
-        for i in range(0, len(items), CHUNK):
-            chunk = items[i : i + CHUNK]
-            verdicts.extend(verifier.verify_batch([(r, g) for _, _, r, g in chunk]))
-            bar.update(len(chunk))
+        verdicts = verifier.verify_batch([(r, g) for _, _, r, g in items], progress=bar.update)
     sample_counter: dict[str, int] = defaultdict(int)
     rows = []
     for (line, pid, _, gold), v in zip(items, verdicts):

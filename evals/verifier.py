@@ -42,7 +42,7 @@ import threading
 import time
 import traceback
 from collections import Counter, OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, wait
 from concurrent.futures import TimeoutError as FutureTimeoutError
 from concurrent.futures.process import BrokenProcessPool
@@ -522,8 +522,14 @@ class Verifier:
                 self._pool = self._new_pool()
             return self._pool
 
-    def verify_batch(self, pairs: Sequence[tuple[str, str]]) -> list[Verdict]:
-        """Verdicts for (response, gold) pairs, in order. Raises ValueError at once for a bad gold."""
+    def verify_batch(self, pairs: Sequence[tuple[str, str]],
+                     progress: Callable[[int], None] | None = None) -> list[Verdict]:
+        """Verdicts for (response, gold) pairs, in order. Raises ValueError at once for a bad gold.
+
+        progress(n) is called in this thread as answers finish (n newly finished, cached ones first). Pass a
+        whole file in one call rather than in batches: every batch ends with a wait for its slowest answer
+        (a hung one waits out its timeout) while the other workers idle; within one call they never do.
+        """
         pairs = [(response, normalize_gold(gold)) for response, gold in pairs]
         keys = [_pair_key(response, gold) for response, gold in pairs]
         verdicts: list[Verdict | None] = [None] * len(pairs)
@@ -538,12 +544,19 @@ class Verifier:
                     verdicts[i] = cached
                 elif key not in todo:
                     todo[key] = i
-        graded = self._grade([pairs[i] for i in todo.values()], retry_broken=True)
+        n_cached = sum(v is not None for v in verdicts)
+        if progress is not None and n_cached:
+            progress(n_cached)
+        copies = Counter(keys)  # a distinct pair graded finishes all its copies in this batch
+        firsts = list(todo.values())
+        on_verdict = None if progress is None else (lambda j: progress(copies[keys[firsts[j]]]))
+        graded = self._grade([pairs[i] for i in firsts], retry_broken=True, on_verdict=on_verdict)
         # Pairs lost to a broken pool (None) are graded once more on a fresh one, not scored as failures.
         lost = [j for j, g in enumerate(graded) if g is None]
         if lost:
-            firsts = list(todo.values())
-            for j, g in zip(lost, self._grade([pairs[firsts[j]] for j in lost], retry_broken=False)):
+            regraded = self._grade([pairs[firsts[j]] for j in lost], retry_broken=False,
+                                   on_verdict=None if on_verdict is None else (lambda k: on_verdict(lost[k])))
+            for j, g in zip(lost, regraded):
                 graded[j] = g
         by_key = {key: v for key, (v, _) in zip(todo, graded)}
         for i, key in enumerate(keys):
@@ -567,8 +580,10 @@ class Verifier:
         size = self.chunk_size or max(1, min(self.MAX_CHUNK, math.ceil(n / (4 * self.workers))))
         return [range(i, min(i + size, n)) for i in range(0, n, size)]
 
-    def _grade(self, pairs: list[tuple[str, str]], retry_broken: bool) -> list[tuple[Verdict, bool] | None]:
+    def _grade(self, pairs: list[tuple[str, str]], retry_broken: bool,
+               on_verdict: Callable[[int], None] | None = None) -> list[tuple[Verdict, bool] | None]:
         """(verdict, graded normally) per pair; None for a pair lost to a broken pool (if retry_broken).
+        on_verdict(i), if given, is called as pair i gets its verdict.
 
         Chunks go to the pool at once; workers pull them as they free up. A watchdog polls the workers'
         progress: when the answer a worker is on has run past timeout_s, the chunk is cancelled (pebble kills
@@ -581,6 +596,11 @@ class Verifier:
         pool = self._live_pool()
         out: list[tuple[Verdict, bool] | None] = [None] * len(pairs)
         pending: dict = {}  # future -> (indices into pairs, progress slot or -1)
+
+        def finish(i: int, result: tuple[Verdict, bool] | None) -> None:
+            out[i] = result
+            if result is not None and on_verdict is not None:
+                on_verdict(i)
 
         def submit(indices: list[int]) -> None:
             slot = self._take_slot()
@@ -598,11 +618,11 @@ class Verifier:
             submit([order[i] for i in chunk])
         try:
             while pending:
-                done, _ = wait(list(pending), timeout=self.WATCH_INTERVAL_S, return_when=FIRST_COMPLETED)
-                for future in done:
+                finished, _ = wait(list(pending), timeout=self.WATCH_INTERVAL_S, return_when=FIRST_COMPLETED)
+                for future in finished:
                     indices, slot = pending.pop(future)
                     self._give_slot(slot)
-                    self._collect(future, indices, pairs, out, submit, retry_broken)
+                    self._collect(future, indices, pairs, finish, submit, retry_broken)
                 now = time.monotonic()
                 for future, (indices, slot) in list(pending.items()):
                     hung = self._hung_answer(slot, now)
@@ -612,7 +632,7 @@ class Verifier:
                         response = pairs[indices[hung]][0]
                         log.warning("grading timed out after %.1f s; response (end): %.200r", self.timeout_s,
                                     response[-200:])
-                        out[indices[hung]] = _failed(response, Outcome.TIMEOUT, self.timeout_s), False
+                        finish(indices[hung], (_failed(response, Outcome.TIMEOUT, self.timeout_s), False))
                         rest = indices[:hung] + indices[hung + 1 :]
                         if rest:
                             submit(rest)
@@ -641,9 +661,9 @@ class Verifier:
             with self._lock:
                 self._free_slots.append(slot)
 
-    def _collect(self, future, indices: list[int], pairs, out: list, submit, retry_broken: bool) -> None:
+    def _collect(self, future, indices: list[int], pairs, finish, submit, retry_broken: bool) -> None:
         if len(indices) == 1:  # its own per-answer limit already: a timeout is the answer's
-            out[indices[0]] = self._single_result(future, pairs[indices[0]][0], retry_broken)
+            finish(indices[0], self._single_result(future, pairs[indices[0]][0], retry_broken))
             return
         try:
             items = future.result()
@@ -657,7 +677,7 @@ class Verifier:
                 submit([i])
             return
         for i, item in zip(indices, items):
-            out[i] = self._from_item(item, pairs[i][0])
+            finish(i, self._from_item(item, pairs[i][0]))
 
     def _from_item(self, item: Verdict | str, response: str) -> tuple[Verdict, bool]:
         if isinstance(item, Verdict):

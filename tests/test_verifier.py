@@ -354,6 +354,20 @@ def test_identical_pairs_are_graded_once(verifier):
     assert [x.outcome for x in first] == [C] * 5 + [W] and again[0] == first[0]
 
 
+def test_progress_counts_every_answer_once_as_it_finishes(verifier):
+    # A whole file goes to the pool in one call; the progress bar must still end at the number of rows:
+    # answers served from the cache, duplicates inside the batch, a timeout and ordinary ones.
+    verifier.verify("\\boxed{4141}", "4141")  # cached before the batch
+    pairs = [("\\boxed{4141}", "4141"), STUCK] + [("\\boxed{12345}", "12345")] * 3
+    pairs += [(f"so \\boxed{{{i}}}", "31337") for i in range(20)]
+    calls: list[int] = []
+    verdicts = verifier.verify_batch(pairs, progress=calls.append)
+    assert sum(calls) == len(pairs)
+    assert calls[0] == 1  # the cached answer first, before any grading
+    assert len(calls) == 1 + 1 + 1 + 20  # then each distinct pair as it finishes, its copies with it
+    assert verdicts[1].outcome is Outcome.TIMEOUT and [v.correct for v in verdicts[2:5]] == [True] * 3
+
+
 def test_timeouts_are_never_cached_and_always_counted():
     with Verifier(workers=1, timeout_s=1.0) as v:
         first = v.verify_batch([STUCK, STUCK])  # graded once, two verdicts
