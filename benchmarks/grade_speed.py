@@ -251,7 +251,8 @@ def main() -> None:
                run_grader("plain Math-Verify", rows, a.workers, a.timeout, plain=True)]
     results += run_in_process(rows, a.in_process)
     load_after = os.getloadavg()
-    ours, plain = results[0]["verdicts"], results[4]["verdicts"]
+    by_name = {r["grader"]: r for r in results}
+    ours, plain = by_name["ours"]["verdicts"], by_name["plain Math-Verify"]["verdicts"]
     flips = Counter((o, p) for o, p, r in zip(ours, plain, rows) if (o == "correct") != (p == "correct"))
     by_kind = {k: sum((o == "correct") != (p == "correct") for o, p, r in zip(ours, plain, rows) if r["kind"] == k)
                for k in kinds}

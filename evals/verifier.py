@@ -544,12 +544,14 @@ class Verifier:
                     verdicts[i] = cached
                 elif key not in todo:
                     todo[key] = i
-        n_cached = sum(v is not None for v in verdicts)
-        if progress is not None and n_cached:
-            progress(n_cached)
-        copies = Counter(keys)  # a distinct pair graded finishes all its copies in this batch
         firsts = list(todo.values())
-        on_verdict = None if progress is None else (lambda j: progress(copies[keys[firsts[j]]]))
+        on_verdict = None
+        if progress is not None:
+            n_cached = sum(v is not None for v in verdicts)
+            if n_cached:
+                progress(n_cached)
+            copies = Counter(keys)  # a distinct pair graded finishes all its copies in this batch
+            on_verdict = lambda j: progress(copies[keys[firsts[j]]])  # noqa: E731
         graded = self._grade([pairs[i] for i in firsts], retry_broken=True, on_verdict=on_verdict)
         # Pairs lost to a broken pool (None) are graded once more on a fresh one, not scored as failures.
         lost = [j for j, g in enumerate(graded) if g is None]
