@@ -94,6 +94,7 @@ class Stage:
     func: Callable[[], None] | None = None  # or an in-process step (cheap)
     done: Callable[[], bool] = lambda: False
     outputs: list[Path] = field(default_factory=list)
+    needs: list[Path] = field(default_factory=list)  # files/folders other stages write (the order of --jobs N)
 
 
 def add_parser(sub) -> None:
@@ -123,6 +124,12 @@ def add_parser(sub) -> None:
     p.add_argument("--engine", choices=("hf", "vllm", "auto"), default="auto",
                    help="generation engine of every training and evaluation stage (default auto: vllm when "
                         "installed and it supports the model)")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="stages run at once, each as soon as its inputs exist (default 1). On a GPU node or a "
+                        "many-core machine the trainings of all methods and seeds run side by side, then their "
+                        "evaluations; each stage logs to DIR/logs/. Without --threads every stage gets "
+                        "cores/jobs CPU threads. On 2 cores 1 is fastest. With --engine vllm on one GPU every "
+                        "engine takes its share of memory: lower engine_gpu_memory_utilization in the recipes")
     p.add_argument("--dry-run", action="store_true", help="print the stages' commands and exit")
     p.add_argument("--no-progress", action="store_true", help="no progress bars inside the stages")
     # test / tuning hooks (hidden): another model, a subset of recipes, preset entries, extra train overrides
@@ -150,7 +157,12 @@ def resolve_settings(a: argparse.Namespace) -> dict[str, Any]:
         if val is not None:
             s[key] = val
     s["train_overrides"] = list(s["train_overrides"]) + list(a.train_set)
-    s["threads"] = a.threads
+    jobs = getattr(a, "jobs", 1)
+    if not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"--jobs must be a positive integer, got {jobs!r}")
+    # several stages at once share the cores: without --threads each gets its part, not all of them
+    s["threads"] = a.threads or (max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None)
+    s["jobs"] = jobs
     s["engine"] = a.engine
     s["progress"] = not a.no_progress
     s["preset"] = a.preset
@@ -226,7 +238,8 @@ def cpu_stages(s: dict, out: Path) -> list[Stage]:
                         done=data_file.is_file, outputs=[data_file]))
 
     thr = ["--threads", str(s["threads"])] if s["threads"] else []
-    quiet = [] if s["progress"] else ["--no-progress"]  # stages show their own bars: step, reward, ETA, seq/s
+    # stages show their own bars (step, reward, ETA, seq/s); side by side (--jobs) they log lines instead
+    quiet = [] if s["progress"] and s.get("jobs", 1) == 1 else ["--no-progress"]
     # (recipe, run folder name, extra overrides, seed) of every training run
     plan: list[tuple[str, str, list[str], int]] = [(r, _seeded(_short(r), k), [f"seed={k}"], k)
                                                    for r in cfgs for k in seeds]
@@ -256,13 +269,14 @@ def cpu_stages(s: dict, out: Path) -> list[Stage]:
                             f"prompts)",
                             argv=["train", "--recipe", recipe, "--out", rel(run), *quiet, *overrides, *extra],
                             done=lambda run=run, n=cfg.steps: any(i >= n for i, _ in checkpoints(run)),
-                            outputs=[run]))
+                            outputs=[run],
+                            needs=[out / cfg.offline_trajectories] if cfg.offline_trajectories else []))
         trained.append((f"{name}-step{cfg.steps}", final))
         trains.append(run)
 
     evals: list[Path] = []
-    models = [("base", s["model"])] + [(key, rel(p)) for key, p in trained]
-    for key, model in models:
+    models = [("base", s["model"], [])] + [(key, rel(p), [p]) for key, p in trained]
+    for key, model, model_needs in models:
         jobs = [("heldout", ["--data-file", rel(data_file), "--id-field", "id"], s["heldout_max_new_tokens"],
                  {"data_file": rel(data_file), "limit": None})]
         if s["math500_limit"]:
@@ -278,7 +292,8 @@ def cpu_stages(s: dict, out: Path) -> list[Stage]:
                                       "--batch-size", str(s["eval_batch_size"]), "--engine", s["engine"],
                                       "--out", rel(run),
                                       *quiet, *thr],
-                                done=lambda run=run, expect=expect: _eval_done(run, expect), outputs=[run]))
+                                done=lambda run=run, expect=expect: _eval_done(run, expect), outputs=[run],
+                                needs=model_needs + ([data_file] if bench == "heldout" else [])))
     report = out / f"report-{s['preset']}"  # cpu and cpu-full may share DIR: one report each
     seeds_txt = f", {len(seeds)} seeds each" if len(seeds) > 1 else ""
     stages.append(Stage("write the report", argv=["report", *map(rel, evals), *map(rel, trains), "--out",
@@ -286,7 +301,7 @@ def cpu_stages(s: dict, out: Path) -> list[Stage]:
                                                   f"tbrm reproduce --preset {s['preset']}: {len(plan) // len(seeds)} "
                                                   f"methods on {Path(s['model']).name}, {first.steps} steps"
                                                   f"{seeds_txt}"],
-                        outputs=[report / "report.md", report / "report.html"]))
+                        outputs=[report / "report.md", report / "report.html"], needs=evals + trains))
     return stages
 
 
@@ -345,7 +360,7 @@ def offpolicy_sampling_stages(s: dict, out: Path, cfg, seeds: list[int], quiet: 
                                       str(s["eval_batch_size"]), *(["--lenient"] if cfg.lenient else []),
                                       "--out", rel(sample_run), *quiet, *thr],
                                 done=lambda run=sample_run, expect=expect: _eval_done(run, expect),
-                                outputs=[sample_run]))
+                                outputs=[sample_run], needs=[prompts]))
 
             def write_traj(prompts=prompts, sample_run=sample_run, traj=traj) -> None:
                 records = read_jsonl(prompts)
@@ -363,7 +378,7 @@ def offpolicy_sampling_stages(s: dict, out: Path, cfg, seeds: list[int], quiet: 
                                            "finish_reason": r["finish_reason"]} for r in rows))
 
             stages.append(Stage(f"write trajectory file {rel(traj)}", func=write_traj, done=traj.is_file,
-                                outputs=[traj]))
+                                outputs=[traj], needs=[prompts, sample_run]))
     return stages
 
 
@@ -396,23 +411,39 @@ def _fmt(seconds: float) -> str:
     return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
 
 
-def run_stages(stages: list[Stage], out: Path) -> int:
+def _stage_env() -> dict[str, str]:
+    # stages run inside `out` (relative paths in every file they write); keep this checkout importable there
+    code = str(Path(__file__).resolve().parents[1])
+    return {**os.environ, "PYTHONUNBUFFERED": "1",
+            "PYTHONPATH": os.pathsep.join(x for x in (code, os.environ.get("PYTHONPATH")) if x)}
+
+
+def _failed(i: int, n: int, st: Stage, rc: int) -> int:
+    print(f"tbrm reproduce: stage {i}/{n} ({st.name}) failed with exit code {rc}. Rerun the same "
+          f"command to resume: finished stages are skipped, training and evaluation continue where "
+          f"they stopped.", file=sys.stderr, flush=True)
+    return rc if rc > 0 else 1
+
+
+def run_stages(stages: list[Stage], out: Path, jobs: int = 1) -> int:
     from tbrm.io import atomic_write_json
 
     t0 = time.perf_counter()
     log_path = out / "stages.json"
     log = json.loads(log_path.read_text()) if log_path.is_file() else {}
     n = len(stages)
-    # stages run inside `out` (relative paths in every file they write); keep this checkout importable there
-    code = str(Path(__file__).resolve().parents[1])
-    env = {**os.environ, "PYTHONUNBUFFERED": "1",
-           "PYTHONPATH": os.pathsep.join(x for x in (code, os.environ.get("PYTHONPATH")) if x)}
+    env = _stage_env()
     for st in stages:  # outputs on disk made with other settings fail now, not after an hour of training
         st.done()
+    if jobs > 1:
+        rc = _run_parallel(stages, out, jobs, env, log, t0)
+        if rc:
+            return rc
     for i, st in enumerate(stages, start=1):
         head = f"[{i}/{n}] {st.name}"
         if st.done():
-            print(f"{head}: complete, skipped  (elapsed {_fmt(time.perf_counter() - t0)})", flush=True)
+            if jobs == 1:
+                print(f"{head}: complete, skipped  (elapsed {_fmt(time.perf_counter() - t0)})", flush=True)
             continue
         print(f"{head}  (elapsed {_fmt(time.perf_counter() - t0)})", flush=True)
         if st.argv:
@@ -423,10 +454,7 @@ def run_stages(stages: list[Stage], out: Path) -> int:
         else:
             rc = subprocess.run([sys.executable, "-m", "tbrm.cli", *st.argv], env=env, cwd=out).returncode
             if rc != 0:
-                print(f"tbrm reproduce: stage {i}/{n} ({st.name}) failed with exit code {rc}. Rerun the same "
-                      f"command to resume: finished stages are skipped, training and evaluation continue where "
-                      f"they stopped.", file=sys.stderr, flush=True)
-                return rc if rc > 0 else 1
+                return _failed(i, n, st, rc)
         dt = time.perf_counter() - t
         log[st.name] = round(dt, 1)
         atomic_write_json(log_path, log)
@@ -434,6 +462,75 @@ def run_stages(stages: list[Stage], out: Path) -> int:
     print(f"reproduce: all {n} stages complete in {_fmt(time.perf_counter() - t0)}; report: "
           f"{stages[-1].outputs[0]} and report.html; stage timings: {log_path}", flush=True)
     return 0
+
+
+def stage_dependencies(stages: list[Stage]) -> list[set[int]]:
+    """For each stage, the earlier stages that write something it needs (a need equal to or inside an output)."""
+    def inside(need: Path, output: Path) -> bool:
+        return need == output or output in need.parents
+
+    return [{j for j, other in enumerate(stages[:i]) if any(inside(nd, o) for nd in st.needs for o in other.outputs)}
+            for i, st in enumerate(stages)]
+
+
+def _run_parallel(stages: list[Stage], out: Path, jobs: int, env: dict, log: dict, t0: float) -> int:
+    """Run up to `jobs` stages at once, each as soon as the stages writing its inputs are done (trainings of
+    different methods and seeds side by side on a GPU node; then their evaluations). A stage's output goes to
+    DIR/logs/<stage>.log; a failure stops new starts, lets the running stages finish (all resume on a rerun)
+    and prints the end of the failed stage's log. Leaves nothing to do for the sequential pass but what failed."""
+    import re
+
+    from tbrm.io import atomic_write_json
+
+    n, deps = len(stages), stage_dependencies(stages)
+    elapsed = lambda: _fmt(time.perf_counter() - t0)  # noqa: E731
+    finished = {i for i, st in enumerate(stages) if st.done()}
+    pending = [i for i in range(n) if i not in finished]
+    print(f"{len(finished)} of {n} stages complete; running the other {len(pending)}, up to {jobs} at once "
+          f"(logs in {os.path.relpath(out / 'logs', Path.cwd())})", flush=True)
+    (out / "logs").mkdir(parents=True, exist_ok=True)
+    running: dict[int, tuple[subprocess.Popen, float, Path]] = {}
+    failure, last_beat = 0, time.perf_counter()
+    while pending or running:
+        for i in [i for i in pending if deps[i] <= finished and not failure]:
+            st = stages[i]
+            if st.func is not None:  # cheap in-process steps (files of problems, prompts, trajectories)
+                pending.remove(i)
+                st.func()
+                finished.add(i)
+                print(f"[{i + 1}/{n}] {st.name}: done  (elapsed {elapsed()})", flush=True)
+            elif len(running) < jobs:
+                pending.remove(i)
+                slug = re.sub(r"[^A-Za-z0-9.=-]+", "-", st.name).strip("-")[:90]
+                path = out / "logs" / f"{i + 1:02d}-{slug}.log"
+                with open(path, "w") as fh:  # the child keeps its own descriptor
+                    proc = subprocess.Popen([sys.executable, "-m", "tbrm.cli", *st.argv], env=env, cwd=out,
+                                            stdout=fh, stderr=subprocess.STDOUT)
+                running[i] = (proc, time.perf_counter(), path)
+                print(f"[{i + 1}/{n}] {st.name}: started  (elapsed {elapsed()}; log {path.relative_to(out)})",
+                      flush=True)
+        if not running:
+            break  # nothing can start: a stage failed, or what is left waits on it
+        time.sleep(0.5)
+        for i, (proc, t, path) in list(running.items()):
+            rc = proc.poll()
+            if rc is None:
+                continue
+            del running[i]
+            st, dt = stages[i], time.perf_counter() - t
+            if rc != 0:
+                tail = path.read_text(errors="replace").splitlines()[-15:]
+                print("\n".join(f"    | {line}" for line in tail), file=sys.stderr, flush=True)
+                failure = failure or _failed(i + 1, n, st, rc)
+                continue
+            finished.add(i)
+            log[st.name] = round(dt, 1)
+            atomic_write_json(out / "stages.json", log)
+            print(f"[{i + 1}/{n}] {st.name}: done in {_fmt(dt)}  (elapsed {elapsed()})", flush=True)
+        if running and time.perf_counter() - last_beat > 60:
+            last_beat = time.perf_counter()
+            print(f"    running ({elapsed()}): " + "; ".join(stages[i].name for i in sorted(running)), flush=True)
+    return failure
 
 
 # ---------------------------------------------------------------------------------------------------- paper
@@ -543,4 +640,4 @@ def run(a: argparse.Namespace) -> int:
     print(f"tbrm reproduce --preset {a.preset}: {len(stages)} stages into {out}; settings: "
           + json.dumps({k: v for k, v in s.items() if k != 'recipes'}) + f"; methods: {', '.join(s['recipes'])}",
           flush=True)
-    return run_stages(stages, out)
+    return run_stages(stages, out, s["jobs"])

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import shlex
 from pathlib import Path
 
@@ -219,8 +220,20 @@ def test_offpolicy_preset_end_to_end_on_a_tiny_model(tiny_model_path, tmp_path):
     from tbrm.portable import leaks
 
     out = tmp_path / "off"
-    proc = run_cli("reproduce", "--out", str(out), "--model", tiny_model_path, *TINY_OFF)
+    # side by side (--jobs): each stage starts only once the stages writing its inputs are done
+    proc = run_cli("reproduce", "--out", str(out), "--model", tiny_model_path, *TINY_OFF, "--jobs", "3")
     assert "all 25 stages complete" in proc.stdout
+    lines = proc.stdout.splitlines()
+    when = {(m.group(1), m.group(2)): k for k, line in enumerate(lines)
+            if (m := re.match(r"\[(\d+)/25\] .*: (started|done)", line))}
+    trains = [i for (i, what) in when if what == "started" and "train TBRM" in lines[when[(i, what)]]]
+    assert len(trains) == 6 and max(len([i for i in trains if when[(i, "started")] < when[(j, "done")]])
+                                    for j in trains) >= 2  # trainings overlapped
+    for i, deps in enumerate(stage_deps(out, tiny_model_path, TINY_OFF)):
+        for j in deps:  # in-process stages only print "done"
+            assert when[(str(j + 1), "done")] < when.get((str(i + 1), "started"), when[(str(i + 1), "done")])
+    # one log per subprocess stage: all but the in-process ones (held-out file; per seed prompts + 2 trajectories)
+    assert len(list((out / "logs").glob("*.log"))) == 25 - (1 + 2 * 3)
     for k in (0, 1):
         prompts = [json.loads(x) for x in (out / "data" / f"seed{k}" / "train-prompts-4.jsonl").read_text().splitlines()]
         for t in ("0.7", "1.5"):
@@ -245,6 +258,37 @@ def test_offpolicy_preset_end_to_end_on_a_tiny_model(tiny_model_path, tmp_path):
     for f in out.rglob("*"):
         if f.is_file() and f.suffix in (".json", ".jsonl", ".csv", ".md", ".html") and "checkpoint-" not in str(f):
             assert not leaks(f.read_text(errors="replace"), out), f"{f} holds a machine path"
+
+
+def stage_deps(out: Path, model: str, args: list[str]) -> list[set[int]]:
+    from reports.reproduce import cpu_stages, resolve_settings, stage_dependencies
+
+    a = build_parser().parse_args(["reproduce", "--out", str(out), "--model", model, *args])
+    return stage_dependencies(cpu_stages(resolve_settings(a), Path(a.out).resolve()))
+
+
+def test_stage_dependencies_follow_the_files_each_stage_reads(tmp_path):
+    from reports.reproduce import cpu_stages, resolve_settings, stage_dependencies
+
+    a = build_parser().parse_args(["reproduce", "--preset", "offpolicy", "--out", str(tmp_path / "r"), "--seeds", "2"])
+    stages = cpu_stages(resolve_settings(a), tmp_path / "r")
+    deps = stage_dependencies(stages)
+    name = lambda i: stages[i].name  # noqa: E731
+    by = {name(i): {name(j) for j in d} for i, d in enumerate(deps)}
+    assert by["write 100 held-out arithmetic problems"] == set()
+    assert by["train TBRM n=1 (cpu-tbrm-n1, seed 1, 20 steps x 8 prompts)"] == set()  # on-policy: nothing
+    assert by["train TBRM n=1 (cpu-tbrm-n1, off-policy from traj-base-t1.jsonl, seed 1, 20 steps x 8 prompts)"] == {
+        "write trajectory file data/seed1/traj-base-t1.jsonl"}
+    assert by["write trajectory file data/seed1/traj-base-t1.jsonl"] == {
+        "write the 160 training prompts of seed 1", "sample trajectories: base model at T=1, seed 1 (160 prompts)"}
+    assert by["evaluate base on heldout (100 problems, 48 new tokens)"] == {"write 100 held-out arithmetic problems"}
+    assert by["evaluate tbrm-n1-offpolicy-t0.7-seed1-step20 on heldout (100 problems, 48 new tokens)"] == {
+        "write 100 held-out arithmetic problems",
+        "train TBRM n=1 (cpu-tbrm-n1, off-policy from traj-base-t0.7.jsonl, seed 1, 20 steps x 8 prompts)"}
+    assert by["write the report"] == {name(i) for i, st in enumerate(stages)
+                                      if st.argv and st.argv[0] in ("train", "eval") and "sample" not in st.name}
+    proc = run_cli("reproduce", "--out", str(tmp_path / "r"), "--jobs", "0", "--dry-run", check=False)
+    assert proc.returncode == 2 and "--jobs must be a positive integer" in proc.stderr
 
 
 def test_offpolicy_config_names_its_file_relative_before_and_after_sampling(tmp_path):
