@@ -147,6 +147,31 @@ class GenerationMeter:
         return self.tokens_generated / self.seconds if self.seconds else 0.0
 
 
+class NonFiniteLogitsError(RuntimeError):
+    """The model's next-token scores held NaN or +inf: there is nothing to sample from."""
+
+
+def _finite_logits_guard(width: int, autocast: str):
+    """A logits processor that stops `generate` with a clear error when a row's scores hold NaN or +inf. Without
+    it CUDA's multinomial dies with an opaque device-side assert (reported later, at an unrelated op), CPU's with
+    a generic one, and greedy decoding silently emits token 0. -inf is legitimate (top-p, stop filtering)."""
+    from transformers import LogitsProcessor
+
+    class FiniteLogitsGuard(LogitsProcessor):
+        def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+            bad = scores.isnan() | scores.isposinf()
+            if bad.any():  # one host sync per token; generate's stopping check already syncs each token
+                rows = bad.any(dim=-1).nonzero().flatten().tolist()
+                hint = (" under bf16 autocast (retry with autocast=none to tell an overflow from weights that "
+                        "went non-finite)" if autocast != "none" else " (the weights went non-finite?)")
+                raise NonFiniteLogitsError(
+                    f"NaN/inf logits at generated token {input_ids.shape[1] - width + 1} in {len(rows)} of "
+                    f"{scores.shape[0]} rows (first {rows[:8]}){hint}")
+            return scores
+
+    return FiniteLogitsGuard()
+
+
 class HFGenerator(GenerationMeter):
     """transformers `generate` backend.
 
@@ -197,7 +222,7 @@ class HFGenerator(GenerationMeter):
     @torch.no_grad()
     def run_batch(self, prompts: Sequence[str], batch: list[WorkItem], batch_index: int,
                   params: SamplingParams) -> list[Sample]:
-        from transformers import GenerationConfig
+        from transformers import GenerationConfig, LogitsProcessorList
 
         tok = self.tokenizer
         device = next(self.model.parameters()).device
@@ -231,7 +256,9 @@ class HFGenerator(GenerationMeter):
 
         with autocast_context(device, self.autocast):
             out = self.model.generate(input_ids=input_ids, attention_mask=attention, generation_config=gen_cfg,
-                                      tokenizer=tok if params.stop else None)
+                                      tokenizer=tok if params.stop else None,
+                                      logits_processor=LogitsProcessorList([_finite_logits_guard(width,
+                                                                                                 self.autocast)]))
         if device.type == "cuda":
             torch.cuda.synchronize()
         dt = time.perf_counter() - t0

@@ -63,6 +63,23 @@ def test_bf16_autocast_keeps_fp32_logprobs_close(tiny):
     assert torch.allclose(fp32, bf16, atol=0.1)
 
 
+@pytest.mark.parametrize("greedy", [True, False])
+def test_non_finite_logits_stop_generation_with_a_clear_error(tiny_model_path, greedy):
+    """Weights gone NaN: sampling raises our error (not multinomial's, or CUDA's device-side assert), and greedy
+    decoding raises instead of silently emitting token 0; a healthy model passes the same guard."""
+    from tbrm.generation import HFGenerator, NonFiniteLogitsError, SamplingParams, generate
+
+    model, tok = load_model(tiny_model_path), load_tokenizer(tiny_model_path)
+    params = SamplingParams(n=1, max_new_tokens=4, temperature=0.0 if greedy else 1.0, seed=0)
+    gen = HFGenerator(model, tok, batch_size=4)
+    ok = generate(gen, ["What is 1 + 1?", "2 + 3 ="], params)
+    assert all(len(g[0].token_ids) >= 1 for g in ok)
+    with torch.no_grad():
+        model.model.layers[-1].mlp.down_proj.weight[0, 0] = float("nan")  # one weight poisons every position
+    with pytest.raises(NonFiniteLogitsError, match=r"NaN/inf logits at generated token 1 in 2 of 2 rows"):
+        generate(gen, ["What is 1 + 1?", "2 + 3 ="], params)
+
+
 def test_auto_autocast_is_bf16_only_where_bf16_is_native():
     """autocast=auto (the CPU recipes) runs bf16 only on hardware with native bf16; on a CPU without AVX512-BF16/AMX
     the forward stays fp32 (emulated bf16 made a TBRM n=1 step 6.6x slower on Zen 3)."""
