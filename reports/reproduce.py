@@ -128,8 +128,10 @@ def add_parser(sub) -> None:
                    help="stages run at once, each as soon as its inputs exist (default 1). On a GPU node or a "
                         "many-core machine the trainings of all methods and seeds run side by side, then their "
                         "evaluations; each stage logs to DIR/logs/. Without --threads every stage gets "
-                        "cores/jobs CPU threads. On 2 cores 1 is fastest. With --engine vllm on one GPU every "
-                        "engine takes its share of memory: lower engine_gpu_memory_utilization in the recipes")
+                        "cores/jobs CPU threads. On 2 cores 1 is fastest. The checkpoints of all runs coexist "
+                        "(keep_checkpoints per run, ~1.6 GB each for SmolLM2 with its optimizer state: 15 runs "
+                        "of cpu-full need ~72 GB). With --engine vllm on one GPU every engine takes its share of "
+                        "memory: lower engine_gpu_memory_utilization in the recipes")
     p.add_argument("--dry-run", action="store_true", help="print the stages' commands and exit")
     p.add_argument("--no-progress", action="store_true", help="no progress bars inside the stages")
     # test / tuning hooks (hidden): another model, a subset of recipes, preset entries, extra train overrides
