@@ -334,6 +334,17 @@ def _assign_labels(evals: list[EvalRun], trains: list[TrainRun]) -> None:
     start from different models, a step for an intermediate checkpoint, and the run folder for duplicates
     (eval runs of the same model merge into one row later, so they may share a label)."""
     bases = {r.base_model for r in [*evals, *trains]}
+    # "@ step N" marks an intermediate checkpoint, unless every evaluation of that method is at step N and one of
+    # them is a run's final step: then the others are the same point of longer runs (the schedule is constant
+    # after warm-up, so checkpoint-20 of a 40-step run is a 20-step run's final one), e.g. seeds that `tbrm
+    # reproduce --preset cpu-full` continued, and they share a row
+    steps: dict[str, set[int]] = {}
+    final_at: dict[str, bool] = {}
+    for r in evals:
+        step, final = getattr(r, "checkpoint_step", None), getattr(r, "final_step", None)
+        if r.method and step is not None:
+            steps.setdefault(r.method, set()).add(step)
+            final_at[r.method] = final_at.get(r.method, False) or step == final
     for r in [*evals, *trains]:
         if r.user_label:
             r.label = r.user_label
@@ -343,7 +354,7 @@ def _assign_labels(evals: list[EvalRun], trains: list[TrainRun]) -> None:
             continue
         label = r.method or "?"
         step, final = getattr(r, "checkpoint_step", None), getattr(r, "final_step", None)
-        if step is not None and final and step < final:
+        if step is not None and final and step < final and (len(steps[r.method]) > 1 or not final_at[r.method]):
             label += f" @ step {step}"
         if len(bases) > 1:
             label += f" ({r.base_model})"

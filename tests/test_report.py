@@ -468,3 +468,35 @@ def test_two_base_models_group_rows_and_name_methods_by_base(runs, tmp_path, tin
     labels = [r["label"] for r in _csv(tmp_path / "rep" / "tables" / "table1.csv")]
     tiny = Path(tiny_model_path).name
     assert labels == [f"{tiny} (base)", f"TBRM n=1 ({tiny})", "Qwen2.5-Math-7B (base)", "TBRM n=1 (Qwen2.5-Math-7B)"]
+
+
+def test_a_checkpoint_of_a_longer_run_at_another_runs_final_step_shares_its_row(runs, tmp_path):
+    """Seeds continued past step 2 (as cpu-full continues cpu) but evaluated at checkpoint-2 are the same method
+    as a 2-step run's final checkpoint: one row, no "@ step"; a checkpoint at another step is marked, and so is
+    an intermediate checkpoint evaluated alone."""
+    from reports.build import build_report
+
+    tc = json.loads((runs["train-tbrm"] / "checkpoint-2" / "train_config.json").read_text())
+
+    def eval_of(name: str, ckpt_name: str, steps: int, seed: int) -> str:
+        ckpt = tmp_path / f"train-{name}" / ckpt_name
+        ckpt.mkdir(parents=True)
+        (ckpt / "train_config.json").write_text(json.dumps({**tc, "steps": steps, "seed": seed}))
+        ev = tmp_path / f"eval-{name}"
+        shutil.copytree(runs["tbrm-math"], ev)
+        s = json.loads((ev / "summary.json").read_text())
+        s.update(model=str(ckpt), model_path=str(ckpt), fingerprint={"model": str(ckpt), "kind": "local"})
+        (ev / "summary.json").write_text(json.dumps(s))
+        return str(ev)
+
+    final2 = eval_of("final", "checkpoint-2", 2, 0)
+    longer = eval_of("longer", "checkpoint-2", 4, 1)
+    early = eval_of("early", "checkpoint-1", 2, 2)
+    build_report([final2, longer], tmp_path / "same")
+    assert [(r["label"], r["n_seeds"]) for r in _csv(tmp_path / "same" / "tables" / "table1_seeds.csv")] == [
+        ("TBRM n=1", "2")]
+    build_report([final2, longer, early], tmp_path / "mixed")
+    assert sorted(r["label"] for r in _csv(tmp_path / "mixed" / "tables" / "table1.csv")) == [
+        "TBRM n=1", "TBRM n=1 @ step 1", "TBRM n=1 @ step 2"]
+    build_report([longer], tmp_path / "alone")
+    assert [r["label"] for r in _csv(tmp_path / "alone" / "tables" / "table1.csv")] == ["TBRM n=1 @ step 2"]
