@@ -159,8 +159,8 @@ def resolve_settings(a: argparse.Namespace) -> dict[str, Any]:
         if val is not None:
             s[key] = val
     s["train_overrides"] = list(s["train_overrides"]) + list(a.train_set)
-    jobs = getattr(a, "jobs", 1)
-    if not isinstance(jobs, int) or jobs < 1:
+    jobs = a.jobs
+    if jobs < 1:
         raise ValueError(f"--jobs must be a positive integer, got {jobs!r}")
     # several stages at once share the cores: without --threads each gets its part, not all of them
     s["threads"] = a.threads or (max(1, (os.cpu_count() or 1) // jobs) if jobs > 1 else None)
@@ -241,7 +241,7 @@ def cpu_stages(s: dict, out: Path) -> list[Stage]:
 
     thr = ["--threads", str(s["threads"])] if s["threads"] else []
     # stages show their own bars (step, reward, ETA, seq/s); side by side (--jobs) they log lines instead
-    quiet = [] if s["progress"] and s.get("jobs", 1) == 1 else ["--no-progress"]
+    quiet = [] if s["progress"] and s["jobs"] == 1 else ["--no-progress"]
     # (recipe, run folder name, extra overrides, seed) of every training run
     plan: list[tuple[str, str, list[str], int]] = [(r, _seeded(_short(r), k), [f"seed={k}"], k)
                                                    for r in cfgs for k in seeds]
@@ -420,6 +420,11 @@ def _stage_env() -> dict[str, str]:
             "PYTHONPATH": os.pathsep.join(x for x in (code, os.environ.get("PYTHONPATH")) if x)}
 
 
+def _tbrm(st: Stage) -> list[str]:
+    """The command line of a subprocess stage: this interpreter running `tbrm` with the stage's arguments."""
+    return [sys.executable, "-m", "tbrm.cli", *st.argv]
+
+
 def _failed(i: int, n: int, st: Stage, rc: int) -> int:
     print(f"tbrm reproduce: stage {i}/{n} ({st.name}) failed with exit code {rc}. Rerun the same "
           f"command to resume: finished stages are skipped, training and evaluation continue where "
@@ -454,7 +459,7 @@ def run_stages(stages: list[Stage], out: Path, jobs: int = 1) -> int:
         if st.func is not None:
             st.func()
         else:
-            rc = subprocess.run([sys.executable, "-m", "tbrm.cli", *st.argv], env=env, cwd=out).returncode
+            rc = subprocess.run(_tbrm(st), env=env, cwd=out).returncode
             if rc != 0:
                 return _failed(i, n, st, rc)
         dt = time.perf_counter() - t
@@ -506,8 +511,7 @@ def _run_parallel(stages: list[Stage], out: Path, jobs: int, env: dict, log: dic
                 slug = re.sub(r"[^A-Za-z0-9.=-]+", "-", st.name).strip("-")[:90]
                 path = out / "logs" / f"{i + 1:02d}-{slug}.log"
                 with open(path, "w") as fh:  # the child keeps its own descriptor
-                    proc = subprocess.Popen([sys.executable, "-m", "tbrm.cli", *st.argv], env=env, cwd=out,
-                                            stdout=fh, stderr=subprocess.STDOUT)
+                    proc = subprocess.Popen(_tbrm(st), env=env, cwd=out, stdout=fh, stderr=subprocess.STDOUT)
                 running[i] = (proc, time.perf_counter(), path)
                 print(f"[{i + 1}/{n}] {st.name}: started  (elapsed {elapsed()}; log {path.relative_to(out)})",
                       flush=True)

@@ -354,7 +354,8 @@ def _assign_labels(evals: list[EvalRun], trains: list[TrainRun]) -> None:
             continue
         label = r.method or "?"
         step, final = getattr(r, "checkpoint_step", None), getattr(r, "final_step", None)
-        if step is not None and final and step < final and (len(steps[r.method]) > 1 or not final_at[r.method]):
+        if step is not None and final and step < final and (len(steps.get(r.method, ())) > 1
+                                                            or not final_at.get(r.method, False)):
             label += f" @ step {step}"
         if len(bases) > 1:
             label += f" ({r.base_model})"

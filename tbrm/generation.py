@@ -151,7 +151,7 @@ class NonFiniteLogitsError(RuntimeError):
     """The model's next-token scores held NaN or +inf: there is nothing to sample from."""
 
 
-def _finite_logits_guard(width: int, autocast: str):
+def _finite_logits_guard(width: int, under_autocast: bool):
     """A logits processor that stops `generate` with a clear error when a row's scores hold NaN or +inf. Without
     it CUDA's multinomial dies with an opaque device-side assert (reported later, at an unrelated op), CPU's with
     a generic one, and greedy decoding silently emits token 0. -inf is legitimate (top-p, stop filtering)."""
@@ -163,7 +163,7 @@ def _finite_logits_guard(width: int, autocast: str):
             if bad.any():  # one host sync per token; generate's stopping check already syncs each token
                 rows = bad.any(dim=-1).nonzero().flatten().tolist()
                 hint = (" under bf16 autocast (retry with autocast=none to tell an overflow from weights that "
-                        "went non-finite)" if autocast != "none" else " (the weights went non-finite?)")
+                        "went non-finite)" if under_autocast else " (the weights went non-finite?)")
                 raise NonFiniteLogitsError(
                     f"NaN/inf logits at generated token {input_ids.shape[1] - width + 1} in {len(rows)} of "
                     f"{scores.shape[0]} rows (first {rows[:8]}){hint}")
@@ -255,10 +255,11 @@ class HFGenerator(GenerationMeter):
         from tbrm.rollout import autocast_context
 
         with autocast_context(device, self.autocast):
+            # "auto" is fp32 where bf16 is not native: the error's hint names what actually ran
+            guard = _finite_logits_guard(width, torch.is_autocast_enabled(device.type))
             out = self.model.generate(input_ids=input_ids, attention_mask=attention, generation_config=gen_cfg,
                                       tokenizer=tok if params.stop else None,
-                                      logits_processor=LogitsProcessorList([_finite_logits_guard(width,
-                                                                                                 self.autocast)]))
+                                      logits_processor=LogitsProcessorList([guard]))
         if device.type == "cuda":
             torch.cuda.synchronize()
         dt = time.perf_counter() - t0
