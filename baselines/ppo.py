@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from baselines.ppo_loss import gae, outcome_token_rewards, ppo_actor_loss, ppo_value_loss, whiten
-from tbrm.algorithm import Algorithm
+from tbrm.algorithm import Algorithm, adamw
 from tbrm.rollout import autocast_context
 
 
@@ -47,7 +47,7 @@ class PPO(Algorithm):
         self.critic = Critic(policy).to(device)
         if cfg.gradient_checkpointing and hasattr(self.critic.decoder, "gradient_checkpointing_enable"):
             self.critic.decoder.gradient_checkpointing_enable()
-        self.critic_opt = torch.optim.AdamW(self.critic.parameters(), lr=cfg.critic_lr, weight_decay=0.0)
+        self.critic_opt = adamw(self.critic.parameters(), lr=cfg.critic_lr, weight_decay=0.0)
 
     @torch.no_grad()
     def prepare(self, batch, policy_logprobs):

@@ -74,7 +74,7 @@ class Trainer:
     def setup(self) -> None:
         from evals.prompts import render_prompt
         from evals.verifier import Verifier
-        from tbrm.algorithm import make_algorithm
+        from tbrm.algorithm import adamw, make_algorithm
         from tbrm.data import heldout_sets, load_trajectories, prompt_source
         from tbrm.models import load_model, load_tokenizer, resolve_device, resolve_model, set_threads
         from tbrm.vllm_generation import engine_record, resolve_engine
@@ -105,7 +105,7 @@ class Trainer:
         if self.algo.needs_reference:
             ref_path = resolve_model(cfg.ref_model) if cfg.ref_model else self.model_path
             self.ref = load_model(ref_path, dtype=cfg.ref_dtype, device=self.device)
-        self.opt = torch.optim.AdamW(self.policy.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        self.opt = adamw(self.policy.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         warm = max(cfg.warmup_steps, 0)
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: min(1.0, (s + 1) / warm) if warm else 1.0)
         if done:

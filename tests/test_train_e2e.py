@@ -207,3 +207,24 @@ def test_recipes_all_load_and_validate():
     ppo = load_config("paper-ppo-n1-qwen7b")
     assert (ppo.lr, ppo.critic_lr, ppo.kl_coef, ppo.entropy_coef, ppo.clip_eps) == (1e-6, 1e-5, 0.001, 0.001, 0.2)
     assert load_config("paper-tbrm-n4-qwen1.5b").beta == 0.002
+
+
+def test_optimizer_is_fused_adamw_with_the_same_update_as_the_plain_one():
+    import torch
+
+    from tbrm.algorithm import adamw
+
+    def trained(make):
+        torch.manual_seed(0)
+        p = torch.nn.Parameter(torch.randn(64, 8))
+        opt = make([p])
+        for i in range(5):
+            g = torch.Generator().manual_seed(i)
+            p.grad = torch.randn(64, 8, generator=g)
+            opt.step()
+        return opt, p.detach()
+
+    fused, a = trained(lambda ps: adamw(ps, lr=1e-2, weight_decay=0.1))
+    plain, b = trained(lambda ps: torch.optim.AdamW(ps, lr=1e-2, weight_decay=0.1, fused=False, foreach=False))
+    assert fused.defaults["fused"] is True  # the CPU default is a per-tensor Python loop, ~4x slower on SmolLM2
+    assert torch.allclose(a, b, atol=1e-6) and not torch.equal(a, torch.zeros_like(a))
