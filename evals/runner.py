@@ -26,7 +26,7 @@ from typing import Callable, Sequence
 from evals.metrics import ProblemResult, length_stats, summarize
 from evals.problem import Problem
 from evals.verifier import Verifier
-from tbrm.generation import Generator, SamplingParams
+from tbrm.generation import Generator, SamplingParams, run_batches
 from tbrm.io import append_jsonl, atomic_write_json, atomic_write_jsonl, read_json, read_jsonl
 
 
@@ -59,6 +59,7 @@ class EvalConfig:
     kv_cache_gb: float = 4.0  # vllm on CPU: KV-cache size
     gpu_memory_utilization: float = 0.85  # vllm on CUDA
     tensor_parallel_size: int = 1  # vllm on CUDA
+    data_parallel_size: int = 1  # vllm: engine replicas in their own processes (GPUs, or cores), sharing the batches
     verifier_timeout: float = 5.0
     verifier_workers: int | None = None
     data_dir: str | None = None
@@ -163,11 +164,10 @@ def evaluate_problems(
     total = sum(len(b) for b in plan)
     bar = tqdm(total=total, desc=f"{name}", unit="seq", disable=not progress, dynamic_ncols=True)
     bar.update(sum(len(plan[b]) for b in done))
-    gen_tokens, gen_seconds = 0, 0.0
-    for bi, batch in enumerate(plan):
-        if bi in done:
-            continue
-        samples = generator.run_batch(prompts, batch, bi, params)
+    gen_tokens, gen_seconds, written = 0, 0.0, 0
+    todo = [(bi, batch) for bi, batch in enumerate(plan) if bi not in done]
+    for bi, samples in run_batches(generator, prompts, todo, params):  # in completion order when data-parallel
+        batch = plan[bi]
         t0 = time.perf_counter()
         verdicts = verifier.verify_batch([(s.text, problems[s.prompt_index].answer) for s in samples])
         verify_seconds = time.perf_counter() - t0
@@ -186,7 +186,8 @@ def evaluate_problems(
         rows.extend(new)
         if on_batch:
             on_batch(new)
-        if kill_after and bi + 1 >= kill_after:
+        written += 1
+        if kill_after and len(done) + written >= kill_after:
             os.kill(os.getpid(), signal.SIGKILL)
         gen_tokens += sum(s.num_tokens for s in samples)
         gen_seconds += samples[0].seconds if samples else 0.0
@@ -254,6 +255,8 @@ def run_eval(cfg: EvalConfig, out_dir: str | Path, *, progress: bool = True, con
 
     t_start = time.perf_counter()
     out_dir = Path(out_dir)
+    if not isinstance(cfg.data_parallel_size, int) or cfg.data_parallel_size < 1:
+        raise ValueError(f"data_parallel_size must be a positive integer, got {cfg.data_parallel_size!r}")
     tasks = resolve_tasks(cfg)  # fail on bad names/data before loading anything heavy
     model_path = resolve_model(cfg.model)
     device = resolve_device(cfg.device)
@@ -274,13 +277,19 @@ def run_eval(cfg: EvalConfig, out_dir: str | Path, *, progress: bool = True, con
     })
     results = {}
     all_rows = []
-    with Verifier(workers=cfg.verifier_workers, timeout_s=cfg.verifier_timeout, lenient=cfg.lenient) as verifier:
-        for task in tasks:
-            prompts = [render_prompt(p.problem, cfg.template, tokenizer) for p in task.problems]
-            rows = evaluate_problems(task.name, task.problems, prompts, task.params, generator, verifier,
-                                     out_dir / "samples" / f"{task.name}.jsonl", progress=progress)
-            results[task.name] = summarize_rows(rows, task.params)
-            all_rows += rows
+    try:
+        with Verifier(workers=cfg.verifier_workers, timeout_s=cfg.verifier_timeout, lenient=cfg.lenient) as verifier:
+            for task in tasks:
+                prompts = [render_prompt(p.problem, cfg.template, tokenizer) for p in task.problems]
+                rows = evaluate_problems(task.name, task.problems, prompts, task.params, generator, verifier,
+                                         out_dir / "samples" / f"{task.name}.jsonl", progress=progress)
+                results[task.name] = summarize_rows(rows, task.params)
+                # batch seconds are each engine's own: with replicas side by side, tokens/s is per replica
+                results[task.name]["throughput"]["engine_replicas"] = cfg.data_parallel_size
+                all_rows += rows
+    finally:
+        if hasattr(generator, "close"):  # data-parallel replicas are processes of their own
+            generator.close()
     if cfg.audit:  # over the rows on disk, so a resumed run audits everything it reports
         from evals.audit import audit_rows, print_audit, write_audit
 
@@ -313,7 +322,14 @@ def make_eval_generator(cfg: EvalConfig, model_path: str, tokenizer, device):
         settings = VLLMSettings(dtype=cfg.dtype, compile=cfg.compile, kv_cache_gb=cfg.kv_cache_gb,
                                 gpu_memory_utilization=cfg.gpu_memory_utilization,
                                 tensor_parallel_size=cfg.tensor_parallel_size, threads=cfg.threads, seed=cfg.seed)
+        if cfg.data_parallel_size > 1:
+            from tbrm.vllm_data_parallel import DataParallelVLLM
+
+            return DataParallelVLLM(model_path, tokenizer, settings, cfg.data_parallel_size,
+                                    batch_size=cfg.batch_size, device=str(device))
         return VLLMGenerator(model_path, tokenizer, settings, batch_size=cfg.batch_size, device=device)
+    if cfg.data_parallel_size > 1:
+        raise ValueError("data_parallel_size > 1 needs the vllm engine (--engine vllm)")
     from tbrm.generation import HFGenerator
     from tbrm.models import load_model
 

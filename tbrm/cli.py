@@ -60,6 +60,10 @@ def _add_engine_args(p) -> None:
     g.add_argument("--kv-cache-gb", type=float, default=4.0, help="vllm on CPU: KV-cache size in GiB")
     g.add_argument("--gpu-memory-utilization", type=float, default=0.85, help="vllm on CUDA")
     g.add_argument("--tensor-parallel-size", type=int, default=1, help="vllm on CUDA: GPUs per model")
+    g.add_argument("--data-parallel-size", type=int, default=1,
+                   help="vllm: engine replicas, each in its own process on its own GPUs (tensor-parallel-size "
+                        "each) or, on CPU, its share of the cores; they share the batches (--batch-size: give each "
+                        "replica some). Samples do not depend on it, so a run may resume with another value")
 
 
 def _run_eval(a) -> int:
@@ -72,7 +76,7 @@ def _run_eval(a) -> int:
         max_new_tokens=a.max_new_tokens, template=a.template, dtype=a.dtype, device=a.device, threads=a.threads,
         batch_size=a.batch_size, seed=a.seed, lenient=a.lenient, audit=a.audit, engine=a.engine,
         compile=a.compile, kv_cache_gb=a.kv_cache_gb, gpu_memory_utilization=a.gpu_memory_utilization,
-        tensor_parallel_size=a.tensor_parallel_size,
+        tensor_parallel_size=a.tensor_parallel_size, data_parallel_size=a.data_parallel_size,
         verifier_timeout=a.verifier_timeout, verifier_workers=a.verifier_workers, data_dir=a.data_dir)
     run_eval(cfg, a.out, progress=not a.no_progress)
     print(f"results: {Path(a.out) / 'summary.json'}")

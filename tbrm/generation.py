@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Protocol, Sequence
+from typing import Iterator, Protocol, Sequence
 
 import torch
 
@@ -122,11 +122,23 @@ def finish_response(tokenizer, ids: list[int], eos_ids: set[int], stop: Sequence
     return response, text, reason
 
 
+def run_batches(generator: Generator, prompts: Sequence[str], batches: Sequence[tuple[int, list[WorkItem]]],
+                params: SamplingParams) -> Iterator[tuple[int, list[Sample]]]:
+    """(batch index, samples) for each (index, batch) of a plan: one after another on a single engine; a
+    data-parallel engine (one with `run_batches`, tbrm.vllm_data_parallel) runs them side by side and yields
+    them as they finish."""
+    if hasattr(generator, "run_batches"):
+        yield from generator.run_batches(prompts, batches, params)
+        return
+    for bi, batch in batches:
+        yield bi, generator.run_batch(prompts, batch, bi, params)
+
+
 def generate(generator: Generator, prompts: Sequence[str], params: SamplingParams) -> list[list[Sample]]:
     """Convenience: run the whole plan; returns samples grouped per prompt, in sample order."""
     out: list[list[Sample]] = [[None] * params.n for _ in prompts]  # type: ignore[list-item]
-    for i, batch in enumerate(generator.plan(prompts, params)):
-        for s in generator.run_batch(prompts, batch, i, params):
+    for _, samples in run_batches(generator, prompts, list(enumerate(generator.plan(prompts, params))), params):
+        for s in samples:
             out[s.prompt_index][s.sample_index] = s
     return out
 

@@ -175,6 +175,20 @@ def _generation_eos(model_path: str):
     return None
 
 
+def plan_batches(prompt_lengths: Sequence[int], params: SamplingParams, max_model_len: int,
+                 batch_size: int) -> list[list[WorkItem]]:
+    """Batches of `batch_size` sequences in prompt order. vLLM schedules the sequences of a batch itself
+    (continuous batching), so no length sorting; batches only bound how much work a crash can lose (and, with
+    data parallelism, are what the replicas share)."""
+    too_long = [i for i, n in enumerate(prompt_lengths) if n + params.max_new_tokens > max_model_len]
+    if too_long:
+        i = too_long[0]
+        raise ValueError(f"prompt {i} has {prompt_lengths[i]} tokens; with max_new_tokens={params.max_new_tokens} it "
+                         f"exceeds the engine's max_model_len={max_model_len} ({len(too_long)} prompts do)")
+    items = [(pi, si) for pi in range(len(prompt_lengths)) for si in range(params.n)]
+    return [items[i : i + batch_size] for i in range(0, len(items), batch_size)]
+
+
 class VLLMGenerator(GenerationMeter):
     """vLLM `LLM` engine, in-process. `model_path` is an HF directory (or hub id) with the policy's weights."""
 
@@ -215,16 +229,7 @@ class VLLMGenerator(GenerationMeter):
         return encode_prompt(self.tokenizer, prompt)
 
     def plan(self, prompts: Sequence[str], params: SamplingParams) -> list[list[WorkItem]]:
-        """Batches of `batch_size` sequences in prompt order. vLLM schedules the sequences of a batch itself
-        (continuous batching), so no length sorting; batches only bound how much work a crash can lose."""
-        lengths = [len(self.encode(p)) for p in prompts]
-        too_long = [i for i, n in enumerate(lengths) if n + params.max_new_tokens > self.max_model_len]
-        if too_long:
-            i = too_long[0]
-            raise ValueError(f"prompt {i} has {lengths[i]} tokens; with max_new_tokens={params.max_new_tokens} it "
-                             f"exceeds the engine's max_model_len={self.max_model_len} ({len(too_long)} prompts do)")
-        items = [(pi, si) for pi in range(len(prompts)) for si in range(params.n)]
-        return [items[i : i + self.batch_size] for i in range(0, len(items), self.batch_size)]
+        return plan_batches([len(self.encode(p)) for p in prompts], params, self.max_model_len, self.batch_size)
 
     def run_batch(self, prompts: Sequence[str], batch: list[WorkItem], batch_index: int,
                   params: SamplingParams) -> list[Sample]:

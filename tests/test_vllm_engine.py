@@ -190,3 +190,116 @@ def test_auto_engine_picks_vllm_only_where_it_can_run(tiny_model_path, tiny_vllm
         resolve_engine("vllm", tiny_model_path, "cpu")
     with pytest.raises(ValueError, match="engine must be one of"):
         resolve_engine("sglang", tiny_vllm_path, "cpu")
+
+
+# ---------------------------------------------------------------------------------------------- data parallelism
+
+
+def test_data_parallel_replicas_sample_what_one_engine_samples_and_a_dead_replica_stops_the_run(smollm2, smollm2_path):
+    """Two SmolLM2 replicas (one core each) against the module's single engine: the same greedy and seeded samples
+    (each sequence's seed is its own, whichever replica draws its batch). Then one replica is SIGKILLed: the next
+    batches raise an EngineError naming it instead of waiting forever."""
+    import signal
+
+    from tbrm.generation import SamplingParams, generate
+    from tbrm.vllm_data_parallel import DataParallelVLLM
+    from tbrm.vllm_generation import EngineError, VLLMSettings
+
+    engine, _, tok = smollm2
+    prompts = _prompts(tok)
+    dp = DataParallelVLLM(smollm2_path, tok, VLLMSettings(dtype="float32", kv_cache_gb=0.5), 2, batch_size=4)
+    try:
+        assert dp.max_model_len == engine.max_model_len
+        tokens = lambda gs: [(s.prompt_index, s.sample_index, s.token_ids, s.text, s.finish_reason)  # noqa: E731
+                             for g in gs for s in g]
+        for params in (SamplingParams(n=1, temperature=0.0, max_new_tokens=24),
+                       SamplingParams(n=2, temperature=1.0, max_new_tokens=24, seed=11)):
+            assert len(dp.plan(prompts, params)) > 1  # several batches: both replicas get work
+            got = generate(dp, prompts, params)
+            want = generate(engine, prompts, params)
+            assert tokens(got) == tokens(want)
+            assert _max_diff([s.logprobs for g in got for s in g], [s.logprobs for g in want for s in g]) < 1e-4
+        os.kill(dp._procs[0].pid, signal.SIGKILL)
+        with pytest.raises(EngineError, match=r"vLLM replica 0 of 2 died .*exit code -9.*rerun the same command"):
+            generate(dp, prompts, SamplingParams(n=1, temperature=0.0, max_new_tokens=8))
+        assert not any(p.is_alive() for p in dp._procs)  # the surviving replica was stopped too
+    finally:
+        dp.close()
+
+
+def test_data_parallel_replicas_die_with_a_killed_parent(tiny_vllm_path, tmp_path):
+    """kill -9 of the process that started the replicas leaves no engine running (PR_SET_PDEATHSIG)."""
+    import subprocess
+    import sys
+    import time
+
+    script = tmp_path / "start_and_die.py"
+    script.write_text(
+        "import os, signal\n"
+        "from tbrm.models import load_tokenizer\n"
+        "from tbrm.vllm_data_parallel import DataParallelVLLM\n"
+        "from tbrm.vllm_generation import VLLMSettings\n"
+        "if __name__ == '__main__':\n"
+        f"    path = {tiny_vllm_path!r}\n"
+        "    dp = DataParallelVLLM(path, load_tokenizer(path), VLLMSettings(kv_cache_gb=0.25), 2, batch_size=4)\n"
+        "    print('PIDS', *(p.pid for p in dp._procs), flush=True)\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n")
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=180,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert proc.returncode == -9, proc.stderr[-3000:]
+    pids = [int(x) for line in proc.stdout.splitlines() if line.startswith("PIDS ") for x in line.split()[1:]]
+    assert len(pids) == 2
+
+    def running(pid: int) -> bool:
+        try:
+            state = Path(f"/proc/{pid}/status").read_text()
+        except FileNotFoundError:
+            return False
+        return "\nState:\tZ" not in state  # a zombie has exited
+
+    deadline = time.monotonic() + 30
+    while any(running(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(running(p) for p in pids)
+
+
+def test_data_parallel_eval_writes_the_single_engine_samples(tiny_vllm_path, tmp_path):
+    """`tbrm eval --data-parallel-size 2` end to end: batches finish out of order, rows and summary equal a single
+    engine's run; the HF engine and a bad replica count are refused with a clear message."""
+    data = tmp_path / "problems.jsonl"
+    data.write_text("".join(json.dumps({"id": f"p{i}", "problem": f"What is {i} + {i}?", "answer": str(2 * i)}) + "\n"
+                            for i in range(5)))
+    args = ["eval", "--engine", "vllm", "--kv-cache-gb", "0.25", "--model", tiny_vllm_path, "--data-file", str(data),
+            "--id-field", "id", "--samples", "2", "--temperature", "1.0", "--max-new-tokens", "10", "--batch-size",
+            "3", "--no-progress"]
+    run_cli(*args, "--data-parallel-size", "2", "--out", str(tmp_path / "dp"))
+    run_cli(*args, "--out", str(tmp_path / "one"))
+    rows = lambda d: sorted((r["problem_id"], r["sample_index"], r["response"], r["outcome"])  # noqa: E731
+                            for r in map(json.loads, (d / "samples" / "problems.jsonl").read_text().splitlines()))
+    assert rows(tmp_path / "dp") == rows(tmp_path / "one")
+    a = json.loads((tmp_path / "dp" / "summary.json").read_text())
+    b = json.loads((tmp_path / "one" / "summary.json").read_text())
+    assert a["benchmarks"]["problems"]["avg@2"] == b["benchmarks"]["problems"]["avg@2"]
+    assert a["config"]["data_parallel_size"] == 2 and a["benchmarks"]["problems"]["throughput"]["engine_replicas"] == 2
+    hf = run_cli(*[x if x != "vllm" else "hf" for x in args], "--data-parallel-size", "2", "--out",
+                 str(tmp_path / "hf"), check=False)
+    assert hf.returncode != 0 and "data_parallel_size > 1 needs the vllm engine" in hf.stderr
+    many = run_cli(*args, "--data-parallel-size", str(len(os.sched_getaffinity(0)) + 1), "--out",
+                   str(tmp_path / "many"), check=False)
+    assert many.returncode != 0 and "needs a core per replica" in many.stderr
+
+
+def test_replica_devices_split_the_visible_gpus_and_the_cores(monkeypatch):
+    from tbrm.vllm_data_parallel import replica_devices
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,4,5,6,7")
+    assert replica_devices(2, 2, "cuda") == [{"CUDA_VISIBLE_DEVICES": "3,4"}, {"CUDA_VISIBLE_DEVICES": "5,6"}]
+    assert [e["CUDA_VISIBLE_DEVICES"] for e in replica_devices(5, 1, "cuda")] == ["3", "4", "5", "6", "7"]
+    with pytest.raises(ValueError, match="data_parallel_size=3 x tensor_parallel_size=2 needs 6 GPUs; 5 are visible"):
+        replica_devices(3, 2, "cuda")
+    with pytest.raises(ValueError, match="must be a positive integer"):
+        replica_devices(0, 1, "cuda")
+    cpus = sorted(os.sched_getaffinity(0))
+    envs = replica_devices(len(cpus), 1, "cpu")
+    assert [e["VLLM_CPU_OMP_THREADS_BIND"] for e in envs] == [str(c) for c in cpus]  # a core each, no overlap
+    assert replica_devices(1, 1, "cpu")[0]["VLLM_CPU_OMP_THREADS_BIND"] == ",".join(map(str, cpus))
