@@ -84,6 +84,9 @@ PRESETS: dict[str, dict[str, Any]] = {
 PAPER_SIZES = ("qwen1.5b", "qwen7b")
 PAPER_METHODS = ("tbrm-n1", "tbrm-n4", "grpo-n4", "ppo-n1")
 PAPER_BENCHMARKS = ("math500", "aime24", "aime25", "amc23", "minerva", "olympiadbench", "gsm8k")
+# The paper's node has 4 GPUs: evaluations run one vLLM replica per GPU, in batches of 128 sequences so that even
+# MATH500 greedy (500) gives every replica work. Neither changes a sample (per-sequence seeds).
+PAPER_EVAL_PARALLEL = "--data-parallel-size 4 --batch-size 128"
 PAPER_TABLE1 = ("aime24", "aime25", "amc23", "math500", "minerva", "olympiadbench")  # the paper's Average
 
 
@@ -550,12 +553,12 @@ def paper_commands(out: Path) -> list[str]:
 
     q = lambda p: shlex.quote(str(p))  # noqa: E731
     cmds, evals, trains = [], [], []
-    bench = " ".join(PAPER_BENCHMARKS)
+    bench = f"{' '.join(PAPER_BENCHMARKS)} --dtype bfloat16 {PAPER_EVAL_PARALLEL}"
     for size in PAPER_SIZES:
         base = load_config(f"paper-tbrm-n1-{size}").model
         ev = out / "evals" / f"{size}-base"
         evals.append(ev)
-        cmds.append(f"tbrm eval --model {q(base)} --benchmarks {bench} --dtype bfloat16 --out {q(ev)}")
+        cmds.append(f"tbrm eval --model {q(base)} --benchmarks {bench} --out {q(ev)}")
         for m in PAPER_METHODS:
             recipe = f"paper-{m}-{size}"
             cfg = load_config(recipe)
@@ -564,8 +567,7 @@ def paper_commands(out: Path) -> list[str]:
             cmds.append(f"tbrm train --recipe {recipe} --out {q(run)}")
             ev = out / "evals" / f"{size}-{m}-step{cfg.steps}"
             evals.append(ev)
-            cmds.append(f"tbrm eval --model {q(run / f'checkpoint-{cfg.steps}')} --benchmarks {bench} "
-                        f"--dtype bfloat16 --out {q(ev)}")
+            cmds.append(f"tbrm eval --model {q(run / f'checkpoint-{cfg.steps}')} --benchmarks {bench} --out {q(ev)}")
     runs = " ".join(q(p) for p in [*evals, *trains])
     cmds.append(f"tbrm report {runs} --out {q(out / 'report')} --average-over {' '.join(PAPER_TABLE1)} "
                 f"--title {q('TBRM paper Table 1 reproduction')}")
@@ -578,7 +580,7 @@ def paper_verl_commands() -> list[str]:
     base models. Paths are relative to the folder of the script (it starts with `cd` there)."""
     from tbrm.config import load_config
 
-    bench = " ".join(PAPER_BENCHMARKS)
+    bench = f"{' '.join(PAPER_BENCHMARKS)} --dtype bfloat16 {PAPER_EVAL_PARALLEL}"
     cmds, evals = [], [f"evals/{size}-base" for size in PAPER_SIZES]
     for size in PAPER_SIZES:
         for m in PAPER_METHODS:
@@ -588,7 +590,7 @@ def paper_verl_commands() -> list[str]:
             evals.append(ev)
             cmds += [f"tbrm verl {recipe} --out {run} --gpus 4 --launch",
                      f"tbrm verl export {run} --step {steps}",
-                     f"tbrm eval --model {run}/checkpoint-{steps} --benchmarks {bench} --dtype bfloat16 --out {ev}"]
+                     f"tbrm eval --model {run}/checkpoint-{steps} --benchmarks {bench} --out {ev}"]
     cmds.append(f"tbrm report {' '.join(evals)} --out report-verl --average-over {' '.join(PAPER_TABLE1)} "
                 f"--title {shlex.quote('TBRM paper Table 1 reproduction on verl')}")
     return cmds

@@ -46,6 +46,7 @@ def test_paper_preset_writes_valid_commands_of_existing_recipes(tmp_path):
         assert e.benchmarks == ["math500", "aime24", "aime25", "amc23", "minerva", "olympiadbench", "gsm8k"]
         # paper defaults come from the registry (AIME/AMC avg@32 at T=1.0, others greedy): not overridden
         assert e.samples is None and e.temperature is None and e.limit is None
+        assert e.dtype == "bfloat16" and e.data_parallel_size == 4 and e.batch_size == 128  # a replica per GPU
     (rep,) = reports
     assert set(rep.runs) == {e.out for e in evals} | {t.out for t in trains}
     assert set(rep.average_over) == {"aime24", "aime25", "amc23", "math500", "minerva", "olympiadbench"}
