@@ -26,6 +26,9 @@ from evals.latex import last_boxed
 # name -> why the rule exists. Text rules rewrite the response before Math-Verify reads it; comparison rules
 # decide a verdict Math-Verify gets wrong. The verifier reports which of them touched each answer.
 RULES = {
+    "redundant-braces": "a brace group holding nothing but another group ('{{x}}') is one group ('{x}'). "
+                        "Math-Verify's LaTeX parser takes time exponential in such nesting: 12 levels cost 2.9 s, "
+                        "30 over a minute (a grading timeout), and at 100 it gives up (no answer).",
     "currency": "'\\$18.90' in prose: Math-Verify finds no answer at all after an escaped dollar sign; the "
                 "sign is dropped before a number.",
     "digit-groups": "'1\\,000', '1\\ 000' (and '1 000 000' inside a box) are one number; Math-Verify reads "
@@ -63,6 +66,30 @@ class Extraction:
 # rule does not apply.
 
 _ESCAPED_DOLLAR_RE = re.compile(r"\\\$\s*(?=[-+]?\.?\d)")
+
+
+def _escaped(text: str, i: int) -> bool:
+    """Whether text[i] is escaped (an odd number of backslashes before it): '\\{' is a literal brace."""
+    n = 0
+    while i - n - 1 >= 0 and text[i - n - 1] == "\\":
+        n += 1
+    return n % 2 == 1
+
+
+def rule_redundant_braces(text: str) -> str:
+    if "{{" not in text:
+        return text
+    closes: dict[int, int] = {}  # index of each group's "{" -> index of its "}"
+    stack: list[int] = []
+    for i, ch in enumerate(text):
+        if ch in "{}" and not _escaped(text, i):
+            if ch == "{":
+                stack.append(i)
+            elif stack:
+                closes[stack.pop()] = i
+    # an outer group whose content is exactly one inner group: drop the outer pair (one pass, any depth)
+    drop = {k for i, j in closes.items() if closes.get(i + 1) == j - 1 for k in (i, j)}
+    return "".join(ch for i, ch in enumerate(text) if i not in drop) if drop else text
 
 
 def rule_currency(text: str) -> str:
@@ -144,7 +171,7 @@ def rule_bare_answer(text: str) -> str:
     return f"\\boxed{{{text.strip()}}}" if is_bare_answer(text) else text
 
 
-TEXT_RULES = (("currency", rule_currency), ("digit-groups", rule_digit_groups), ("last-box", rule_last_box),
+TEXT_RULES = (("redundant-braces", rule_redundant_braces), ("currency", rule_currency), ("digit-groups", rule_digit_groups), ("last-box", rule_last_box),
               ("bare-answer", rule_bare_answer))
 
 

@@ -18,6 +18,8 @@ C, W, U = Outcome.CORRECT, Outcome.WRONG, Outcome.UNPARSED
 
 # rule -> [(response, gold, our outcome, plain Math-Verify's outcome)]: where the rule decides the verdict.
 IMPROVEMENTS = {
+    # 100 levels: Math-Verify gives up in ~2 s; 20-30 levels would take it minutes (too slow for a test)
+    "redundant-braces": [("\\boxed{" + "{" * 100 + "1" + "}" * 100 + "}", "1", C, U)],
     "currency": [("It costs \\$18.90 in total.", "18.90", C, U), ("It costs \\$18.90 in total.", "19", W, U)],
     "digit-groups": [("\\boxed{1\\,000\\,000}", "1000000", C, W), ("\\boxed{1 000}", "1000", C, W),
                      ("so it is $1\\ 250$ meters", "1250", C, W)],
@@ -35,6 +37,7 @@ IMPROVEMENTS = {
 
 # rule -> [(response, gold, outcome)] where the rule must NOT change the verdict (and must not fire).
 NOT_APPLICABLE = {
+    "redundant-braces": [("\\boxed{{x}^{2}}", "x^2", C), ("\\boxed{\\{1,2\\}}", "\\{1,2\\}", C)],
     "currency": [("The cost is $18.90$ dollars.", "18.90", C)],
     "digit-groups": [("We tried 3 100 ways and found \\boxed{7}", "7", C)],  # prose spaces are not groups
     "bare-answer": [("So 3 + 4 = 7", "7", C), ("The answer is 5", "5", C), ("x = 5", "5", C)],
@@ -103,6 +106,16 @@ MATH_VERIFY_RIGHT = [
 @pytest.mark.parametrize("response, gold, outcome", MATH_VERIFY_RIGHT)
 def test_forms_math_verify_reads_right(response, gold, outcome):
     assert judge(response, gold).outcome is outcome
+
+
+def test_redundant_braces_collapse_only_groups_that_hold_one_group():
+    from evals.extraction import rule_redundant_braces
+
+    assert rule_redundant_braces("\\boxed{{{{7}}}}") == "\\boxed{7}"  # any depth, in one pass
+    assert rule_redundant_braces("\\frac{{a}}{b}") == "\\frac{a}{b}"
+    for same in ("\\{{1,2}\\}", "{{a}{b}}", "{{x}^{2}}", "{ {1} }", "\\{\\{1\\}\\}"):  # literal, mixed, spaced
+        assert rule_redundant_braces(same) == same
+    assert rule_redundant_braces("\\\\{{1}}") == "\\\\{1}"  # after a line break (\\) the brace is a group
 
 
 def test_text_rules_report_what_they_changed():
