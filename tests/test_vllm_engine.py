@@ -1,7 +1,8 @@
 """The vLLM engine (`--engine vllm`) against the transformers engine and the trainer, with real vLLM on CPU.
 
 One SmolLM2 engine (fp32, eager, in-process) is shared by the module; the training test starts its own engine on a
-tiny Llama, and the kill -9 test runs `tbrm eval` as real processes. Without vLLM installed the module is skipped
+tiny Llama, the kill -9 test runs `tbrm eval` as real processes, and the data-parallel tests start replica processes
+of their own (one core each). Without vLLM installed the module is skipped
 with the install command; CI installs it (scripts/install.sh), so there these tests run.
 """
 
