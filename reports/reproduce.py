@@ -105,7 +105,7 @@ def add_parser(sub) -> None:
         "reproduce", help="reproduce the method comparison: run it on CPU, or print the paper's commands",
         description="--preset cpu (default): train TBRM n=1/n=4, TBRM-Vref n=1 (ReVal's fix), GRPO n=4 and PPO n=1 on the bundled "
                     "SmolLM2-135M-Instruct with an equal prompt budget, evaluate base + final checkpoints on "
-                    "held-out arithmetic and a MATH500 slice, and write DIR/report-cpu (~40 min on 2 cores). "
+                    "held-out arithmetic and a MATH500 slice, and write DIR/report-cpu (30-40 min on 2 cores). "
                     "Kill it and rerun the same command: finished stages are skipped, the others resume. "
                     "--preset cpu-full: the same trained twice as long and evaluated on more problems; on a DIR "
                     "holding a finished cpu run it continues those trainings instead of starting over; 3 seeds per "
