@@ -44,12 +44,15 @@ import os
 import platform
 import random
 import re
+import sys
 import time
 from collections import Counter
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-FIXTURE = HERE.parent / "tests" / "fixtures" / "smollm2_outputs.jsonl"
+sys.path.insert(0, str(HERE.parent))
+
+from tests.fixture_outputs import smollm2_outputs  # noqa: E402
 
 # sympy tries to evaluate these when comparing with the gold: hours of big-integer arithmetic.
 TOWERS = ["9^{9^{9^{9}}}", "8^{8^{8^{8}}}", "7^{7^{7^{7}}}", "9^{8^{9^{8}}}", "8^{9^{8^{9}}}", "7^{9^{7^{9}}}"]
@@ -88,7 +91,7 @@ def build_responses(data_dir: Path, n: int, n_adversarial: int, samples: int = 4
     problems = [p for p in problems if p[2].strip()]  # a few MATH train records have no final answer
     rng.shuffle(problems)
     other_golds = [g for _, _, g in problems]
-    smollm2 = _read_jsonl(FIXTURE) if FIXTURE.exists() else []
+    smollm2 = smollm2_outputs(data_dir)  # golds from data_dir: the fixture keeps no benchmark data
     short_forms = ["Therefore, the final answer is $\\boxed{{{}}}$.", "Answer: ${}$", "So we get \\boxed{{{}}}.",
                    "The final answer is $\\boxed{{{}}}$. I hope it is correct."]
 

@@ -3,9 +3,10 @@
 `fixtures/smollm2_outputs.jsonl` holds real SmolLM2-135M-Instruct responses from this suite's own
 evaluations (``tbrm eval --model smollm2-135m-instruct --max-new-tokens 256``: greedy on the first 40 MATH500
 and GSM8K problems and 20 of Minerva and OlympiadBench, 2 samples at T=1.0 on AIME24/25, and the 200 held-out
-1-2 digit additions with 48 new tokens; every disagreement plus a slice of the rest is kept; gold answers as the
-benchmarks give them, problems left out). `fixtures/adversarial_outputs.jsonl` holds hand-written
-responses in the forms graders trip over.
+1-2 digit additions with 48 new tokens; every disagreement plus a slice of the rest is kept). It holds no benchmark
+data: the golds of real benchmark problems are read from the benchmark files by problem id
+(`tests/fixture_outputs.py`), so without them only the held-out additions are compared.
+`fixtures/adversarial_outputs.jsonl` holds hand-written responses in the forms graders trip over.
 
 Every case where the two disagree on correctness must be listed in `fixtures/verifier_disagreements.json`
 with the rule that decides it and the reason: an intended improvement. A new disagreement (a regression,
@@ -26,6 +27,12 @@ FIXTURES = Path(__file__).parent / "fixtures"
 
 
 def _rows(name: str) -> list[dict]:
+    """A fixture's rows, each with its gold (see the module docstring for the SmolLM2 outputs')."""
+    if name == "smollm2_outputs.jsonl":
+        from tests.conftest import find_real_data_dir
+        from tests.fixture_outputs import smollm2_outputs
+
+        return smollm2_outputs(find_real_data_dir())
     return [json.loads(line) for line in (FIXTURES / name).read_text().splitlines() if line.strip()]
 
 
@@ -60,7 +67,12 @@ def test_every_disagreement_with_plain_math_verify_is_an_intended_improvement(fi
 
 
 def test_real_outputs_cover_every_benchmark():
-    benchmarks = {r["benchmark"] for r in _rows("smollm2_outputs.jsonl")}
+    from tests.fixture_outputs import FIXTURE
+
+    rows = [json.loads(line) for line in FIXTURE.read_text().splitlines() if line.strip()]
+    assert all("gold" in r for r in rows if r["benchmark"] == "arith-heldout")  # generated here, not benchmark data
+    assert not any("gold" in r for r in rows if r["benchmark"] != "arith-heldout")  # read from the benchmark files
+    benchmarks = {r["benchmark"] for r in rows}
     assert {"arith-heldout", "math500", "gsm8k", "minerva", "olympiadbench", "aime24", "aime25"} <= benchmarks
 
 
