@@ -171,8 +171,8 @@ def rule_bare_answer(text: str) -> str:
     return f"\\boxed{{{text.strip()}}}" if is_bare_answer(text) else text
 
 
-TEXT_RULES = (("redundant-braces", rule_redundant_braces), ("currency", rule_currency), ("digit-groups", rule_digit_groups), ("last-box", rule_last_box),
-              ("bare-answer", rule_bare_answer))
+TEXT_RULES = (("redundant-braces", rule_redundant_braces), ("currency", rule_currency),
+              ("digit-groups", rule_digit_groups), ("last-box", rule_last_box), ("bare-answer", rule_bare_answer))
 
 
 def apply_text_rules(text: str) -> tuple[str, tuple[str, ...]]:

@@ -167,7 +167,6 @@ def evaluate_problems(
     gen_tokens, gen_seconds, written = 0, 0.0, 0
     todo = [(bi, batch) for bi, batch in enumerate(plan) if bi not in done]
     for bi, samples in run_batches(generator, prompts, todo, params):  # in completion order when data-parallel
-        batch = plan[bi]
         t0 = time.perf_counter()
         verdicts = verifier.verify_batch([(s.text, problems[s.prompt_index].answer) for s in samples])
         verify_seconds = time.perf_counter() - t0
@@ -191,7 +190,7 @@ def evaluate_problems(
             os.kill(os.getpid(), signal.SIGKILL)
         gen_tokens += sum(s.num_tokens for s in samples)
         gen_seconds += samples[0].seconds if samples else 0.0
-        bar.update(len(batch))
+        bar.update(len(samples))
         bar.set_postfix(tok_s=f"{gen_tokens / max(gen_seconds, 1e-9):.0f}",
                         acc=f"{sum(r['outcome'] == 'correct' for r in rows) / max(len(rows), 1):.3f}")
     bar.close()

@@ -102,11 +102,7 @@ class DataParallelVLLM:
 
     def __init__(self, model_path: str, tokenizer, settings, replicas: int, batch_size: int = 256,
                  device: str = "cpu"):
-        from tbrm.generation import GenerationMeter, encode_prompt
-
         self.tokenizer, self.batch_size, self.replicas = tokenizer, int(batch_size), replicas
-        self._encode = encode_prompt
-        self.meter = GenerationMeter()
         device_type = str(device).split(":")[0]
         envs = replica_devices(replicas, settings.tensor_parallel_size, device_type)
         ctx = mp.get_context("spawn")  # never fork a parent that holds torch threads or a CUDA context
@@ -124,7 +120,9 @@ class DataParallelVLLM:
 
     # ------------------------------------------------------------------ the Generator protocol
     def encode(self, prompt: str) -> list[int]:
-        return self._encode(self.tokenizer, prompt)
+        from tbrm.generation import encode_prompt
+
+        return encode_prompt(self.tokenizer, prompt)
 
     def plan(self, prompts: Sequence[str], params):
         from tbrm.vllm_generation import plan_batches
@@ -149,12 +147,7 @@ class DataParallelVLLM:
         for _ in batches:
             _, _, bi, samples = self._next(f"generating ({len(batches)} batches)")
             self._in_flight -= 1
-            self.meter._counted(samples, samples[0].seconds if samples else 0.0)
             yield bi, samples
-
-    @property
-    def tokens_per_second(self) -> float:
-        return self.meter.tokens_per_second
 
     # ------------------------------------------------------------------ replica supervision
     def _next(self, doing: str) -> tuple:

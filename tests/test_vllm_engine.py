@@ -150,13 +150,18 @@ def test_engine_follows_the_policy_after_a_training_step(tiny_vllm_path, tmp_pat
         trainer.verifier.close()
 
 
-def test_killed_vllm_eval_resumes_to_the_same_summary(tiny_vllm_path, tmp_path):
+def _sampled_eval_args(model: str, tmp_path: Path) -> list[str]:
+    """`tbrm eval` arguments for 5 additions x 2 samples at T=1.0 in 4 batches of 3 sequences (vLLM, small KV cache)."""
     data = tmp_path / "problems.jsonl"
     data.write_text("".join(json.dumps({"id": f"p{i}", "problem": f"What is {i} + {i}?", "answer": str(2 * i)}) + "\n"
                             for i in range(5)))
-    args = ["eval", "--engine", "vllm", "--kv-cache-gb", "0.25", "--model", tiny_vllm_path, "--data-file", str(data),
+    return ["eval", "--engine", "vllm", "--kv-cache-gb", "0.25", "--model", model, "--data-file", str(data),
             "--id-field", "id", "--samples", "2", "--temperature", "1.0", "--max-new-tokens", "10", "--batch-size",
             "3", "--no-progress"]
+
+
+def test_killed_vllm_eval_resumes_to_the_same_summary(tiny_vllm_path, tmp_path):
+    args = _sampled_eval_args(tiny_vllm_path, tmp_path)
     killed = tmp_path / "killed"
     proc = run_cli(*args, "--out", str(killed), env={"TBRM_KILL_AFTER_BATCHES": "2"}, check=False)
     assert proc.returncode == -9  # a real SIGKILL mid-run
@@ -267,12 +272,7 @@ def test_data_parallel_replicas_die_with_a_killed_parent(tiny_vllm_path, tmp_pat
 def test_data_parallel_eval_writes_the_single_engine_samples(tiny_vllm_path, tmp_path):
     """`tbrm eval --data-parallel-size 2` end to end: batches finish out of order, rows and summary equal a single
     engine's run; the HF engine and a bad replica count are refused with a clear message."""
-    data = tmp_path / "problems.jsonl"
-    data.write_text("".join(json.dumps({"id": f"p{i}", "problem": f"What is {i} + {i}?", "answer": str(2 * i)}) + "\n"
-                            for i in range(5)))
-    args = ["eval", "--engine", "vllm", "--kv-cache-gb", "0.25", "--model", tiny_vllm_path, "--data-file", str(data),
-            "--id-field", "id", "--samples", "2", "--temperature", "1.0", "--max-new-tokens", "10", "--batch-size",
-            "3", "--no-progress"]
+    args = _sampled_eval_args(tiny_vllm_path, tmp_path)
     run_cli(*args, "--data-parallel-size", "2", "--out", str(tmp_path / "dp"))
     run_cli(*args, "--out", str(tmp_path / "one"))
     rows = lambda d: sorted((r["problem_id"], r["sample_index"], r["response"], r["outcome"])  # noqa: E731
