@@ -15,7 +15,7 @@ from torch import nn
 
 from baselines.ppo_loss import gae, outcome_token_rewards, ppo_actor_loss, ppo_value_loss, whiten
 from tbrm.algorithm import Algorithm, adamw
-from tbrm.rollout import autocast_context
+from evals.models import autocast_context
 
 
 class Critic(nn.Module):

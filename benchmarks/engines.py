@@ -33,7 +33,7 @@ REPO = HERE.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(HERE))
 
-from tbrm.io import atomic_write_json, atomic_write_text, read_json  # noqa: E402
+from evals.io import atomic_write_json, atomic_write_text, read_json  # noqa: E402
 
 ENGINES = ("vllm", "hf")
 TRAIN_ALGOS = ("tbrm-n1", "tbrm-n4", "grpo-n4", "ppo-n1")
@@ -190,7 +190,7 @@ def markdown(doc: dict) -> str:
 
 def partial_eval(run_dir: Path) -> dict:
     """Figures of an eval run stopped before its end, from the batches it finished (samples/*.jsonl)."""
-    from tbrm.io import read_jsonl
+    from evals.io import read_jsonl
 
     rows = [r for f in sorted((run_dir / "samples").glob("*.jsonl")) for r in read_jsonl(f, torn_tail="skip")]
     seconds = sum({r["batch_index"]: r["gen_seconds"] for r in rows}.values())
@@ -219,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default=str(HERE / "results" / "engines"), help="results file stem")
     a = ap.parse_args(argv)
     from evals.runner import package_versions
-    from tbrm.vllm_generation import vllm_version
+    from evals.vllm_generation import vllm_version
 
     path = Path(f"{a.out}.json")
     settings = {"limit": a.limit, "max_new_tokens": a.max_new_tokens, "dtype": a.dtype, "train_steps": a.train_steps}

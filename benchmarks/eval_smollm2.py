@@ -17,7 +17,7 @@ import platform
 import time
 from pathlib import Path
 
-from tbrm.portable import portable_path
+from evals.portable import portable_path
 
 HERE = Path(__file__).resolve().parent
 
@@ -25,7 +25,7 @@ HERE = Path(__file__).resolve().parent
 def grading_throughput(sample_files: list[Path], workers: int | None) -> dict:
     """Re-grade every stored response in one batch: the verifier's steady-state answers/second."""
     from evals.verifier import Verifier
-    from tbrm.io import read_jsonl
+    from evals.io import read_jsonl
 
     pairs = [(r["response"], r["gold"]) for f in sample_files for r in read_jsonl(f)]
     with Verifier(workers=workers) as v:
@@ -44,8 +44,8 @@ def generate_parity(batch: int = 64, new_tokens: int = 64, dtype: str = "float32
     from transformers import GenerationConfig
 
     from evals.prompts import render_prompt
-    from tbrm.generation import HFGenerator, SamplingParams
-    from tbrm.models import load_model, load_tokenizer, resolve_model
+    from evals.generation import HFGenerator, SamplingParams
+    from evals.models import load_model, load_tokenizer, resolve_model
     from tbrm.tasks import ArithmeticTask
 
     path = resolve_model("smollm2-135m-instruct")
@@ -86,12 +86,12 @@ def main() -> None:
     args = ap.parse_args()
 
     from evals.runner import EvalConfig, run_eval
-    from tbrm.io import atomic_write_json, atomic_write_text
+    from evals.io import atomic_write_json, atomic_write_text
 
     suffix = f"-limit{args.limit}" if args.limit else ""
     plan = [("math500", dict(samples=None, temperature=None)),  # paper default: greedy, avg@1
             ("amc23", dict(samples=4, temperature=1.0))]  # 4 samples at T=1.0 (the paper uses 32)
-    base = Path(args.out).parent  # paths in the results file are relative to its folder (tbrm.portable)
+    base = Path(args.out).parent  # paths in the results file are relative to its folder (evals.portable)
     settings = {k: portable_path(v, base) if k in ("runs", "out") else v for k, v in vars(args).items()}
     results = {"settings": settings, "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
                "benchmarks": {}}

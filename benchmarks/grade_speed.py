@@ -271,7 +271,7 @@ def main() -> None:
            "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()}}
     out_dir = Path(a.out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    from tbrm.io import atomic_write_json, atomic_write_text
+    from evals.io import atomic_write_json, atomic_write_text
 
     atomic_write_json(out_dir / "grade_speed.json", out)
     lines = ["| grader | answers | seconds | answers/s | CPU s | answers/CPU-s | correct | wrong | unparsed | timeout "

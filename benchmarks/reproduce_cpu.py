@@ -31,8 +31,8 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(REPO))
 
-from tbrm.io import atomic_write_json, atomic_write_text, read_json  # noqa: E402
-from tbrm.portable import portable_path  # noqa: E402
+from evals.io import atomic_write_json, atomic_write_text, read_json  # noqa: E402
+from evals.portable import portable_path  # noqa: E402
 
 TARGET_S = {"cpu": 45 * 60}
 STAGE_LINE = re.compile(r"^\[(\d+)/(\d+)\] (.+)$")

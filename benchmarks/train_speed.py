@@ -46,8 +46,8 @@ REPO = HERE.parent
 sys.path.insert(0, str(REPO))  # run as a script from anywhere: `tbrm`, `evals` import from the checkout
 
 from tbrm.config import ConfigError, TrainConfig, load_config  # noqa: E402  (light: dataclass + OmegaConf)
-from tbrm.io import atomic_write_json, atomic_write_text, read_json, read_jsonl  # noqa: E402
-from tbrm.portable import portable_path  # noqa: E402
+from evals.io import atomic_write_json, atomic_write_text, read_json, read_jsonl  # noqa: E402
+from evals.portable import portable_path  # noqa: E402
 
 # name -> what runs. "ours" = `tbrm train` on the shared loop; "trl" = TRL's GRPOTrainer (benchmarks/trl_grpo_peer.py).
 ALGORITHMS = {

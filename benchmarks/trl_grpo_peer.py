@@ -72,7 +72,7 @@ def build_grpo_config(cfg, out_dir: Path, progress: bool):
     """TRL 1.16 GRPOConfig mirroring our GRPO settings. Returns (GRPOConfig, notes on what is not matched)."""
     from trl import GRPOConfig
 
-    from tbrm.models import resolve_device
+    from evals.models import resolve_device
 
     n = cfg.rollouts_per_prompt
     batch = cfg.prompts_per_step * n  # rollouts per optimizer step
@@ -125,7 +125,7 @@ def build_grpo_config(cfg, out_dir: Path, progress: bool):
         max_completion_length=cfg.max_new_tokens,
         temperature=cfg.temperature,
         top_p=cfg.top_p,
-        top_k=0,  # pure temperature sampling, as tbrm/generation.py
+        top_k=0,  # pure temperature sampling, as evals/generation.py
         repetition_penalty=1.0,
         # --- optimisation
         learning_rate=cfg.lr,
@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
 
     from tbrm.config import load_config, to_dict
-    from tbrm.io import atomic_write_json
+    from evals.io import atomic_write_json
 
     cfg = load_config(a.recipe, a.overrides)  # validated before anything heavy is loaded
     if cfg.algorithm != "grpo":
@@ -194,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     from evals.prompts import render_prompt
     from evals.verifier import Verifier
     from tbrm.data import prompt_source
-    from tbrm.models import load_tokenizer, resolve_model, set_threads
+    from evals.models import load_tokenizer, resolve_model, set_threads
 
     set_threads(cfg.threads)
     model_path = resolve_model(cfg.model)
@@ -207,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
             for step, problems in enumerate(per_step, start=1) for pr in problems]
     expected_prompts = {step: [r["prompt"] for r in rows if r["step"] == step] for step in range(1, cfg.steps + 1)}
     # TRL tokenizes plain-string prompts with `tokenizer(text=prompts)`; our generator with
-    # `tokenizer(prompt, add_special_tokens=not prompt.startswith(bos))` (tbrm/generation.py HFGenerator.encode).
+    # `tokenizer(prompt, add_special_tokens=not prompt.startswith(bos))` (evals/generation.py HFGenerator.encode).
     ours = [tok(r["prompt"], add_special_tokens=not (tok.bos_token and r["prompt"].startswith(tok.bos_token))).input_ids
             for r in rows]
     theirs = tok(text=[r["prompt"] for r in rows])["input_ids"]

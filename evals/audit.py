@@ -66,7 +66,7 @@ def _compare(rows: Sequence[dict]) -> dict:
 
 
 def write_audit(out_dir: str | Path, summary: dict, disagreements: list[dict]) -> None:
-    from tbrm.io import atomic_write_json, atomic_write_jsonl
+    from evals.io import atomic_write_json, atomic_write_jsonl
 
     out_dir = Path(out_dir)
     atomic_write_json(out_dir / "audit.json", summary)

@@ -14,7 +14,7 @@ from pathlib import Path
 from evals.benchmarks import DataError, field_value, read_records
 from evals.metrics import ProblemResult, summarize
 from evals.verifier import Verifier
-from tbrm.io import atomic_write_json, atomic_write_jsonl
+from evals.io import atomic_write_json, atomic_write_jsonl
 
 def grade_file(path: str | Path, *, response_field: str = "response", answer_field: str = "answer",
                id_field: str | None = None, out_dir: str | Path, lenient: bool = False,

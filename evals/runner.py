@@ -5,7 +5,7 @@ A run directory holds:
   samples/<bench>.jsonl  one row per (problem, sample), appended batch by batch as generation goes
   summary.json           metrics per benchmark, throughput, package versions (rewritten atomically at the end)
 
-Resume: generation follows a deterministic plan of batches (`tbrm.generation`); a batch is written in one
+Resume: generation follows a deterministic plan of batches (`evals.generation`); a batch is written in one
 append after it is generated and graded, so rerunning the same command skips every batch already on disk and
 regenerates only the rest (a torn final batch is dropped and redone). The summary is computed from the rows
 on disk, so a resumed run reaches the same summary as an uninterrupted one.
@@ -26,8 +26,8 @@ from typing import Callable, Sequence
 from evals.metrics import ProblemResult, length_stats, summarize
 from evals.problem import Problem
 from evals.verifier import Verifier
-from tbrm.generation import Generator, SamplingParams, run_batches
-from tbrm.io import append_jsonl, atomic_write_json, atomic_write_jsonl, read_json, read_jsonl
+from evals.generation import Generator, SamplingParams, run_batches
+from evals.io import append_jsonl, atomic_write_json, atomic_write_jsonl, read_json, read_jsonl
 
 
 @dataclass
@@ -248,9 +248,9 @@ def run_eval(cfg: EvalConfig, out_dir: str | Path, *, progress: bool = True, con
     from dataclasses import replace
 
     from evals.prompts import render_prompt, template_record
-    from tbrm.models import fingerprint, load_tokenizer, resolve_device, resolve_model, set_threads
-    from tbrm.portable import portable_model
-    from tbrm.vllm_generation import engine_record, resolve_engine
+    from evals.models import fingerprint, load_tokenizer, resolve_device, resolve_model, set_threads
+    from evals.portable import portable_model
+    from evals.vllm_generation import engine_record, resolve_engine
 
     t_start = time.perf_counter()
     out_dir = Path(out_dir)
@@ -316,21 +316,21 @@ def run_eval(cfg: EvalConfig, out_dir: str | Path, *, progress: bool = True, con
 def make_eval_generator(cfg: EvalConfig, model_path: str, tokenizer, device):
     """The generation engine `cfg.engine` names (already resolved from auto)."""
     if cfg.engine == "vllm":
-        from tbrm.vllm_generation import VLLMGenerator, VLLMSettings
+        from evals.vllm_generation import VLLMGenerator, VLLMSettings
 
         settings = VLLMSettings(dtype=cfg.dtype, compile=cfg.compile, kv_cache_gb=cfg.kv_cache_gb,
                                 gpu_memory_utilization=cfg.gpu_memory_utilization,
                                 tensor_parallel_size=cfg.tensor_parallel_size, threads=cfg.threads, seed=cfg.seed)
         if cfg.data_parallel_size > 1:
-            from tbrm.vllm_data_parallel import DataParallelVLLM
+            from evals.vllm_data_parallel import DataParallelVLLM
 
             return DataParallelVLLM(model_path, tokenizer, settings, cfg.data_parallel_size,
                                     batch_size=cfg.batch_size, device=str(device))
         return VLLMGenerator(model_path, tokenizer, settings, batch_size=cfg.batch_size, device=device)
     if cfg.data_parallel_size > 1:
         raise ValueError("data_parallel_size > 1 needs the vllm engine (--engine vllm)")
-    from tbrm.generation import HFGenerator
-    from tbrm.models import load_model
+    from evals.generation import HFGenerator
+    from evals.models import load_model
 
     return HFGenerator(load_model(model_path, dtype=cfg.dtype, device=device), tokenizer, batch_size=cfg.batch_size)
 

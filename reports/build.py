@@ -10,8 +10,8 @@ from reports import seed_tables as S
 from reports import tables as T
 from reports.render import Block, to_csv, to_html, to_markdown
 from reports.runs import EvalRun, TrainRun, load_runs
-from tbrm.io import atomic_write_text
-from tbrm.portable import portable_path, scrub
+from evals.io import atomic_write_text
+from evals.portable import portable_path, scrub
 
 
 @dataclass

@@ -208,7 +208,7 @@ def _seeded(name: str, seed: int) -> str:
 def cpu_stages(s: dict, out: Path) -> list[Stage]:
     """The plan, validated before anything runs: configs load, the prompt budget is equal, and outputs already
     on disk were made with these settings. Every stage runs with `out` as its working directory and names its
-    files relative to it, so configs, summaries and the report hold no machine paths (tbrm.portable)."""
+    files relative to it, so configs, summaries and the report hold no machine paths (evals.portable)."""
     from tbrm.config import ConfigError, load_config
     from tbrm.data import heldout_sets
     from tbrm.trainer import check_run_config, checkpoints
@@ -234,7 +234,7 @@ def cpu_stages(s: dict, out: Path) -> list[Stage]:
     def write_heldout() -> None:
         from dataclasses import replace
 
-        from tbrm.io import atomic_write_jsonl
+        from evals.io import atomic_write_jsonl
 
         problems = heldout_sets(replace(first, eval_problems=n_held))["heldout"]
         atomic_write_jsonl(data_file, ({"id": p.id, "problem": p.problem, "answer": p.answer} for p in problems))
@@ -335,7 +335,7 @@ def offpolicy_sampling_stages(s: dict, out: Path, cfg, seeds: list[int], quiet: 
     graded by the shared verifier), then written as a trajectory file (prompt, response, reward, finish_reason)
     that TBRM trains from without any new rollout."""
     from tbrm.data import PromptSource, arithmetic_task
-    from tbrm.io import atomic_write_jsonl, read_jsonl
+    from evals.io import atomic_write_jsonl, read_jsonl
 
     stages: list[Stage] = []
     rel = lambda p: os.path.relpath(p, out)  # noqa: E731
@@ -436,7 +436,7 @@ def _failed(i: int, n: int, st: Stage, rc: int) -> int:
 
 
 def run_stages(stages: list[Stage], out: Path, jobs: int = 1) -> int:
-    from tbrm.io import atomic_write_json
+    from evals.io import atomic_write_json
 
     t0 = time.perf_counter()
     log_path = out / "stages.json"
@@ -490,7 +490,7 @@ def _run_parallel(stages: list[Stage], out: Path, jobs: int, env: dict, log: dic
     and prints the end of the failed stage's log. Leaves nothing to do for the sequential pass but what failed."""
     import re
 
-    from tbrm.io import atomic_write_json
+    from evals.io import atomic_write_json
 
     n, deps = len(stages), stage_dependencies(stages)
     elapsed = lambda: _fmt(time.perf_counter() - t0)  # noqa: E731
@@ -597,7 +597,7 @@ def paper_verl_commands() -> list[str]:
 
 
 def write_paper(out: Path) -> int:
-    from tbrm.io import atomic_write_text
+    from evals.io import atomic_write_text
 
     verl_header = ["#!/usr/bin/env bash",
                    "# The paper's Table 1 trainings at full scale on verl 0.9.1 (Ray + FSDP + vLLM, 4 GPUs per run), as",

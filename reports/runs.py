@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tbrm.io import CorruptFileError, read_json, read_jsonl_numbered
+from evals.io import CorruptFileError, read_json, read_jsonl_numbered
 
 ALGORITHM_NAMES = {"tbrm": "TBRM", "grpo": "GRPO", "ppo": "PPO"}
 
@@ -62,7 +62,7 @@ class EvalRun:
     label: str = ""
     user_label: str | None = None
     notes: list[str] = field(default_factory=list)
-    display: str = ""  # how reports name the run folder: relative to the report, or a label (tbrm.portable)
+    display: str = ""  # how reports name the run folder: relative to the report, or a label (evals.portable)
     group_label: str = ""  # the label before run folders were added to tell duplicates apart (seeds of one method)
 
     kind = "eval"
@@ -87,7 +87,7 @@ class TrainRun:
     label: str = ""
     user_label: str | None = None
     notes: list[str] = field(default_factory=list)
-    display: str = ""  # how reports name the run folder: relative to the report, or a label (tbrm.portable)
+    display: str = ""  # how reports name the run folder: relative to the report, or a label (evals.portable)
     group_label: str = ""  # the label before run folders were added to tell duplicates apart (seeds of one method)
 
     kind = "train"
@@ -125,7 +125,7 @@ def method_label(train_config: dict, where: Path) -> str:
 def short_model_name(name: str) -> str:
     """'smollm2' -> 'smollm2-135m-instruct', 'Qwen/Qwen2.5-Math-1.5B' -> 'Qwen2.5-Math-1.5B', a path -> its
     folder name."""
-    from tbrm.models import ALIASES
+    from evals.models import ALIASES
 
     name = ALIASES.get(name, name)
     return Path(name.rstrip("/")).name or name
@@ -154,7 +154,7 @@ def _read_json_dict(path: Path) -> dict:
 
 def _find_model_dir(model_path: str, run_dir: Path) -> Path | None:
     p = Path(model_path).expanduser()
-    # eval runs record a local model relative to the run folder (tbrm.portable); older ones as given
+    # eval runs record a local model relative to the run folder (evals.portable); older ones as given
     for cand in ([p] if p.is_absolute() else [run_dir / p, Path.cwd() / p, run_dir.parent / p]):
         if cand.is_dir():
             return cand
@@ -162,7 +162,7 @@ def _find_model_dir(model_path: str, run_dir: Path) -> Path | None:
 
 
 def _is_bundled(name: str) -> bool:
-    from tbrm.models import ALIASES, BUNDLED
+    from evals.models import ALIASES, BUNDLED
 
     return ALIASES.get(name, name) in BUNDLED or Path(name).name in BUNDLED
 

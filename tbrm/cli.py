@@ -13,7 +13,7 @@ from pathlib import Path
 
 def _add_eval(sub) -> None:
     from evals.prompts import DEFAULT_TEMPLATE, TEMPLATES
-    from tbrm.models import DEFAULT_MODEL
+    from evals.models import DEFAULT_MODEL
 
     p = sub.add_parser("eval", help="score a checkpoint on math benchmarks",
                        description="Score a model on math benchmarks through the shared verifier. Kill it at any "
@@ -143,8 +143,8 @@ def build_parser() -> argparse.ArgumentParser:
 def _user_errors() -> tuple[type[BaseException], ...]:
     from evals.benchmarks import DataError
     from evals.runner import RunMismatchError
-    from tbrm.io import CorruptFileError
-    from tbrm.models import ModelNotAvailableError
+    from evals.io import CorruptFileError
+    from evals.models import ModelNotAvailableError
 
     errs = [DataError, RunMismatchError, CorruptFileError, ModelNotAvailableError, FileNotFoundError, KeyError,
             ValueError]
@@ -158,7 +158,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from tbrm.vllm_generation import EngineError
+    from evals.vllm_generation import EngineError
 
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["verl"]:

@@ -112,7 +112,7 @@ class TrainConfig:
     keep_checkpoints: int = 2  # older checkpoints are deleted (the final one is always kept)
     generation_batch_size: int = 64
 
-    # --- generation engine (tbrm/vllm_generation.py) --------------------------------------------------------------
+    # --- generation engine (evals/vllm_generation.py) --------------------------------------------------------------
     # hf = transformers generate; vllm = one colocated vLLM engine kept alive for the run, weights loaded in place
     # after every optimizer step (3-7x the rollout tokens/s on CPU); auto = vllm when installed and it supports the
     # model on this device. Rollouts sample from the engine's numerics (`engine_dtype`), so the logs carry

@@ -14,12 +14,12 @@ r/beta = 500, where bf16 logits would add noise larger than the signal).
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 
+from evals.models import autocast_context
 from tbrm.logprobs import entropy_from_logits, logsumexp_values, token_logprobs
 
 
@@ -85,17 +85,6 @@ class ResponseOutputs:
 
     def entropy(self) -> torch.Tensor:
         return entropy_from_logits(self.logits)
-
-
-def autocast_context(device: torch.device, autocast: str):
-    """bf16 autocast for "bf16", and for "auto" where bf16 is native on the device (`tbrm.models.native_bf16`):
-    emulated bf16 is far slower than fp32 (a TBRM n=1 CPU step on Zen 3 without AVX512-BF16: see
-    benchmarks/results/engines-fp32.md)."""
-    from tbrm.models import native_bf16
-
-    if autocast == "bf16" or (autocast == "auto" and native_bf16(device)):
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
-    return nullcontext()
 
 
 def response_forward(model, batch: RolloutBatch, autocast: str = "none", keep_hidden: bool = False,

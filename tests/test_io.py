@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tbrm.io import CorruptFileError, append_jsonl, jsonl_text, read_jsonl, read_jsonl_numbered
+from evals.io import CorruptFileError, append_jsonl, jsonl_text, read_jsonl, read_jsonl_numbered
 
 ROWS = st.lists(st.dictionaries(st.sampled_from(["step", "loss", "text"]),
                                 st.one_of(st.integers(-5, 5), st.text(max_size=8), st.floats(allow_nan=False))),

@@ -1,11 +1,11 @@
-"""tbrm.portable: paths in files the suite writes are relative to the file's folder, or labels; never absolute,
+"""evals.portable: paths in files the suite writes are relative to the file's folder, or labels; never absolute,
 never the home directory."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from tbrm.portable import leaks, portable_model, portable_path, scrub
+from evals.portable import leaks, portable_model, portable_path, scrub
 
 
 def test_paths_under_a_common_folder_become_relative(tmp_path):

@@ -147,7 +147,7 @@ def _text_files(folder: Path):
 
 
 def test_no_file_a_run_or_report_writes_holds_its_absolute_path_or_the_home_dir(full_report, runs):
-    from tbrm.portable import leaks
+    from evals.portable import leaks
 
     out, _ = full_report
     checked = 0
@@ -227,7 +227,7 @@ def _rewrite(src: Path, dst: Path, outcomes: dict[str, list[bool]], reverse: boo
     """Copy a real eval run and rewrite its math500 samples as `outcomes` ({problem_id: per-sample verdicts}),
     recomputing summary.json with the runner's own summarize_rows (so the pair stays consistent)."""
     from evals.runner import summarize_rows
-    from tbrm.generation import SamplingParams
+    from evals.generation import SamplingParams
 
     shutil.copytree(src, dst)
     template = json.loads((dst / "samples" / "math500.jsonl").read_text().splitlines()[0])

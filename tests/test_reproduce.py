@@ -218,7 +218,7 @@ TINY_OFF = ["--preset", "offpolicy", "--seeds", "2", "--steps", "2", "--heldout-
 
 
 def test_offpolicy_preset_end_to_end_on_a_tiny_model(tiny_model_path, tmp_path):
-    from tbrm.portable import leaks
+    from evals.portable import leaks
 
     out = tmp_path / "off"
     # side by side (--jobs): each stage starts only once the stages writing its inputs are done

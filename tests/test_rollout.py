@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tbrm.models import load_model, load_tokenizer
+from evals.models import load_model, load_tokenizer
 from tbrm.rollout import collate, response_forward
 
 
@@ -67,7 +67,7 @@ def test_bf16_autocast_keeps_fp32_logprobs_close(tiny):
 def test_non_finite_logits_stop_generation_with_a_clear_error(tiny_model_path, greedy):
     """Weights gone NaN: sampling raises our error (not multinomial's, or CUDA's device-side assert), and greedy
     decoding raises instead of silently emitting token 0; a healthy model passes the same guard."""
-    from tbrm.generation import HFGenerator, NonFiniteLogitsError, SamplingParams, generate
+    from evals.generation import HFGenerator, NonFiniteLogitsError, SamplingParams, generate
 
     model, tok = load_model(tiny_model_path), load_tokenizer(tiny_model_path)
     params = SamplingParams(n=1, max_new_tokens=4, temperature=0.0 if greedy else 1.0, seed=0)
@@ -83,8 +83,8 @@ def test_non_finite_logits_stop_generation_with_a_clear_error(tiny_model_path, g
 def test_auto_autocast_is_bf16_only_where_bf16_is_native():
     """autocast=auto (the CPU recipes) runs bf16 only on hardware with native bf16; on a CPU without AVX512-BF16/AMX
     the forward stays fp32 (emulated bf16 made a TBRM n=1 step 6.6x slower on Zen 3)."""
-    from tbrm.models import native_bf16
-    from tbrm.rollout import autocast_context
+    from evals.models import native_bf16
+    from evals.models import autocast_context
 
     cpu = torch.device("cpu")
     seen = {}
@@ -106,7 +106,7 @@ def test_micro_batch_selection_keeps_rows_aligned(tiny):
 
 
 def test_generation_plan_bounds_padding_and_tokens(tiny):
-    from tbrm.generation import HFGenerator, SamplingParams
+    from evals.generation import HFGenerator, SamplingParams
 
     model, tok = tiny
     gen = HFGenerator(model, tok, batch_size=4, max_batch_tokens=10 * 100)

@@ -125,7 +125,7 @@ def write_eval_run(path: Path, method: str, n: int, seed: int, outcomes: np.ndar
     """An eval run folder as `tbrm eval` writes it (summary.json + samples/<bench>.jsonl) for a checkpoint that is
     no longer on disk: its train_config travels in the summary (`trained_with`)."""
     from evals.runner import summarize_rows
-    from tbrm.generation import SamplingParams
+    from evals.generation import SamplingParams
 
     rows = [{"problem_id": f"{bench}/{i}", "sample_index": 0, "outcome": "correct" if ok else "wrong",
              "response": "", "num_tokens": 1, "finish_reason": "stop", "extraction": "boxed", "extracted": "1",
@@ -163,7 +163,7 @@ def _csv(path: Path) -> list[dict]:
 
 def test_report_over_seeds_shows_means_per_seed_scores_and_seed_level_verdicts(tmp_path):
     from reports.build import build_report
-    from tbrm.portable import leaks
+    from evals.portable import leaks
 
     rng = np.random.default_rng(7)
     q = rng.uniform(0.1, 0.9, 150)

@@ -29,8 +29,8 @@ ARITH = ["What is 7 + 5?", "What is 23 + 19?", "Compute 6 * 7.", "What is 100 - 
 
 @pytest.fixture(scope="module")
 def smollm2(smollm2_path):
-    from tbrm.models import load_model, load_tokenizer
-    from tbrm.vllm_generation import VLLMGenerator, VLLMSettings
+    from evals.models import load_model, load_tokenizer
+    from evals.vllm_generation import VLLMGenerator, VLLMSettings
 
     tok = load_tokenizer(smollm2_path)
     engine = VLLMGenerator(smollm2_path, tok, VLLMSettings(dtype="float32", kv_cache_gb=0.5), batch_size=64)
@@ -66,7 +66,7 @@ def _max_diff(a: list[list[float]], b: list[list[float]]) -> float:
 
 
 def test_greedy_outputs_equal_the_hf_engine_in_fp32(smollm2):
-    from tbrm.generation import HFGenerator, SamplingParams, generate
+    from evals.generation import HFGenerator, SamplingParams, generate
 
     engine, hf, tok = smollm2
     prompts = _prompts(tok)
@@ -82,7 +82,7 @@ def test_greedy_outputs_equal_the_hf_engine_in_fp32(smollm2):
 
 
 def test_sampled_logprobs_match_the_hf_model_within_1e4(smollm2):
-    from tbrm.generation import SamplingParams, generate
+    from evals.generation import SamplingParams, generate
 
     engine, hf, tok = smollm2
     samples = [s for g in generate(engine, _prompts(tok)[:4], SamplingParams(n=2, temperature=1.0,
@@ -94,7 +94,7 @@ def test_sampled_logprobs_match_the_hf_model_within_1e4(smollm2):
 
 
 def test_seeded_sampling_repeats_exactly_whatever_the_batching(smollm2):
-    from tbrm.generation import SamplingParams, generate
+    from evals.generation import SamplingParams, generate
 
     engine, _, tok = smollm2
     prompts = _prompts(tok)
@@ -120,8 +120,8 @@ def test_engine_follows_the_policy_after_a_training_step(tiny_vllm_path, tmp_pat
     """One real TBRM step with the colocated engine: the engine's log-probs then equal the updated policy's
     (tied lm_head included, prefix cache reset) and not the initial weights'."""
     from tbrm.config import load_config
-    from tbrm.generation import SamplingParams, generate
-    from tbrm.models import load_model
+    from evals.generation import SamplingParams, generate
+    from evals.models import load_model
     from tbrm.trainer import Trainer
 
     cfg = load_config("cpu-tbrm-n1", [f"model={tiny_vllm_path}", "engine=vllm", "steps=1", "prompts_per_step=4",
@@ -185,7 +185,7 @@ def test_killed_vllm_eval_resumes_to_the_same_summary(tiny_vllm_path, tmp_path):
 
 
 def test_auto_engine_picks_vllm_only_where_it_can_run(tiny_model_path, tiny_vllm_path, capsys):
-    from tbrm.vllm_generation import resolve_engine
+    from evals.vllm_generation import resolve_engine
 
     assert resolve_engine("auto", tiny_vllm_path, "cpu") == "vllm"
     assert resolve_engine("hf", tiny_vllm_path, "cpu") == "hf"
@@ -207,9 +207,9 @@ def test_data_parallel_replicas_sample_what_one_engine_samples_and_a_dead_replic
     batches raise an EngineError naming it instead of waiting forever."""
     import signal
 
-    from tbrm.generation import SamplingParams, generate
-    from tbrm.vllm_data_parallel import DataParallelVLLM
-    from tbrm.vllm_generation import EngineError, VLLMSettings
+    from evals.generation import SamplingParams, generate
+    from evals.vllm_data_parallel import DataParallelVLLM
+    from evals.vllm_generation import EngineError, VLLMSettings
 
     engine, _, tok = smollm2
     prompts = _prompts(tok)
@@ -242,9 +242,9 @@ def test_data_parallel_replicas_die_with_a_killed_parent(tiny_vllm_path, tmp_pat
     script = tmp_path / "start_and_die.py"
     script.write_text(
         "import os, signal\n"
-        "from tbrm.models import load_tokenizer\n"
-        "from tbrm.vllm_data_parallel import DataParallelVLLM\n"
-        "from tbrm.vllm_generation import VLLMSettings\n"
+        "from evals.models import load_tokenizer\n"
+        "from evals.vllm_data_parallel import DataParallelVLLM\n"
+        "from evals.vllm_generation import VLLMSettings\n"
         "if __name__ == '__main__':\n"
         f"    path = {tiny_vllm_path!r}\n"
         "    dp = DataParallelVLLM(path, load_tokenizer(path), VLLMSettings(kv_cache_gb=0.25), 2, batch_size=4)\n"
@@ -291,7 +291,7 @@ def test_data_parallel_eval_writes_the_single_engine_samples(tiny_vllm_path, tmp
 
 
 def test_replica_devices_split_the_visible_gpus_and_the_cores(monkeypatch):
-    from tbrm.vllm_data_parallel import replica_devices
+    from evals.vllm_data_parallel import replica_devices
 
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,4,5,6,7")
     assert replica_devices(2, 2, "cuda") == [{"CUDA_VISIBLE_DEVICES": "3,4"}, {"CUDA_VISIBLE_DEVICES": "5,6"}]

@@ -74,7 +74,7 @@ def tiny_chat_model_dir(tmp_path_factory) -> str:
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from tbrm.models import load_tokenizer, resolve_model
+    from evals.models import load_tokenizer, resolve_model
 
     tok = load_tokenizer(resolve_model("smollm2"))
     cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,

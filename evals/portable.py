@@ -41,7 +41,7 @@ def portable_path(path: str | os.PathLike, base: str | os.PathLike) -> str:
 def portable_model(model: str, model_path: str, base: str | os.PathLike) -> str:
     """How a result names its model: `model` when it is the bundled model's name or a hub id (``owner/name``),
     else the resolved local directory as a portable path relative to `base`."""
-    from tbrm.models import ALIASES, BUNDLED
+    from evals.models import ALIASES, BUNDLED
 
     key = ALIASES.get(model, model)
     if key in BUNDLED:

@@ -3,7 +3,7 @@
 `HFGenerator` is the transformers backend: length-sorted batches, left padding, KV cache. Work is split into a
 deterministic *plan* of batches, each sampled under its own seed derived from (seed, batch index), so a run
 that is killed and resumed regenerates exactly the batches it had not finished and gets the same samples as an
-uninterrupted run. The vLLM backend (`tbrm.vllm_generation`) implements the same `Generator` protocol; nothing
+uninterrupted run. The vLLM backend (`evals.vllm_generation`) implements the same `Generator` protocol; nothing
 here imports vLLM.
 """
 
@@ -125,7 +125,7 @@ def finish_response(tokenizer, ids: list[int], eos_ids: set[int], stop: Sequence
 def run_batches(generator: Generator, prompts: Sequence[str], batches: Sequence[tuple[int, list[WorkItem]]],
                 params: SamplingParams) -> Iterator[tuple[int, list[Sample]]]:
     """(batch index, samples) for each (index, batch) of a plan: one after another on a single engine; a
-    data-parallel engine (one with `run_batches`, tbrm.vllm_data_parallel) runs them side by side and yields
+    data-parallel engine (one with `run_batches`, evals.vllm_data_parallel) runs them side by side and yields
     them as they finish."""
     if hasattr(generator, "run_batches"):
         yield from generator.run_batches(prompts, batches, params)
@@ -264,7 +264,7 @@ class HFGenerator(GenerationMeter):
         was_training = self.model.training
         self.model.eval()
         t0 = time.perf_counter()
-        from tbrm.rollout import autocast_context
+        from evals.models import autocast_context
 
         with autocast_context(device, self.autocast):
             # "auto" is fp32 where bf16 is not native: the error's hint names what actually ran

@@ -16,7 +16,7 @@ import importlib.util
 import json
 import os
 import shutil
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from functools import lru_cache
 from pathlib import Path
 
@@ -205,3 +205,12 @@ def fingerprint(path: str) -> dict:
     # the name and the hash identify the weights; the folder they sat in is the machine's business (and a moved
     # checkpoint is still the same model)
     return {"model": p.name, "kind": "local", "sha256_sample": h.hexdigest()[:16]}
+
+
+def autocast_context(device: torch.device, autocast: str):
+    """bf16 autocast for "bf16", and for "auto" where bf16 is native on the device (`native_bf16`):
+    emulated bf16 is far slower than fp32 (a TBRM n=1 CPU step on Zen 3 without AVX512-BF16: see
+    benchmarks/results/engines-fp32.md)."""
+    if autocast == "bf16" or (autocast == "auto" and native_bf16(device)):
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return nullcontext()

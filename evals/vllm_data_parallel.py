@@ -5,7 +5,7 @@ vLLM's offline `LLM` refuses `data_parallel_size > 1` in one process and points 
 (one engine per process, each on its own GPUs); this is that pattern behind the `Generator` protocol. Replica r
 gets GPUs [r*tp, (r+1)*tp) of the visible ones on CUDA (tp = tensor_parallel_size), or its share of the cores on
 CPU. Replicas pull batches from one queue as they free up, so a replica that draws short answers takes more
-batches. Sampling is seeded per sequence (`tbrm.vllm_generation.sample_seed`), so which replica generates a
+batches. Sampling is seeded per sequence (`evals.vllm_generation.sample_seed`), so which replica generates a
 sequence does not change it: a data-parallel run gives the samples of a single engine, and a run may resume
 with another replica count. Batches come back in completion order; the evaluation runner writes each one as it
 arrives, so a crash loses only batches in flight.
@@ -75,8 +75,8 @@ def _replica(rank: int, env: dict[str, str], model_path: str, settings, batch_si
     _die_with_parent(parent_pid)
     os.environ.update(env)  # before torch and vLLM are imported: they read it once
     try:
-        from tbrm.models import load_tokenizer
-        from tbrm.vllm_generation import VLLMGenerator
+        from evals.models import load_tokenizer
+        from evals.vllm_generation import VLLMGenerator
 
         if device_type == "cpu":
             settings.threads = len(env["VLLM_CPU_OMP_THREADS_BIND"].split(","))
@@ -120,12 +120,12 @@ class DataParallelVLLM:
 
     # ------------------------------------------------------------------ the Generator protocol
     def encode(self, prompt: str) -> list[int]:
-        from tbrm.generation import encode_prompt
+        from evals.generation import encode_prompt
 
         return encode_prompt(self.tokenizer, prompt)
 
     def plan(self, prompts: Sequence[str], params):
-        from tbrm.vllm_generation import plan_batches
+        from evals.vllm_generation import plan_batches
 
         return plan_batches([len(self.encode(p)) for p in prompts], params, self.max_model_len, self.batch_size)
 
@@ -134,7 +134,7 @@ class DataParallelVLLM:
 
     def run_batches(self, prompts: Sequence[str], batches, params) -> Iterator[tuple[int, list]]:
         """(batch index, samples) for every (index, batch), in the order the replicas finish them."""
-        from tbrm.vllm_generation import EngineError
+        from evals.vllm_generation import EngineError
 
         if self._closed:
             raise EngineError("the data-parallel engine is closed")
@@ -152,7 +152,7 @@ class DataParallelVLLM:
     # ------------------------------------------------------------------ replica supervision
     def _next(self, doing: str) -> tuple:
         """The next message from a replica; an EngineError (and every replica stopped) if one failed or died."""
-        from tbrm.vllm_generation import EngineError
+        from evals.vllm_generation import EngineError
 
         while True:
             try:

@@ -34,7 +34,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from tbrm.generation import GenerationMeter, Sample, SamplingParams, WorkItem, encode_prompt, eos_token_ids, finish_response
+from evals.generation import GenerationMeter, Sample, SamplingParams, WorkItem, encode_prompt, eos_token_ids, finish_response
 
 ENGINES = ("hf", "vllm", "auto")
 # Head sizes vLLM 0.32's CPU attention kernels support (vllm/v1/attention/backends/cpu_attn.py).
@@ -101,7 +101,7 @@ def rollout_dtype(engine_dtype: str, autocast: str, master_dtype: str, native: b
     """The dtype a training run's vLLM engine samples in.
 
     auto: bfloat16 when the policy trains under bf16 autocast (autocast=bf16, or autocast=auto where bf16 is
-    native) and bf16 is native on the device (`tbrm.models.native_bf16`), else the master weights' dtype. Emulated
+    native) and bf16 is native on the device (`evals.models.native_bf16`), else the master weights' dtype. Emulated
     bf16 is slower than fp32: vLLM 0.32 generated 29 tok/s in bf16 and 86 in fp32 for SmolLM2-135M on 24 MATH500
     prompts on 2 Zen 3 cores without AVX512-BF16 (benchmarks/README.md); on 2 Zen 5 cores with it, bf16 was ~1.4x
     fp32 (../shared/notes/vllm-cpu.md).
