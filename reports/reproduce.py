@@ -79,6 +79,31 @@ PRESETS: dict[str, dict[str, Any]] = {
         "seeds": 3,
         "offpolicy_temperatures": [0.7, 1.0],
     },
+    # The comparison sized to decide (issue 19). Primary comparisons, declared before the run: the paper's two
+    # headline claims, on the held-out benchmark. Size: the committed 3-seed run had a pooled per-seed SD of about
+    # 8 points (TBRM n=1 about 13) on 100 problems, of which ~5 points were evaluation noise; on 500 problems that
+    # noise falls to ~2 points. For a 10-point difference at 80% power with Welch's t at alpha 0.05/2 (Holm over 2
+    # primaries) that asks for ~10-15 seeds per method; 10 is the floor, --seeds raises it. Seed k of every method
+    # draws the same prompts in the same order (PromptSource is seeded by k alone), so seeds pair by index.
+    # The trainer's own held-out curve is off (every seed's step-0 score is the base model's, evaluated once), and
+    # each run keeps only its final weights (final_state=weights, keep_checkpoints=1): 40 runs x 1.6 GB of
+    # optimizer state would fill a small disk. MATH500 is left out (a slice decides nothing at this scale).
+    "powered": {
+        "model": "smollm2",
+        "recipes": ["cpu-tbrm-n1", "cpu-ppo-n1", "cpu-tbrm-n4", "cpu-grpo-n4"],
+        "primaries": [["TBRM n=1", "PPO n=1"], ["TBRM n=4", "GRPO n=4"]],
+        "margin": 5.0,  # points: a primary is "equivalent" when TOST puts the difference inside +-margin
+        "steps": 20,
+        "train_overrides": ["prompts_per_step=8", "evaluate=false", "save_every=5", "keep_checkpoints=1",
+                            "final_state=weights"],
+        "heldout_size": 1000,
+        "heldout_problems": 500,
+        "heldout_max_new_tokens": 48,
+        "math500_limit": 0,
+        "math500_max_new_tokens": 256,
+        "eval_batch_size": 128,
+        "seeds": 10,
+    },
 }
 
 PAPER_SIZES = ("qwen1.5b", "qwen7b")
@@ -114,7 +139,7 @@ def add_parser(sub) -> None:
                     "gradient steps and the base model, 3 seeds. "
                     "--preset paper: print and write DIR/commands.sh with the exact commands of the paper's "
                     "Table 1 (GPUs; nothing is run).")
-    p.add_argument("--preset", choices=("cpu", "cpu-full", "offpolicy", "paper"), default="cpu")
+    p.add_argument("--preset", choices=("cpu", "cpu-full", "offpolicy", "powered", "paper"), default="cpu")
     p.add_argument("--seeds", type=int, help="training seeds per method (0..N-1; cpu presets; default: cpu 1, "
                                              "cpu-full 3, offpolicy 3). Seed 0 keeps the single-seed folders")
     p.add_argument("--out", default="runs/reproduce",
@@ -246,8 +271,9 @@ def cpu_stages(s: dict, out: Path) -> list[Stage]:
     # stages show their own bars (step, reward, ETA, seq/s); side by side (--jobs) they log lines instead
     quiet = [] if s["progress"] and s["jobs"] == 1 else ["--no-progress"]
     # (recipe, run folder name, extra overrides, seed) of every training run
+    # seed-major: an interrupted run has whole seeds of every method, not all seeds of the first methods
     plan: list[tuple[str, str, list[str], int]] = [(r, _seeded(_short(r), k), [f"seed={k}"], k)
-                                                   for r in cfgs for k in seeds]
+                                                   for k in seeds for r in cfgs]
     if s["offpolicy_temperatures"]:
         stages += offpolicy_sampling_stages(s, out, first, seeds, quiet, thr)
         for temp in s["offpolicy_temperatures"]:
@@ -258,6 +284,7 @@ def cpu_stages(s: dict, out: Path) -> list[Stage]:
                                  [f"seed={k}", f"offline_trajectories={traj}"], k))
     trained: list[tuple[str, Path]] = []
     trains: list[Path] = []
+    train_stages: list[Stage] = []
     for recipe, name, extra, k in plan:
         cfg = load_config(recipe, overrides + extra) if not any(e.startswith("offline_") for e in extra) else \
             _offline_config(recipe, overrides + extra, out)
@@ -270,16 +297,17 @@ def cpu_stages(s: dict, out: Path) -> list[Stage]:
                               f"away; use --steps with one of those, or a new --out")
         method = f"{cfg.algorithm.upper()}{'-Vref' if cfg.subtract_ref_value else ''} n={cfg.rollouts_per_prompt}"
         what = f"off-policy from {Path(cfg.offline_trajectories).name}, " if cfg.offline_trajectories else ""
-        stages.append(Stage(f"train {method} ({recipe}, {what}seed {k}, {cfg.steps} steps x {cfg.prompts_per_step} "
-                            f"prompts)",
-                            argv=["train", "--recipe", recipe, "--out", rel(run), *quiet, *overrides, *extra],
-                            done=lambda run=run, n=cfg.steps: any(i >= n for i, _ in checkpoints(run)),
-                            outputs=[run],
-                            needs=[out / cfg.offline_trajectories] if cfg.offline_trajectories else []))
+        train_stages.append(Stage(
+            f"train {method} ({recipe}, {what}seed {k}, {cfg.steps} steps x {cfg.prompts_per_step} prompts)",
+            argv=["train", "--recipe", recipe, "--out", rel(run), *quiet, *overrides, *extra],
+            done=lambda run=run, n=cfg.steps: any(i >= n for i, _ in checkpoints(run)),
+            outputs=[run],
+            needs=[out / cfg.offline_trajectories] if cfg.offline_trajectories else []))
         trained.append((f"{name}-step{cfg.steps}", final))
         trains.append(run)
 
     evals: list[Path] = []
+    eval_stages: dict[str, list[Stage]] = {}
     models = [("base", s["model"], [])] + [(key, rel(p), [p]) for key, p in trained]
     for key, model, model_needs in models:
         jobs = [("heldout", ["--data-file", rel(data_file), "--id-field", "id"], s["heldout_max_new_tokens"],
@@ -292,13 +320,17 @@ def cpu_stages(s: dict, out: Path) -> list[Stage]:
             run = out / "evals" / f"{key}-{bench}-{size}"  # presets sharing DIR evaluate different slices
             expect = {**expect, "model": model, "max_new_tokens": max_new}
             evals.append(run)
-            stages.append(Stage(f"evaluate {key} on {bench} ({size} problems, {max_new} new tokens)",
+            eval_stages.setdefault(key, []).append(Stage(f"evaluate {key} on {bench} ({size} problems, {max_new} new tokens)",
                                 argv=["eval", "--model", model, *args, "--max-new-tokens", str(max_new),
                                       "--batch-size", str(s["eval_batch_size"]), "--engine", s["engine"],
                                       "--out", rel(run),
                                       *quiet, *thr],
                                 done=lambda run=run, expect=expect: _eval_done(run, expect), outputs=[run],
                                 needs=model_needs + ([data_file] if bench == "heldout" else [])))
+    # each training is followed by its evaluations, so the finished part of an interrupted run can be reported
+    stages += eval_stages["base"]
+    for train_stage, (key, _) in zip(train_stages, trained):
+        stages += [train_stage, *eval_stages[key]]
     report = out / f"report-{s['preset']}"  # cpu and cpu-full may share DIR: one report each
     seeds_txt = f", {len(seeds)} seeds each" if len(seeds) > 1 else ""
     stages.append(Stage("write the report", argv=["report", *map(rel, evals), *map(rel, trains), "--out",

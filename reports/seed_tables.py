@@ -16,7 +16,8 @@ from reports.seeds import seed_mean, seed_paired
 from reports.tables import DASH, ModelRow, Table, _p, bench_names, finish_paired, paired_note, pct
 
 # train_config fields that do not make two runs different methods: the seed, and what may change on resume
-NOT_METHOD = {"seed", "steps", "evaluate", "eval_every", "save_every", "keep_checkpoints", "device", "threads",
+NOT_METHOD = {"seed", "steps", "evaluate", "eval_every", "save_every", "keep_checkpoints", "final_state", "device",
+              "threads",
               "tensorboard", "wandb", "wandb_project", "generation_batch_size"}
 
 

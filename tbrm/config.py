@@ -110,6 +110,10 @@ class TrainConfig:
     eval_max_new_tokens: Optional[int] = None  # default: max_new_tokens
     save_every: int = 10  # steps between checkpoints (HF format, resumable)
     keep_checkpoints: int = 2  # older checkpoints are deleted (the final one is always kept)
+    # What the final checkpoint keeps: "full" (weights + optimizer/scheduler/RNG state, so the run can be trained
+    # further) or "weights" (weights and the step only). A comparison of many seeds only evaluates its final
+    # weights, and the optimizer state is twice their size (SmolLM2-135M: 0.5 GB of weights, 1 GB of Adam moments).
+    final_state: str = "full"
     generation_batch_size: int = 64
 
     # --- generation engine (evals/vllm_generation.py) --------------------------------------------------------------
@@ -238,6 +242,8 @@ def validate(cfg: TrainConfig) -> None:
         bad("kl_coef and entropy_coef must be >= 0")
     if cfg.save_every < 0 or cfg.eval_every < 0:
         bad("save_every and eval_every must be >= 0")
+    if cfg.final_state not in ("full", "weights"):
+        bad(f"final_state must be full or weights, got {cfg.final_state!r}")
     if cfg.eval_benchmark is not None:
         from evals.benchmarks import BENCHMARKS
 

@@ -28,7 +28,8 @@ from tbrm.config import ConfigError, TrainConfig, to_dict
 from evals.io import append_jsonl, atomic_write_json, atomic_write_jsonl, read_json, read_jsonl
 
 # Settings that may change between a run and its resumption (they do not change what is computed per step).
-RESUMABLE_CHANGES = {"steps", "evaluate", "eval_every", "save_every", "keep_checkpoints", "device", "threads", "tensorboard",
+RESUMABLE_CHANGES = {"steps", "evaluate", "eval_every", "save_every", "keep_checkpoints", "final_state", "device",
+                     "threads", "tensorboard",
                      "wandb", "wandb_project", "generation_batch_size", "engine", "engine_compile",
                      "engine_kv_cache_gb", "engine_gpu_memory_utilization"}
 
@@ -110,6 +111,9 @@ class Trainer:
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: min(1.0, (s + 1) / warm) if warm else 1.0)
         if done:
             state = torch.load(done[-1][1] / "trainer_state.pt", weights_only=False, map_location=self.device)
+            if "optimizer" not in state:
+                raise ConfigError(f"{done[-1][1]} keeps the final weights only (final_state=weights): it cannot be "
+                                  f"trained further; train from its weights in a new run folder")
             self.opt.load_state_dict(state["optimizer"])
             self.sched.load_state_dict(state["scheduler"])
             self.algo.load_state_dict(state.get("algorithm", {}))
@@ -310,10 +314,14 @@ class Trainer:
         shutil.rmtree(tmp, ignore_errors=True)
         self.policy.save_pretrained(tmp, safe_serialization=True)
         self.tokenizer.save_pretrained(tmp)
-        torch.save({"step": step, "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
-                    "algorithm": self.algo.state_dict(),
-                    "rng": {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}},
-                   tmp / "trainer_state.pt")
+        if step == cfg.steps and cfg.final_state == "weights":
+            state = {"step": step}
+        else:
+            state = {"step": step, "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
+                     "algorithm": self.algo.state_dict(),
+                     "rng": {"torch": torch.get_rng_state(), "python": random.getstate(),
+                             "numpy": np.random.get_state()}}
+        torch.save(state, tmp / "trainer_state.pt")
         atomic_write_json(tmp / "train_config.json", to_dict(cfg))
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
