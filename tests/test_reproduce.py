@@ -302,3 +302,33 @@ def test_offpolicy_config_names_its_file_relative_before_and_after_sampling(tmp_
     traj.write_text(json.dumps({"prompt": "What is 1 + 1?", "response": "2", "reward": 1.0}) + "\n")
     after = _offline_config("cpu-tbrm-n1", over, tmp_path)  # sampled: validated against the real file
     assert before == after and after.offline_trajectories == "data/seed1/traj-base-t1.jsonl"
+
+
+def test_powered_plan_runs_whole_seeds_first_and_scores_500_never_trained_problems(tmp_path):
+    from reports.reproduce import PRESETS, cpu_stages, resolve_settings
+    from tbrm.tasks import is_reserved
+
+    out = tmp_path / "p"
+    a = build_parser().parse_args(["reproduce", "--preset", "powered", "--out", str(out), "--seeds", "2"])
+    s = resolve_settings(a)
+    stages = cpu_stages(s, out)
+    trains = [st for st in stages if st.argv and st.argv[0] == "train"]
+    assert len(trains) == 2 * len(PRESETS["powered"]["recipes"])
+    # seed-major, and each training is followed by its own evaluation
+    assert [t.argv[-1] for t in trains] == ["seed=0"] * 4 + ["seed=1"] * 4
+    for st in trains:
+        nxt = stages[stages.index(st) + 1]
+        run = st.argv[st.argv.index("--out") + 1]
+        assert nxt.argv[0] == "eval" and nxt.argv[nxt.argv.index("--model") + 1] == f"{run}/checkpoint-20"
+        assert {"final_state=weights", "keep_checkpoints=1", "evaluate=false"} <= set(st.argv)
+    # every primary names methods the preset trains
+    methods = {"cpu-tbrm-n1": "TBRM n=1", "cpu-ppo-n1": "PPO n=1", "cpu-tbrm-n4": "TBRM n=4", "cpu-grpo-n4": "GRPO n=4"}
+    assert {m for pair in PRESETS["powered"]["primaries"] for m in pair} == {methods[r] for r in s["recipes"]}
+    assert not any("math500" in st.name for st in stages)
+    out.mkdir()
+    stages[0].func()  # the held-out file
+    rows = [json.loads(x) for x in (out / "data" / "arith-heldout-500.jsonl").read_text().splitlines()]
+    assert len(rows) == len({r["id"] for r in rows}) == 500
+    triples = [re.fullmatch(r"What is (\d+) ([-+*]) (\d+)\?", r["problem"]).groups() for r in rows]
+    assert all(is_reserved(int(x), op, int(y)) for x, op, y in triples)  # no training stream draws them
+    assert {len(x) for x, _, _ in triples} == {1, 2, 3}

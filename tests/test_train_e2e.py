@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 from safetensors.torch import load_file
 
 from tests.conftest import run_cli
@@ -228,3 +229,20 @@ def test_optimizer_is_fused_adamw_with_the_same_update_as_the_plain_one():
     plain, b = trained(lambda ps: torch.optim.AdamW(ps, lr=1e-2, weight_decay=0.1, fused=False, foreach=False))
     assert fused.defaults["fused"] is True  # the CPU default is a per-tensor Python loop, ~4x slower on SmolLM2
     assert torch.allclose(a, b, atol=1e-6) and not torch.equal(a, torch.zeros_like(a))
+
+
+def test_final_state_weights_keeps_the_final_weights_only_and_refuses_to_continue(tiny_model_path, tmp_path):
+    run = tmp_path / "run"
+    common = ["--no-progress", f"model={tiny_model_path}", *FAST, "save_every=1", "keep_checkpoints=1"]
+    run_cli("train", "--out", str(run), *common, "steps=2", "final_state=weights")
+    assert sorted(p.name for p in run.glob("checkpoint-*")) == ["checkpoint-2"]  # the step-1 state was rotated away
+    final = run / "checkpoint-2"
+    state = torch.load(final / "trainer_state.pt", weights_only=True)
+    assert state == {"step": 2}  # no optimizer, scheduler or RNG state
+    full = tmp_path / "full"
+    run_cli("train", "--out", str(full), *common, "steps=2")
+    assert (final / "trainer_state.pt").stat().st_size * 100 < (full / "checkpoint-2" / "trainer_state.pt").stat().st_size
+    wa, wb = load_file(str(final / "model.safetensors")), load_file(str(full / "checkpoint-2" / "model.safetensors"))
+    assert all((wa[k] == wb[k]).all() for k in wa)  # the same weights either way
+    proc = run_cli("train", "--out", str(run), *common, "steps=3", "final_state=weights", check=False)
+    assert proc.returncode == 2 and "final weights only" in proc.stderr and "checkpoint-2" in proc.stderr
