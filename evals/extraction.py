@@ -48,6 +48,22 @@ RULES = {
                               "as Math-Verify has it. A reward must not pay for restating the question.",
 }
 
+# name -> why: gold forms `normalize_gold` rewrites so that the gold is parsed as its data set means it. They
+# apply to every grader that reads golds through `normalize_gold` (ours and the `judge_plain` audit reference
+# alike), so they never show as a disagreement between the two; ``tests/test_verifier_differential.py`` checks
+# each against plain Math-Verify reading the raw gold.
+GOLD_FORMS = {
+    "gold-boxes": "a gold with several boxes ('\\boxed{1} and \\boxed{2}') is the list of their contents "
+                  "('1, 2'), as Math-Verify joins the boxes it extracts; taking the last box alone would make "
+                  "every correct answer wrong. Only the final group counts (boxes with nothing but separators "
+                  "between them, the last-box rule's grouping).",
+    "gold-space-groups": "a gold that is one number written with space-separated thousands ('1 000', "
+                         "'12 500.5') is that number; boxed, Math-Verify reads the spaces as products (1*0*0).",
+    "gold-stray-backslash": "a gold ending in a backslash ('5\\', a cut-off escape or a line break '\\\\' "
+                            "left by a table) loses it; boxed, the backslash escapes the box's closing brace "
+                            "and nothing parses.",
+}
+
 
 @dataclass(frozen=True)
 class Extraction:
@@ -101,6 +117,7 @@ def rule_currency(text: str) -> str:
 _LATEX_GROUP_SEP = r"(?:\\,|\\ |\\;|\\:|~|\{,\})"
 _LATEX_GROUPS_RE = re.compile(rf"(?<![\d.])\d{{1,3}}(?:{_LATEX_GROUP_SEP}\d{{3}})+(?![\d])")
 _SPACE_GROUPS_RE = re.compile(r"(?<![\d.])\d{1,3}(?: \d{3})+(?![\d])")
+_SPACE_NUMBER_RE = re.compile(r"-?\d{1,3}(?: \d{3})+(?:\.\d+)?")
 _GROUP_SEP_RE = re.compile(rf"{_LATEX_GROUP_SEP}| ")
 
 
@@ -134,15 +151,29 @@ def _box_spans(text: str) -> list[tuple[int, int, int]]:
     return [sp for k, sp in enumerate(spans) if k == 0 or sp[0] >= spans[k - 1][2]]  # outermost only
 
 
+def _final_group(text: str, spans: list[tuple[int, int, int]]) -> int:
+    """Index of the first box of the final group: the last box and the boxes joined to it by separators only."""
+    first = len(spans) - 1
+    while first > 0 and _BOX_GAP_RE.fullmatch(text[spans[first - 1][2] : spans[first][0]]):
+        first -= 1
+    return first
+
+
+def final_boxes(text: str) -> list[str]:
+    """Contents of the final group of boxes (`_final_group`), in order; [] when there is no complete box."""
+    spans = _box_spans(text)
+    if not spans:
+        return []
+    return [text[content : end - 1].strip() for _, content, end in spans[_final_group(text, spans) :]]
+
+
 def rule_last_box(text: str) -> str:
     if text.count("box") < 2:
         return text
     spans = _box_spans(text)
     if len(spans) < 2:
         return text
-    first = len(spans) - 1  # the final group: the last box and the boxes joined to it by separators only
-    while first > 0 and _BOX_GAP_RE.fullmatch(text[spans[first - 1][2] : spans[first][0]]):
-        first -= 1
+    first = _final_group(text, spans)
     if first == 0:
         return text
     out, pos = [], 0
@@ -189,7 +220,8 @@ def apply_text_rules(text: str) -> tuple[str, tuple[str, ...]]:
 # ------------------------------------------------------------------------------------------------------------
 # Comparison-side helpers (used by the verifier on Math-Verify's extracted answer string)
 
-_PLAIN_NUMBER_RE = re.compile(r"-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?")
+# Thousands groups start with 1-9: "0,111" is not 111 but a decimal comma, as Math-Verify reads it (boxed too).
+_PLAIN_NUMBER_RE = re.compile(r"-?(?:[1-9]\d{0,2}(?:,\d{3})+|\d+)(?:\.\d+)?")
 _DECIMAL_NUMBER_RE = re.compile(r"-?\d+\.\d+")
 _DECIMAL_COMMA_RE = re.compile(r"-?\d+,(?!\d{3}$)\d+")
 # Arithmetic on numbers, after LaTeX operators are spelled as "*" and "÷". "/" and "^" are not operators here:
@@ -297,8 +329,10 @@ def normalize_gold(gold: object) -> str:
 
     Benchmarks ship odd forms: AIME24 zero-pads ("025" -> "25"), AMC23 stores JSON floats (27.0 -> "27"),
     GSM8K writes thousands commas ("2,125" -> "2125"), OlympiadBench wraps in dollars
-    ("$\\frac{1}{2}$" -> "\\frac{1}{2}"). A gold that is itself a box is unboxed; LaTeX digit groups
-    ("1\\,000") are joined. Idempotent.
+    ("$\\frac{1}{2}$" -> "\\frac{1}{2}"). A gold that is itself a box is unboxed, several boxes become the list
+    of their contents ("\\boxed{1} and \\boxed{2}" -> "1, 2"); LaTeX digit groups ("1\\,000") and a number's
+    space-separated thousands ("1 000") are joined; a trailing backslash is dropped ("5\\" -> "5"). `GOLD_FORMS`
+    names each of these and says why. Idempotent.
 
     Raises ValueError for None, booleans, NaN/infinite floats and empty strings: a gold that cannot be
     graded is a data bug that must surface, not a silent zero reward.
@@ -315,14 +349,18 @@ def normalize_gold(gold: object) -> str:
     if not isinstance(gold, str):
         raise ValueError(f"gold answer must be a str, int or float, got {type(gold).__name__}: {gold!r}")
 
-    s = gold.strip()
-    boxed = last_boxed(s) if "box" in s else None
-    if boxed:
-        s = boxed
+    s = _drop_trailing_backslashes(gold)
+    if "box" in s:
+        boxes = final_boxes(s)
+        if len(boxes) > 1:  # gold-boxes
+            s = ", ".join(boxes)
+        else:
+            s = last_boxed(s) or s
     # Peel math delimiters, possibly nested ("$\(x\)$" is rare but harmless to handle).
     peeled = True
     while peeled:
         peeled = False
+        s = _drop_trailing_backslashes(s)
         for left, right in _MATH_WRAPPERS:
             inner = s[len(left) : -len(right)]
             # "$x$ and $y$" starts and ends with "$" but is not one wrapped formula.
@@ -332,11 +370,21 @@ def normalize_gold(gold: object) -> str:
                 peeled = True
                 break
     s = _LATEX_GROUPS_RE.sub(lambda m: _GROUP_SEP_RE.sub("", m.group(0)), s)
+    if _SPACE_NUMBER_RE.fullmatch(s):  # gold-space-groups
+        s = s.replace(" ", "")
     # Only a gold that is one plain number is rewritten; "(1,234)" could be a point, not 1234.
     if _PLAIN_NUMBER_RE.fullmatch(s):
         s = _canonical_number(_strip_thousands(s))
     if not s:
         raise ValueError(f"gold answer is empty: {gold!r}")
+    return s
+
+
+def _drop_trailing_backslashes(s: str) -> str:
+    """ "5\\" -> "5", "x+1 \\\\" -> "x+1" (gold-stray-backslash); surrounding whitespace stripped."""
+    s = s.strip()
+    while s.endswith("\\"):
+        s = s[:-1].rstrip()
     return s
 
 
