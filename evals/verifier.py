@@ -53,7 +53,7 @@ from functools import lru_cache
 from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
 from math_verify.grader import sympy_symbolic_eq as _stock_symbolic_eq
 from pebble import ProcessPool
-from sympy import (Add, And, Basic, Expr, Float, Integer, Mul, Number, NumberSymbol, Pow, Rational, Set, Symbol,
+from sympy import (Add, And, Basic, Eq, Expr, Float, Integer, Mul, Number, NumberSymbol, Pow, Rational, Set, Symbol,
                    UnevaluatedExpr, preorder_traversal)
 from sympy.core.numbers import ComplexInfinity, Infinity, NaN, NegativeInfinity
 from sympy.core.relational import Relational
@@ -145,6 +145,27 @@ def _set_vs_relation(gold: list, pred: list) -> bool:
     return any(isinstance(g, Set) for g in gold) and any(isinstance(p, (Relational, And)) for p in pred)
 
 
+def _equation_sides(x) -> tuple | None:
+    """(first left side, last right side) of an equation or a chain "x = a = b" (an And of Eqs, kept in
+    written order by latex2sympy2 in ``_unsorted_args``), the sides math-verify compares; None otherwise."""
+    if isinstance(x, Eq):
+        return x.lhs, x.rhs
+    if isinstance(x, And):
+        parts = getattr(x, "_unsorted_args", None) or x.args
+        if all(isinstance(p, Eq) for p in parts):
+            return parts[0].lhs, parts[-1].rhs
+    return None
+
+
+def _unsolved_equation(gold: list, pred: list) -> bool:
+    """The answer is "x = <something with x in it>" and the gold is not a relation (rule unsolved-equation)."""
+    if any(isinstance(g, (Relational, And)) for g in gold):
+        return False
+    answer = next((p for p in pred if _is_math(p)), None)
+    sides = _equation_sides(answer)
+    return sides is not None and isinstance(sides[0], Symbol) and sides[0] in sides[1].free_symbols
+
+
 def _answer_key(parsed: list, extracted: str) -> str:
     """sympy's printout of the parsed answer, floats made exact ("27.0" -> "27"); else the bare text."""
     for x in parsed:
@@ -195,12 +216,16 @@ def judge(response: str, gold: str, lenient: bool = False) -> Verdict:
     if not correct and _set_vs_relation(gold_parsed, pred):
         correct = verify(gold_parsed, pred, timeout_seconds=None, allow_set_relation_comp=True)
         rules += ("set-relation",) if correct else ()
+    if correct and _unsolved_equation(gold_parsed, pred):
+        return verdict(Outcome.WRONG, _answer_key(pred, extracted or ""), ("unsolved-equation",))
     if correct and is_number(gold) and extracted is not None and is_unevaluated_arithmetic(extracted):
         return verdict(Outcome.WRONG, _answer_key(pred, extracted), ("unevaluated-arithmetic",))
     if correct:
         return verdict(Outcome.CORRECT, _answer_key(pred, extracted or ""))
     if extracted is not None and decimal_comma_value(extracted, gold):
-        return verdict(Outcome.CORRECT, _answer_key(gold_parsed, gold), ("decimal-comma",))
+        # keyed by the side written with a decimal point, so that "3,5" groups with "3.5" in majority votes
+        key = _answer_key(pred, extracted) if "," in gold else _answer_key(gold_parsed, gold)
+        return verdict(Outcome.CORRECT, key, ("decimal-comma",))
     if not any(_is_math(x) for x in pred):
         # math-verify returns the raw string when sympy could not read it, and compares strings only;
         # a non-matching unreadable answer ("\boxed{!!}") is a format failure, not a wrong value.

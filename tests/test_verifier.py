@@ -89,6 +89,19 @@ def test_lenient_takes_the_last_integer(a):
         ("-0", "0"),
         ("(1,234)", "(1,234)"),  # maybe a point: only a lone number loses its commas
         ("$x$ and $y$", "$x$ and $y$"),  # not one wrapped formula
+        ("0,111", "0,111"),  # no thousands group starts with a lone 0: a decimal comma, left to Math-Verify
+        ("11,13", "11,13"),  # a list (OlympiadBench)
+        ("\\boxed{1} and \\boxed{2}", "1, 2"),  # gold-boxes
+        ("$\\boxed{1}\\boxed{2}$", "1, 2"),
+        ("$x = \\boxed{1}$ or $x = \\boxed{-\\frac{1}{2}}$", "1, -\\frac{1}{2}"),
+        ("First \\boxed{3}. On reflection the answer is \\boxed{5}", "5"),  # only the final group
+        ("1 000", "1000"),  # gold-space-groups
+        ("-12 500.50", "-12500.5"),
+        ("1 00", "1 00"),  # not thousands groups
+        ("5\\", "5"),  # gold-stray-backslash
+        ("$5\\$", "5"),
+        ("x+1 \\\\", "x+1"),
+        ("\\frac{1}{2}\\ ", "\\frac{1}{2}"),
     ],
 )
 def test_normalize_gold(gold, canonical):
@@ -96,7 +109,7 @@ def test_normalize_gold(gold, canonical):
     assert normalize_gold(canonical) == canonical  # idempotent: the Verifier normalises, then judge again
 
 
-@pytest.mark.parametrize("gold", [None, "", "   ", "$$", True, float("nan"), float("inf"), [1]])
+@pytest.mark.parametrize("gold", [None, "", "   ", "$$", True, float("nan"), float("inf"), [1], "\\", "$\\$"])
 def test_ungradeable_gold_is_an_error(gold):
     with pytest.raises(ValueError):
         normalize_gold(gold)

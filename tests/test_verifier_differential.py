@@ -11,6 +11,11 @@ data: the golds of real benchmark problems are read from the benchmark files by 
 Every case where the two disagree on correctness must be listed in `fixtures/verifier_disagreements.json`
 with the rule that decides it and the reason: an intended improvement. A new disagreement (a regression,
 or a change in math-verify) fails the test, and so does a listed one that no longer happens.
+
+`PARITY` holds the answer forms where our verifier lost to plain Math-Verify or both missed (several boxes,
+decimal commas, spaced thousands, a stray backslash in the gold, equations against expressions, bmatrix vs
+pmatrix) and their near misses, each with the rule that decides it and checked against Math-Verify called
+exactly as its README does (the raw gold, not boxed).
 """
 
 from __future__ import annotations
@@ -21,7 +26,9 @@ from pathlib import Path
 import pytest
 
 from evals.extraction import RULES
-from evals.verifier import judge, judge_plain
+from evals.verifier import Outcome, judge, judge_plain
+
+C, W = Outcome.CORRECT, Outcome.WRONG
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -64,6 +71,93 @@ def test_every_disagreement_with_plain_math_verify_is_an_intended_improvement(fi
         if entry["rule"] in RULES:
             assert entry["rule"] in ours.rules, case_id  # decided by the rule it is listed under
         assert len(entry["reason"]) > 20
+
+
+def _library_math_verify(response: str, gold: str) -> bool:
+    """Math-Verify exactly as its README calls it: ``verify(parse(gold), parse(answer))``, library defaults, the
+    raw gold (not normalized, not boxed). The reference the parity forms below are measured against."""
+    from math_verify import parse, verify
+
+    return verify(parse(gold, parsing_timeout=None), parse(response, parsing_timeout=None), timeout_seconds=None)
+
+
+_P = "\\begin{pmatrix} 1 & 2 \\\\ 3 & 4 \\end{pmatrix}"
+_B = "\\begin{bmatrix} 1 & 2 \\\\ 3 & 4 \\end{bmatrix}"
+
+# Answer forms where our verifier lost to plain Math-Verify, or where both missed (issue 21), and their near
+# misses: (response, gold, our outcome, the rule that decides it, plain Math-Verify's verdict on the raw gold).
+# The rule is a `RULES` name (it must be among the verdict's rules), "no " and a `RULES` name (the rule must stay
+# out: a near miss it declines), a `GOLD_FORMS` name (`normalize_gold` must rewrite the gold), or "math-verify"
+# (Math-Verify's reading of the gold as this suite reads it, `judge_plain`, untouched by any of our rules).
+PARITY = [
+    # several boxes in the gold against one box or a set, and the reverse: as Math-Verify
+    ("$\\boxed{1,2}$", "$\\boxed{1}\\boxed{2}$", C, "gold-boxes", True),  # Math-Verify's own test case
+    ("\\boxed{1, 2}", "\\boxed{1} and \\boxed{2}", C, "gold-boxes", True),
+    ("\\boxed{\\{1, 2\\}}", "\\boxed{1} and \\boxed{2}", C, "gold-boxes", True),
+    ("\\boxed{x = 1} or \\boxed{x = 2}", "\\boxed{1} and \\boxed{2}", C, "gold-boxes", True),
+    ("\\boxed{1}", "\\boxed{1} and \\boxed{2}", W, "gold-boxes", False),  # one of two is not the answer
+    ("\\boxed{2}", "\\boxed{1} and \\boxed{2}", W, "gold-boxes", False),  # nor is the last box alone
+    ("$\\boxed{1}\\boxed{2}$", "$\\boxed{1,2}$", C, "math-verify", True),
+    ("\\boxed{1} and \\boxed{2}", "$\\{1, 2\\}$", C, "math-verify", True),
+    ("so \\[ \\boxed{-2} \\quad \\text{and} \\quad \\boxed{1}. \\]", "$1,-2$", C, "math-verify", True),
+    ("\\boxed{1} \\\\ \\boxed{2}", "$\\{1, 2\\}$", C, "no last-box", True),  # an align's line break
+    ("I got \\boxed{1}. Checking again, it is \\boxed{2}.", "$\\{1, 2\\}$", W, "last-box", True),  # ours: a retraction
+    ("\\boxed{12}", "$1, 2$", W, "math-verify", False),  # a list 1, 2 is not 12
+    # a decimal comma and space-separated thousands, where unambiguous: as Math-Verify
+    ("1.22", "1,22", C, "decimal-comma", True),  # Math-Verify's own test case
+    ("\\boxed{1.22}", "1,22", C, "decimal-comma", True),
+    ("\\boxed{0.111}", "0,111", C, "math-verify", True),  # Math-Verify's own; the gold is not 111 (normalize_gold)
+    ("1000,99", "1000.99", C, "decimal-comma", True),  # Math-Verify's own test case
+    ("\\boxed{0,111}", "0.111", C, "math-verify", True),
+    ("\\boxed{122}", "1,22", W, "no decimal-comma", False),
+    ("\\boxed{1, 22}", "1,22", C, "math-verify", False),  # the gold as a list still counts
+    ("\\boxed{1.2}", "1,2", W, "no decimal-comma", True),  # "1,2": a list of roots in OlympiadBench, not 1.2
+    ("\\boxed{-3}", "-3,0", W, "no decimal-comma", True),
+    ("\\boxed{1,222}", "1.222", W, "no decimal-comma", False),  # a thousands group: 1222
+    ("1 000", "1000", C, "digit-groups", True),  # Math-Verify's own test case
+    ("\\boxed{1000}", "1 000", C, "gold-space-groups", True),
+    ("\\boxed{12500.5}", "12 500.5", C, "gold-space-groups", True),
+    ("\\boxed{1}", "1 000", W, "gold-space-groups", False),
+    # a gold that ends in a stray backslash: as Math-Verify
+    ("\\boxed{5}", "5\\", C, "gold-stray-backslash", True),
+    ("\\boxed{x+1}", "x+1 \\\\", C, "gold-stray-backslash", False),  # a line break: Math-Verify reads no gold
+    ("\\boxed{6}", "5\\", W, "gold-stray-backslash", False),
+    # an equation against a bare expression: both missed, now equal where the left side is one letter
+    ("y = x^2+2x+1", "x^2+2x+1", C, "bare-equation", False),
+    ("y = x + 1", "x+1", C, "bare-equation", False),
+    ("f(x) = 3x - 1", "3x-1", C, "bare-equation", False),
+    ("\\boxed{y = x^2+2x+1}", "$x^2+2x+1$", C, "math-verify", True),
+    ("\\boxed{y = x^2+2x+1}", "$(x+1)^2$", C, "math-verify", True),
+    ("y = x^2+2x+2", "x^2+2x+1", W, "bare-equation", False),
+    ("x = \\frac{x}{2} + 3", "\\frac{x}{2}+3", W, "no bare-equation", False),  # an equation still to solve
+    ("\\boxed{x = \\frac{x}{2} + 3}", "$\\frac{x}{2}+3$", W, "unsolved-equation", True),
+    ("\\boxed{x = 2x + 3}", "$y = 2x+3$", W, "math-verify", False),  # gold an equation: compared whole
+    ("\\boxed{m + n = 23}", "23", C, "math-verify", True),  # "find m + n": the last side counts
+    # the same matrix with bmatrix and with pmatrix: both missed unboxed, now equal
+    (_B, "$" + _P + "$", C, "bare-answer", False),  # Math-Verify reads the last entry, 4
+    (_P.replace(" 1 &", "\n1 &").replace("\\end", "\n\\end"), "$" + _B + "$", C, "bare-answer", False),
+    ("\\boxed{" + _B + "}", _P, C, "math-verify", False),  # Math-Verify misses only the raw, undelimited gold
+    ("$" + _B + "$", "$" + _P + "$", C, "math-verify", True),
+    (_B.replace("4", "5"), _P, W, "bare-answer", False),
+    ("\\boxed{" + _B.replace("bmatrix", "vmatrix") + "}", _P, W, "math-verify", False),  # a determinant, -2
+]
+
+
+@pytest.mark.parametrize("response, gold, ours, rule, plain", PARITY)
+def test_parity_forms(response, gold, ours, rule, plain):
+    from evals.extraction import GOLD_FORMS, normalize_gold
+
+    v = judge(response, gold)
+    assert v.outcome is ours
+    assert _library_math_verify(response, gold) is plain
+    if rule.startswith("no "):
+        assert rule[3:] in RULES and rule[3:] not in v.rules
+    elif rule in RULES:
+        assert rule in v.rules
+    elif rule in GOLD_FORMS:
+        assert normalize_gold(gold) != gold.strip()
+    else:
+        assert rule == "math-verify" and not v.rules and judge_plain(response, gold).outcome is ours
 
 
 def test_real_outputs_cover_every_benchmark():

@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import pytest
 
-from evals.extraction import RULES, apply_text_rules, is_bare_answer, is_unevaluated_arithmetic
+from evals.extraction import RULES, apply_text_rules, is_bare_answer, is_bare_equation, is_unevaluated_arithmetic
 from evals.verifier import Outcome, judge, judge_plain
 
 C, W, U = Outcome.CORRECT, Outcome.WRONG, Outcome.UNPARSED
+
+_PMATRIX = "\\begin{pmatrix} 1 & 2 \\\\ 3 & 4 \\end{pmatrix}"
+_BMATRIX = "\\begin{bmatrix} 1 & 2 \\\\ 3 & 4 \\end{bmatrix}"
 
 # rule -> [(response, gold, our outcome, plain Math-Verify's outcome)]: where the rule decides the verdict.
 IMPROVEMENTS = {
@@ -22,12 +25,21 @@ IMPROVEMENTS = {
     "redundant-braces": [("\\boxed{" + "{" * 100 + "1" + "}" * 100 + "}", "1", C, U)],
     "currency": [("It costs \\$18.90 in total.", "18.90", C, U), ("It costs \\$18.90 in total.", "19", W, U)],
     "digit-groups": [("\\boxed{1\\,000\\,000}", "1000000", C, W), ("\\boxed{1 000}", "1000", C, W),
-                     ("so it is $1\\ 250$ meters", "1250", C, W)],
-    "bare-answer": [("[0,1)", "[0,1)", C, U), ("x^2 + 1", "x^2+1", C, W), ("\\sqrt{2}/2", "\\frac{\\sqrt2}{2}", C, U)],
+                     ("so it is $1\\ 250$ meters", "1250", C, W),
+                     ("1 000", "1000", C, C)],  # bare: without the rule, bare-answer would read 1*0*0
+    "bare-answer": [("[0,1)", "[0,1)", C, U), ("x^2 + 1", "x^2+1", C, W), ("\\sqrt{2}/2", "\\frac{\\sqrt2}{2}", C, U),
+                    (_BMATRIX, _PMATRIX, C, W),  # Math-Verify reads the last entry, 4
+                    ("\\begin{pmatrix}\n1 \\\\\n-2\n\\end{pmatrix}", "\\begin{pmatrix} 1 \\\\ -2 \\end{pmatrix}",
+                     C, W)],
+    "bare-equation": [("y = x^2+2x+1", "x^2+2x+1", C, U), ("y = x + 1", "x+1", C, W),
+                      ("f(x) = 3x - 1", "3x-1", C, W), ("y = 2x + 3", "y = 2x + 3", C, W)],
     "last-box": [("First I got \\boxed{3}. Checking again, the result is \\boxed{5}.", "5", C, W),
                  ("Case 1 gives \\boxed{2}; case 2 is impossible. So the answer is \\boxed{4}", "4", C, W)],
     "set-relation": [("\\boxed{k \\geq 3}", "[3, \\infty)", C, W), ("\\boxed{-1 < x < 2}", "(-1, 2)", C, W)],
-    "decimal-comma": [("\\boxed{3,5}", "3.5", C, W), ("\\boxed{0,25}", "0.25", C, W)],
+    "decimal-comma": [("\\boxed{3,5}", "3.5", C, W), ("\\boxed{0,25}", "0.25", C, W),
+                      ("\\boxed{1.22}", "1,22", C, W), ("The answer is 1000.99", "1000,99", C, W)],
+    "unsolved-equation": [("\\boxed{x = \\frac{x}{2} + 3}", "\\frac{x}{2}+3", W, C),
+                          ("\\boxed{y = 2y - x}", "2y-x", W, C)],
     "unevaluated-arithmetic": [
         ("The sum of 94 and 84 is 172, which is 94 + 84", "178", W, C),  # a real SmolLM2 answer
         ("\\boxed{12 \\times 3}", "36", W, C),
@@ -40,10 +52,24 @@ NOT_APPLICABLE = {
     "redundant-braces": [("\\boxed{{x}^{2}}", "x^2", C), ("\\boxed{\\{1,2\\}}", "\\{1,2\\}", C)],
     "currency": [("The cost is $18.90$ dollars.", "18.90", C)],
     "digit-groups": [("We tried 3 100 ways and found \\boxed{7}", "7", C)],  # prose spaces are not groups
-    "bare-answer": [("So 3 + 4 = 7", "7", C), ("The answer is 5", "5", C), ("x = 5", "5", C)],
-    "last-box": [("\\boxed{1}, \\boxed{2}, \\boxed{3}", "\\{1,2,3\\}", C), ("x = \\boxed{1} and y = \\boxed{2}", "1, 2", C)],
+    "bare-answer": [("So 3 + 4 = 7", "7", C), ("The answer is 5", "5", C), ("x = 5", "5", C),
+                    ("The matrix is $" + _BMATRIX + "$", _PMATRIX, C)],  # delimited: Math-Verify reads it
+    "bare-equation": [("x + y = 5", "5", C),  # not one letter on the left: Math-Verify's reading (5)
+                      ("x = x/2 + 3", "\\frac{x}{2}+3", W),  # still to solve
+                      ("So y = 2x + 3", "2x+3", W), ("\\boxed{y = 2x + 3}", "2x+3", C)],
+    "last-box": [("\\boxed{1}, \\boxed{2}, \\boxed{3}", "\\{1,2,3\\}", C), ("x = \\boxed{1} and y = \\boxed{2}", "1, 2", C),
+                 ("\\[ \\boxed{-2} \\quad \\text{and} \\quad \\boxed{1}. \\]", "1,-2", C),  # Math-Verify's own test
+                 ("\\boxed{1} \\\\ \\boxed{2}", "1, 2", C),
+                 ("x_1 = \\boxed{1}, \\qquad x_2 = \\boxed{2}", "1, 2", C)],
     "set-relation": [("\\boxed{x = 3}", "[3, \\infty)", W)],
-    "decimal-comma": [("\\boxed{3,500}", "3.5", W), ("\\boxed{3,5}", "35", W), ("\\boxed{3,5}", "\\{3,5\\}", C)],
+    "decimal-comma": [("\\boxed{3,500}", "3.5", W), ("\\boxed{3,5}", "35", W), ("\\boxed{3,5}", "\\{3,5\\}", C),
+                      ("\\boxed{122}", "1,22", W), ("\\boxed{1, 22}", "1,22", C),  # the gold as a list still counts
+                      ("\\boxed{12}", "1,2", W), ("\\boxed{1.2}", "1,2", W),  # "1,2": a list of roots, not 1.2
+                      ("\\boxed{-3}", "-3,0", W), ("\\boxed{1,222}", "1.222", W)],  # 1,222 is 1222
+    "unsolved-equation": [("\\boxed{y = x + 1}", "x+1", C), ("\\boxed{f(x) = x^2}", "x^2", C),
+                          ("\\boxed{x = 5}", "5", C),
+                          ("\\boxed{y = 2x + 3}", "y = 2x+3", C),  # gold an equation: Math-Verify compares equations
+                          ("\\boxed{x = 2x + 3}", "y = 2x+3", W)],
     "unevaluated-arithmetic": [
         ("\\boxed{94 + 84 = 178}", "178", C),  # evaluated: the last side counts
         ("\\boxed{3 \\times 10^{8}}", "300000000", C),  # scientific notation
@@ -126,9 +152,22 @@ def test_text_rules_report_what_they_changed():
 
 @pytest.mark.parametrize("text, bare", [("[0,1)", True), ("x^2+1", True), ("\\text{Evelyn}", True), ("-3", True),
                                         ("So 7", False), ("x = 5", False), ("$5$", False), ("\\boxed{5}", False),
-                                        ("a" * 200, False), ("1\n2", False)])
+                                        ("a" * 200, False), ("1\n2", False), (_BMATRIX, True),
+                                        ("\\left[\\begin{array}{cc} 1 & 2 \\\\\n 3 & 4 \\end{array}\\right]", True),
+                                        ("\\begin{pmatrix} 1 \\end{pmatrix} and more", False),
+                                        ("\\begin{pmatrix} x = 1 \\end{pmatrix}", False),
+                                        ("\\begin{align} so we get 1 \\end{align}", False)])
 def test_is_bare_answer(text, bare):
     assert is_bare_answer(text) is bare
+
+
+@pytest.mark.parametrize("text, bare", [("y = x^2+2x+1", True), ("f(x) = 3x - 1", True), ("a_{n} = 2n + 1", True),
+                                        ("x = 5", True), ("y' = 2x", True), ("x = \\frac{x}{2} + 3", False),
+                                        ("a_n = a_{n-1} + 2", False), ("x + y = 5", False), ("So y = 2", False),
+                                        ("y = 2 = 3", False), ("y = ", False), ("x == 5", False),
+                                        ("y = \\sin x", True), ("s = \\sqrt{2}", True)])
+def test_is_bare_equation(text, bare):
+    assert is_bare_equation(text) is bare
 
 
 @pytest.mark.parametrize("answer, unevaluated", [("94 + 84", True), ("(3+4)", True), ("2 \\cdot 7", True),
