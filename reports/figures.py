@@ -50,7 +50,8 @@ def table1_figure(rows: list[ModelRow], metric: str, colors: dict[str, str]) -> 
                error_kw={"elinewidth": 1, "ecolor": "#333333"})
     ax.set_xticks(range(len(names)), [f"{b}\n({r})" for b, r in zip(names, _metric_names(rows, names, metric))])
     ax.set_ylabel("score (%)")
-    top = max([100 * shown_metric(r.benchmarks[b], metric)[1]["ci_high"] for r in rows for b in names if b in r.benchmarks])
+    top = max([100 * shown_metric(r.benchmarks[b], metric)[1]["ci_high"] for r in rows for b in names
+               if b in r.benchmarks])
     ax.set_ylim(0, max(5.0, 1.15 * top))
     ax.grid(axis="y", alpha=0.3)
     ax.set_title("Benchmark scores with CIs over problems (Wilson for avg@1)")

@@ -165,7 +165,8 @@ def primary_table(groups: list[MethodGroup], pairs: list[tuple[MethodGroup, Meth
         need = row["need"]
         need_txt = DASH if need is None else str(need)
         display.append([bench, ga.label, gb.label, f"{row['ma'].shape[0]}+{row['mb'].shape[0]}", pct(res.diff),
-                        f"{pct(res.ci_low)} to {pct(res.ci_high)}", _p(res.p_value), _p(ph), DASH if row["mde"] is None else pct(row["mde"]), need_txt, v])
+                        f"{pct(res.ci_low)} to {pct(res.ci_high)}", _p(res.p_value), _p(ph),
+                        DASH if row["mde"] is None else pct(row["mde"]), need_txt, v])
         sentences.append(sentence(row, ph, pe, v, alpha, margin, m))
     columns = ["Benchmark", "A", "B", "Seeds (A+B)", "A − B (points)", f"{100 * (1 - alpha):.3g}% CI", "p",
                "p (Holm)", "MDE (points)", "Seeds for observed diff", "Verdict"]

@@ -1,4 +1,5 @@
-"""Several seeds per method: the seed-level statistics (reports/seeds.py) on synthetic scores with known effects, and `tbrm report` over synthetic run folders (real files, written here) that differ only in the seed."""
+"""Several seeds per method: the seed-level statistics (reports/seeds.py) on synthetic scores with known effects,
+and `tbrm report` over synthetic run folders (real files, written here) that differ only in the seed."""
 
 from __future__ import annotations
 
@@ -201,3 +202,58 @@ def test_report_over_seeds_shows_means_per_seed_scores_and_seed_level_verdicts(t
     for f in out.rglob("*"):
         if f.suffix in (".md", ".html", ".csv"):
             assert not leaks(f.read_text(), tmp_path), f
+
+
+def test_primaries_get_one_verdict_each_and_the_rest_is_exploratory(tmp_path):
+    """10 seeds per method: TBRM n=1 truly 15 points above PPO n=1 ('different'), TBRM n=4 and GRPO n=4 the same
+    method in all but name ('equivalent within ±5 points'); Holm over these two only, everything else exploratory."""
+    from reports.build import build_report
+
+    rng = np.random.default_rng(11)
+    q = rng.uniform(0.2, 0.8, 500)
+    runs = []
+    for method, n, shift in (("tbrm", 1, 0.15), ("ppo", 1, 0.0), ("tbrm", 4, 0.05), ("grpo", 4, 0.05)):
+        mats = simulate(rng, 10, 500, shift=shift, seed_sd=0.02, difficulty=q)
+        for s in range(10):
+            runs.append(write_eval_run(tmp_path / "evals" / f"{method}{n}-seed{s}", method, n, s, mats[s]))
+    out = tmp_path / "report"
+    build_report([str(r) for r in runs], out, primaries=["TBRM n=1:PPO n=1", "tbrm n=4:grpo n=4"], margin=5)
+    with open(out / "tables" / "primary.csv", newline="") as f:
+        reader = csv.DictReader(f)
+        prim = {(r["a"], r["b"]): r for r in reader}
+    assert reader.fieldnames == ["benchmark", "a", "b", "seeds_a", "seeds_b", "diff", "ci_low", "ci_high", "p",
+                                 "p_holm", "mde", "verdict"]
+    big, same = prim[("TBRM n=1", "PPO n=1")], prim[("TBRM n=4", "GRPO n=4")]
+    assert big["verdict"] == "different" and same["verdict"] == "equivalent within ±5 points"
+    assert (big["seeds_a"], big["seeds_b"]) == ("10", "10") and float(big["ci_low"]) > 0.0
+    assert sorted(float(r["p_holm"]) for r in prim.values()) == pytest.approx(
+        holm([float(r["p"]) for r in prim.values()]), rel=1e-9)
+    assert 0.0 < float(big["mde"]) < float(big["diff"])  # 10 seeds at seed SD 2 points see 15 points easily
+    pairs = {(p["method_a"], p["method_b"]): p for p in _csv(out / "tables" / "paired_seeds.csv")}
+    assert pairs[("TBRM n=1", "PPO n=1")]["family"] == "primary"
+    assert pairs[("TBRM n=1", "TBRM n=4")]["family"] == "exploratory"
+    assert pairs[("TBRM n=1", "TBRM n=4")]["verdict"] == "exploratory"
+    md = (out / "report.md").read_text()
+    assert md.index("## Primary comparisons (heldout)") < md.index("## Table 1: mean over seeds")
+    assert "TBRM n=1 beats PPO n=1: different" in md and "Smoke run" not in md
+    assert "TBRM n=4 and GRPO n=4 are equivalent within ±5 points" in md
+
+
+def test_mde_matches_statsmodels_power_for_equal_designs():
+    """reports.stats.mde over Welch's design with equal SDs and seeds equals the pooled t-test's MDE that
+    statsmodels' TTestIndPower solves for; seeds_needed is the first n whose power reaches 80%."""
+    from statsmodels.stats.power import TTestIndPower
+
+    from reports.seeds import welch_design
+    from reports.stats import mde, power_t, seeds_needed
+
+    sd = 0.08
+    for n, alpha in ((3, 0.05), (10, 0.025), (15, 0.05)):
+        se, df = welch_design(sd, sd)(n)
+        d = TTestIndPower().solve_power(nobs1=n, ratio=1.0, alpha=alpha, power=0.8)
+        assert mde(se, df, alpha) == pytest.approx(d * sd, rel=1e-4)
+    need = seeds_needed(0.10, welch_design(sd, sd), 0.05)
+    design = welch_design(sd, sd)
+    assert power_t(0.10, *design(need), 0.05) >= 0.8 > power_t(0.10, *design(need - 1), 0.05)
+    assert 10 <= need <= 15  # issue 19: 12-15 seeds per method for 10 points at seed SD 8
+    assert seeds_needed(0.0, welch_design(sd, sd)) is None
