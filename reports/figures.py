@@ -44,8 +44,8 @@ def table1_figure(rows: list[ModelRow], metric: str, colors: dict[str, str]) -> 
             _, m = shown_metric(r.benchmarks[b], metric)
             xs.append(j - 0.4 + width * (i + 0.5))
             ys.append(100 * m["value"])
-            lo.append(100 * (m["value"] - m["ci_low"]))
-            hi.append(100 * (m["ci_high"] - m["value"]))
+            lo.append(max(0.0, 100 * (m["value"] - m["ci_low"])))
+            hi.append(max(0.0, 100 * (m["ci_high"] - m["value"])))
         ax.bar(xs, ys, width=width * 0.95, color=colors[r.label], label=r.label, yerr=[lo, hi], capsize=3,
                error_kw={"elinewidth": 1, "ecolor": "#333333"})
     ax.set_xticks(range(len(names)), [f"{b}\n({r})" for b, r in zip(names, _metric_names(rows, names, metric))])

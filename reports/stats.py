@@ -252,7 +252,8 @@ def wilson(successes: int, n: int, alpha: float = 0.05) -> tuple[float, float]:
     if n < 1:
         raise ValueError(f"a proportion needs n >= 1, got {n}")
     lo, hi = proportion_confint(int(successes), int(n), alpha=alpha, method="wilson")
-    return max(0.0, float(lo)), min(1.0, float(hi))
+    share = successes / n  # the interval holds it; rounding at 0/n and n/n could leave it a hair outside
+    return max(0.0, min(float(lo), share)), min(1.0, max(float(hi), share))
 
 
 def mcnemar(

@@ -485,3 +485,12 @@ def test_report_family_verdicts_follow_holm():
     assert [r["significant_raw"] for r in recs] == [True, True, False]
     assert "not distinguishable after correction" in recs[0]["sentence"] and "Holm-adjusted p=0.088" in recs[0]["sentence"]
     assert all("_result" not in r for r in recs)
+
+
+def test_wilson_interval_holds_its_proportion_even_at_0_and_n():
+    from reports.stats import wilson
+
+    assert wilson(0, 10)[0] == 0.0 and wilson(0, 10)[1] == pytest.approx(0.2775328, abs=1e-6)  # not "0.0-0.0"
+    for x, n in ((0, 3), (3, 3), (10, 10), (1, 7)):
+        lo, hi = wilson(x, n)
+        assert 0.0 <= lo <= x / n <= hi <= 1.0
