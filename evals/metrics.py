@@ -15,6 +15,9 @@ References
   pass@k estimator and its numerically stable product form.
 * Wang et al. 2023, "Self-Consistency Improves Chain of Thought Reasoning in Language Models": majority vote.
 * Efron & Tibshirani 1993, "An Introduction to the Bootstrap", ch. 13: percentile intervals.
+* Wilson 1927, JASA 22:209-212; Brown, Cai & DasGupta 2001, Statistical Science 16:101-133: with one sample per
+  problem the score is a binomial proportion, whose percentile bootstrap covers badly on few problems (40% at 10
+  problems and 5% accuracy, and 0/10 gives the interval 0-0); Wilson's interval is used for it instead.
 """
 
 from __future__ import annotations
@@ -92,10 +95,14 @@ def pass_at_k(n: int, c: int, k: int) -> float:
 def majority_correct(answer_keys: Sequence[str | None], correct: Sequence[bool]) -> float:
     """maj@n for one problem: is the majority-vote answer over its n samples correct? (Wang et al. 2023).
 
-    Voting groups:
+    Voting groups (keys merged by verdict):
       * every sample judged correct goes to a single "gold" group, whatever its key (the verifier judged them
         all equivalent to the gold answer, even when their canonical strings differ, e.g. "1/2" and "0.5");
-      * every incorrect sample with a key votes for the group of that key;
+      * an incorrect sample whose key is also the key of a correct sample votes for gold too: it gave the same
+        answer, and a vote is for an answer (the verifier can judge one answer string differently in two
+        responses, e.g. when one of them was truncated after it); counted against gold it would vote against
+        its own answer;
+      * every other incorrect sample with a key votes for the group of that key;
       * incorrect samples with key None (no answer extracted) do not vote, so "no answer" never wins.
     The majority group is the largest one. If several groups tie for largest, the result is the fraction of
     tied groups that are correct -- the expected correctness under a uniformly random tie-break -- so it is
@@ -108,8 +115,10 @@ def majority_correct(answer_keys: Sequence[str | None], correct: Sequence[bool])
         raise ValueError(f"answer_keys has {len(answer_keys)} entries but correct has {len(correct)}")
     if len(correct) == 0:
         raise ValueError("majority_correct needs at least one sample")
-    gold = sum(1 for ok in correct if ok)
-    wrong = Counter(key for key, ok in zip(answer_keys, correct) if not ok and key is not None)
+    gold_keys = {key for key, ok in zip(answer_keys, correct) if ok and key is not None}
+    gold = sum(1 for key, ok in zip(answer_keys, correct) if ok or key in gold_keys)
+    wrong = Counter(key for key, ok in zip(answer_keys, correct)
+                    if not ok and key is not None and key not in gold_keys)
     best_wrong = max(wrong.values(), default=0)
     top = max(gold, best_wrong)
     if top == 0:
@@ -187,6 +196,21 @@ def _metric(scores: np.ndarray, n_boot: int, alpha: float, seed: int) -> dict[st
     return {"value": float(scores.mean()), "ci_low": lo, "ci_high": hi}
 
 
+def wilson_ci(successes: int, n: int, alpha: float = 0.05) -> tuple[float, float]:
+    """Wilson score interval of a proportion, ``statsmodels.stats.proportion.proportion_confint(method="wilson")``."""
+    from statsmodels.stats.proportion import proportion_confint
+
+    lo, hi = proportion_confint(int(successes), int(n), alpha=alpha, method="wilson")
+    share = successes / n  # the interval holds it; rounding at 0/n and n/n could leave it a hair outside
+    return max(0.0, min(float(lo), share)), min(1.0, max(float(hi), share))
+
+
+def _proportion(correct: np.ndarray, alpha: float) -> dict[str, float]:
+    """A 0/1 score per problem (one sample each): its mean with Wilson's interval."""
+    lo, hi = wilson_ci(int(correct.sum()), int(correct.size), alpha)
+    return {"value": float(correct.mean()), "ci_low": lo, "ci_high": hi}
+
+
 def summarize(
     results: Sequence[ProblemResult],
     ks: Sequence[int] | None = None,
@@ -201,12 +225,14 @@ def summarize(
             Order does not matter: problems are sorted by id before bootstrapping, so the CIs do not
             depend on the order results were written in.
         ks: k values for pass@k (each in [1, n]); default :func:`default_ks` (powers of two up to n, plus n).
-        n_boot, seed, alpha: bootstrap settings shared by every metric (same resamples for all metrics).
+        n_boot, seed, alpha: bootstrap settings shared by every metric (same resamples for all metrics). With one
+            sample per problem (n == 1), avg@1 and pass@1 get Wilson's interval at level 1 - alpha instead.
 
     Returns a JSON-serialisable dict::
 
         {"n_problems": int, "n_samples": n,
          "avg@n":  {"value", "ci_low", "ci_high"},   # mean per-problem accuracy; avg@1 == plain accuracy
+         "ci_method": "wilson",                       # only when n == 1: avg@1 and pass@1 get Wilson's interval
          "pass@k": {...} for each k,                  # unbiased estimator, see pass_at_k
          "maj@n":  {...} only when n > 1,             # see majority_correct (ties -> expected value)
          "bootstrap": {"n_boot", "seed", "alpha"}}
@@ -243,8 +269,16 @@ def summarize(
     correct = np.array([[bool(x) for x in r.correct] for r in ordered], dtype=bool)  # (P, n)
     n_correct = correct.sum(axis=1)
     out: dict = {"n_problems": len(ordered), "n_samples": n}
-    out[f"avg@{n}"] = _metric(correct.mean(axis=1), n_boot, alpha, seed)
+    if n == 1:  # one 0/1 score per problem: a binomial proportion (Wilson), for avg@1 and pass@1 alike
+        out["avg@1"] = _proportion(correct[:, 0], alpha)
+        if 1 in ks:
+            out["pass@1"] = dict(out["avg@1"])
+        out["ci_method"] = "wilson"
+    else:
+        out[f"avg@{n}"] = _metric(correct.mean(axis=1), n_boot, alpha, seed)
     for k in ks:
+        if n == 1:
+            continue
         scores = np.array([pass_at_k(n, int(c), k) for c in n_correct])
         out[f"pass@{k}"] = _metric(scores, n_boot, alpha, seed)
     if n > 1:

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from reports import figures as F
+from reports import primaries as P
 from reports import seed_tables as S
 from reports import tables as T
 from reports.render import Block, to_csv, to_html, to_markdown
@@ -64,11 +65,32 @@ def _runs_table(evals: list[EvalRun], trains: list[TrainRun], out: Path) -> T.Ta
                    rows, recs)
 
 
+SMOKE = ("Smoke run: every trained method here has ONE training seed. A seed is one draw of the training "
+         "randomness (two runs of one command moved held-out accuracy by 14 points on the CPU preset), so every "
+         "comparison below is between two checkpoints on these problems, not between two methods, and this report "
+         "gives no method verdicts. Method-level claims need several seeds per method (`tbrm reproduce --seeds N`, "
+         "or a preset powered for its primary comparisons).")
+
+
+def _in_words(records: list[dict], main: str | None, declared: bool) -> str:
+    fam = "the pre-declared primaries" if declared else f"the comparisons on the main benchmark ({main})"
+    return (f"In words (verdicts follow the Holm-adjusted p-value over {fam}; the raw p is shown beside it; "
+            f"comparisons outside that family are exploratory, with their raw p and no verdict):")
+
+
 def build_report(run_dirs: list[str], out: str | Path, *, labels: list[str] | None = None, alpha: float = 0.05,
                  metric: str = "avg", average_over: list[str] | None = None,
-                 title: str = "TBRM benchmark report") -> ReportResult:
+                 title: str = "TBRM benchmark report", primaries: list[str] | None = None, margin: float = 5.0,
+                 main_benchmark: str | None = None) -> ReportResult:
+    """Write the report. `primaries`: "A:B" method pairs (or (A, B) tuples), matched case-insensitively to the
+    method labels, decided on `main_benchmark` (default `reports.primaries.main_benchmark`) with Holm over them
+    only and TOST at ±`margin` points; every other comparison is exploratory. Without primaries, the Holm family
+    is every comparison on the main benchmark."""
     if not 0.0 < alpha < 1.0:
         raise ValueError(f"--alpha must be in (0, 1), got {alpha}")
+    if not margin > 0.0:
+        raise ValueError(f"--margin must be > 0 points, got {margin}")
+    pairs = [P.parse_primary(x) if isinstance(x, str) else (str(x[0]), str(x[1])) for x in primaries or []]
     out = Path(out)
     _check_out(out, run_dirs)
     evals, trains = load_runs(run_dirs, labels)  # everything validated before anything is written
@@ -93,6 +115,24 @@ def build_report(run_dirs: list[str], out: str | Path, *, labels: list[str] | No
     res.warnings = warnings
     groups = S.group_seeds(rows)  # checkpoints that differ only in the training seed: one method
     seeded = any(len(g.rows) > 1 for g in groups)
+    main = P.main_benchmark(rows, main_benchmark)
+    chosen = P.resolve_primaries(pairs, groups)  # a name not among the methods fails before anything is written
+    if chosen and main is None:
+        raise ValueError("--primary given but no eval run has a benchmark to compare on")
+    prim_keys = {(a.label.casefold(), b.label.casefold()) for a, b in chosen}
+    trained = [g for g in groups if not g.is_base and g.rows[0].runs[0].trained is not None]
+    smoke = bool(trained) and all(len(g.rows) == 1 for g in trained)
+    if smoke:
+        title = f"Smoke run — {title}"
+        blocks += [Block("h2", "Smoke run: no method verdicts"), Block("p", SMOKE)]
+    if chosen:
+        prim, said = P.primary_table(groups, chosen, main, alpha=alpha, margin=margin)
+        tables.append(prim)
+        blocks += [Block("h2", f"Primary comparisons ({main})"),
+                   Block("p", f"The comparisons this run was designed to answer, declared before it ran, each decided "
+                              f"on {main}: Holm over these {len(chosen)} only; every other comparison in this "
+                              f"report is exploratory."),
+                   Block("list", items=said), Block("table", table=prim)]
     train_groups = S.group_trains(trains)
     colors = F.color_map([g.label for g in groups] + [lab for lab, _ in train_groups] + [r.label for r in rows]
                          + [t.label for t in trains])
@@ -100,15 +140,14 @@ def build_report(run_dirs: list[str], out: str | Path, *, labels: list[str] | No
     # findings first (Table 1, the verdicts in words, the curves), then the details, the run inventory last
     if seeded:  # several seeds per method: the method means over seeds lead, compared at the seed level
         st = S.seed_table(groups, alpha=alpha)
-        sp = S.seed_paired_table(groups, alpha=alpha)
+        sp = S.seed_paired_table(groups, alpha=alpha, main=main, primaries=prim_keys)
         t1 = T.table1(rows, mismatches, metric=metric, average_over=average_over)
         used, _ = T.average_benchmarks(rows, mismatches, average_over)
         tables += [st, sp, t1, T.long_results(rows, used)]
         blocks += [Block("h2", "Table 1: mean over seeds"), Block("table", table=st),
                    Block("h2", "Which differences are real")]
         if sp.records:
-            blocks.append(Block("p", "In words (verdicts follow the Holm-adjusted p-value over all comparisons "
-                                     "below; the raw p is shown beside it):"))
+            blocks.append(Block("p", _in_words(sp.records, main, bool(chosen))))
             blocks.append(Block("list", items=[f"{r['benchmark']}: {r['sentence']}." for r in sp.records]))
         blocks += [Block("table", table=sp), Block("h2", "Every checkpoint (one row per seed)"),
                    Block("table", table=t1)]
@@ -126,18 +165,17 @@ def build_report(run_dirs: list[str], out: str | Path, *, labels: list[str] | No
         if fig is not None:
             figs["table1.png"] = F.png_bytes(fig)
             blocks.append(Block("figure", "Table 1 as bars, with the CIs as error bars", figure="table1.png"))
-        pt = T.paired_table(rows, alpha=alpha)
+        pt = T.paired_table(rows, alpha=alpha, main=main, primaries=prim_keys)
         tables.append(pt)
         blocks.append(Block("h2", "Which differences are real"))
         if pt.records:
-            blocks.append(Block("p", "In words (verdicts follow the Holm-adjusted p-value over all comparisons "
-                                     "below; the raw p is shown beside it):"))
+            blocks.append(Block("p", _in_words(pt.records, main, bool(chosen))))
             blocks.append(Block("list", items=[
                 f"{r['benchmark']}: {r['sentence']}." + (f" Settings differ: {r['settings_differ']}."
                                                          if r["settings_differ"] else "") for r in pt.records]))
         blocks += [Block("p", "Each pair of rows is compared on the problems both were scored on: per-problem "
-                              "scores (mean correctness over that problem's samples), McNemar's exact/chi-square "
-                              "test when both have one sample per problem, else a paired bootstrap over problems."),
+                              "scores (mean correctness over that problem's samples), the mid-p McNemar test when "
+                              "both have one sample per problem, else a paired bootstrap over problems."),
                    Block("table", table=pt)]
 
     train_blocks: list[Block] = []

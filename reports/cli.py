@@ -15,6 +15,16 @@ def _alpha(text: str) -> float:
     return x
 
 
+def _margin(text: str) -> float:
+    try:
+        x = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.0 < x < 100.0:
+        raise argparse.ArgumentTypeError(f"must be in (0, 100) points, got {x}")
+    return x
+
+
 def add_parsers(sub) -> None:
     p = sub.add_parser(
         "report", help="compare eval and train runs: Table 1, paired significance, curves, efficiency",
@@ -32,6 +42,20 @@ def add_parsers(sub) -> None:
     p.add_argument("--average-over", nargs="+", metavar="BENCH",
                    help="benchmarks the Average column may use (e.g. the paper's six); default all comparable")
     p.add_argument("--title", default="TBRM benchmark report")
+    p.add_argument("--primary", action="append", default=[], metavar="A:B",
+                   help="a pre-declared primary comparison, method A against method B (repeatable), e.g. "
+                        "--primary 'TBRM n=1:PPO n=1' --primary 'TBRM n=4:GRPO n=4'. Names are the report's method "
+                        "labels (TBRM n=1, TBRM-Vref n=1, GRPO n=4, PPO n=1, '<model> (base)', or a --label), "
+                        "matched case-insensitively; a name not in the runs is an error that lists the methods. "
+                        "Holm runs over the primaries only, on the main benchmark; each gets the verdict "
+                        "different / equivalent within ±MARGIN points / inconclusive, and its minimum detectable "
+                        "difference; every other comparison is exploratory")
+    p.add_argument("--margin", type=_margin, default=5.0, metavar="POINTS",
+                   help="equivalence margin of the primaries in percentage points (TOST; default 5)")
+    p.add_argument("--main-benchmark", metavar="NAME",
+                   help="the benchmark the primaries (or, without them, the Holm family) use; default: the single "
+                        "held-out benchmark, else the one with the most problems (a MATH500 slice only when it is "
+                        "the only one)")
     p.set_defaults(func=_run_report)
 
     from reports.reproduce import add_parser as add_reproduce
@@ -43,7 +67,8 @@ def _run_report(a: argparse.Namespace) -> int:
     from reports.build import build_report
 
     res = build_report(a.runs, a.out, labels=a.label, alpha=a.alpha, metric=a.metric,
-                       average_over=a.average_over, title=a.title)
+                       average_over=a.average_over, title=a.title, primaries=a.primary, margin=a.margin,
+                       main_benchmark=a.main_benchmark)
     print(f"report: {res.out / 'report.md'} and {res.out / 'report.html'} "
           f"({len(res.figures)} figures, {len(res.tables)} tables in {res.out})")
     if res.warnings:

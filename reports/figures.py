@@ -10,7 +10,7 @@ from pathlib import Path
 from matplotlib.figure import Figure
 
 from reports.runs import TrainRun
-from reports.tables import ModelRow, bench_names
+from reports.tables import ModelRow, bench_names, shown_metric
 
 COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
           "#17becf")
@@ -41,19 +41,20 @@ def table1_figure(rows: list[ModelRow], metric: str, colors: dict[str, str]) -> 
         for j, b in enumerate(names):
             if b not in r.benchmarks:
                 continue
-            _, m = r.benchmarks[b].metric(metric)
+            _, m = shown_metric(r.benchmarks[b], metric)
             xs.append(j - 0.4 + width * (i + 0.5))
             ys.append(100 * m["value"])
-            lo.append(100 * (m["value"] - m["ci_low"]))
-            hi.append(100 * (m["ci_high"] - m["value"]))
+            lo.append(max(0.0, 100 * (m["value"] - m["ci_low"])))
+            hi.append(max(0.0, 100 * (m["ci_high"] - m["value"])))
         ax.bar(xs, ys, width=width * 0.95, color=colors[r.label], label=r.label, yerr=[lo, hi], capsize=3,
                error_kw={"elinewidth": 1, "ecolor": "#333333"})
     ax.set_xticks(range(len(names)), [f"{b}\n({r})" for b, r in zip(names, _metric_names(rows, names, metric))])
     ax.set_ylabel("score (%)")
-    top = max([100 * r.benchmarks[b].metric(metric)[1]["ci_high"] for r in rows for b in names if b in r.benchmarks])
+    top = max([100 * shown_metric(r.benchmarks[b], metric)[1]["ci_high"] for r in rows for b in names
+               if b in r.benchmarks])
     ax.set_ylim(0, max(5.0, 1.15 * top))
     ax.grid(axis="y", alpha=0.3)
-    ax.set_title("Benchmark scores with bootstrap CIs over problems")
+    ax.set_title("Benchmark scores with CIs over problems (Wilson for avg@1)")
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return fig
 

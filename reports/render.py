@@ -41,7 +41,7 @@ def md_table(t: Table) -> str:
 
 
 def _numeric(t: Table, i: int) -> bool:
-    return bool(t.rows) and all(r[i][:1].isdigit() or r[i][:1] in "–<−" for r in t.rows)
+    return bool(t.rows) and all(r[i][:1].isdigit() or r[i][:1] in "–<−≤" for r in t.rows)
 
 
 def to_markdown(title: str, blocks: list[Block]) -> str:

@@ -1,26 +1,30 @@
-"""Several training seeds per method: the mean over seeds with an interval that accounts for both seeds and
-problems, per-seed scores, and paired comparisons between methods that use the seed-level variation.
+"""Several training seeds per method: the mean over seeds with a small-sample t interval, per-seed scores, and
+seed-level comparisons between methods that hold their level at the seed counts the presets use (3 and 10).
 
 One training run is one draw of the training randomness (sampling, data order): two runs of one command moved
 held-out accuracy by 14 points on the CPU preset, so a method's score is a mean over seeds, and its uncertainty has
-two sources: which seeds were drawn and which problems were scored. No statistics library bootstraps that design,
-so this module does, in the open:
+two sources: which seeds were drawn and which problems were scored. Scores of one method form a matrix M[s, p]
+(seed s, problem p; each entry the mean correctness over that problem's samples), every seed on the SAME problems.
 
-* scores of one method form a matrix M[s, p] (seed s, problem p; each entry the mean correctness over that
-  problem's samples). Every seed is scored on the SAME problems (a crossed design), so a bootstrap replicate draws
-  S seeds with replacement and P problems with replacement, and its problems are shared by all its seeds (drawing
-  problems per seed would treat one problem's difficulty as independent across seeds and shrink the problem
-  variance by the number of seeds). Replicate value: the mean of M over the drawn seeds and problems.
-* with few seeds, resampling them understates their spread by a factor (S - 1) / S in variance (the plug-in
-  variance of S values), so seed deviations from the per-problem seed mean are scaled by sqrt(S / (S - 1))
-  before resampling (Davison & Hinkley 1997, "Bootstrap Methods and their Application", §2.4/§3.3: adjusted
-  residuals). The point estimate is unchanged.
-* two methods: problems are paired (shared draws), seeds are not (independent draws per method: seed k of one
-  method has nothing to do with seed k of another). p-value by inverting the percentile interval of the
-  difference (`reports.stats.ci_inversion_p`), so verdicts and intervals agree; a report Holm-adjusts them.
+* :func:`seed_mean` -- the mean over seeds with a t interval whose variance is the crossed design's
+  (two-way random effects, seeds x problems): Var(mean) = sigma_seed^2 / S + sigma_problem^2 / P +
+  sigma_residual^2 / (S P), estimated by var(per-seed means) / S + (MS_problems - MS_residual) / (S P) and
+  Satterthwaite's df (Satterthwaite 1946), which is about S - 1 when the seeds dominate. It covers the expected
+  accuracy over new seeds AND new problems. One seed: the t interval over problems (Wilson for 0/1 scores).
+* :func:`welch` -- two methods with >= 2 seeds each: Welch's t-test on their per-seed accuracies (Welch 1947). The
+  problems are shared, so their difficulty cancels in the difference; the spread of per-seed accuracies holds
+  both the seed randomness and each seed's evaluation noise. Simulated at 3 and 10 seeds, 100 and 500 problems,
+  seed SDs of 5-15 points and a collapsed seed, it keeps its type-I error at or below 5%
+  (tests/test_calibration.py).
+* :func:`vs_single` -- a method with >= 2 seeds against ONE model (the greedy base model, which has no training
+  randomness): a one-sample t against the model's score would treat that score as exact and reject far too often
+  (7-35% at 5%); here the model's problem-level variance, var(its per-problem scores) / P, is added to the seed
+  mean's variance, with Welch-Satterthwaite df.
+* :func:`seed_paired` picks between them (or, for one seed on each side, the per-problem paired test of
+  `reports.stats.compare`, which is about the two checkpoints, not the methods).
 
-A method with one seed (or the greedy base model, which has no training randomness) contributes problem variance
-only; the report says so.
+A resampling bootstrap over seeds and problems is not used: with 3 seeds it covers 84-87% where the seeds spread
+widely, and its p-values bottom out at 2 / (B + 1) (tests/test_calibration.py shows both).
 """
 
 from __future__ import annotations
@@ -28,18 +32,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+from scipy import stats as sps
 
-from reports.stats import PairedResult, ci_inversion_p
+from reports.stats import PairedResult, compare, t_result, wilson
 
-__all__ = ["SeedMean", "seed_mean", "seed_paired", "seed_weights"]
-
-_CHUNK = 2_000_000  # elements per chunk of bootstrap weights: memory stays bounded for big benchmarks
+__all__ = ["SeedMean", "seed_mean", "seed_paired", "welch", "vs_single", "seed_sd", "welch_design",
+           "single_design"]
 
 
 @dataclass
 class SeedMean:
     """A method's score over seeds: `value` (mean over seeds of each seed's mean over problems), the interval
-    [ci_low, ci_high] at `ci_level` from the seed-and-problem bootstrap, and `per_seed` scores in seed order."""
+    [ci_low, ci_high] at `ci_level`, `per_seed` scores in seed order, and how the interval was made (`method`)."""
 
     value: float
     ci_low: float
@@ -48,6 +52,7 @@ class SeedMean:
     per_seed: list[float]
     n_seeds: int
     n_problems: int
+    method: str = ""
 
 
 def _matrix(m: object, what: str) -> np.ndarray:
@@ -59,79 +64,174 @@ def _matrix(m: object, what: str) -> np.ndarray:
     return x
 
 
-def _adjusted(m: np.ndarray) -> np.ndarray:
-    """Seed deviations from the per-problem seed mean scaled by sqrt(S / (S - 1)) (variance-unbiased resampling)."""
-    s = m.shape[0]
-    if s < 2:
-        return m
-    centre = m.mean(axis=0, keepdims=True)
-    return centre + np.sqrt(s / (s - 1)) * (m - centre)
-
-
-def seed_weights(rng: np.random.Generator, rows: int, n: int) -> np.ndarray:
-    """[rows, n] bootstrap weights: counts of each index in a draw of n with replacement, divided by n."""
-    idx = rng.integers(0, n, size=(rows, n))
-    w = np.zeros((rows, n))
-    np.add.at(w, (np.repeat(np.arange(rows), n), idx.ravel()), 1.0)
-    return w / n
-
-
-def _replicates(mats: list[np.ndarray], signs: list[float], n_boot: int, seed: int) -> np.ndarray:
-    """n_boot values of sum_k sign_k * mean(M_k over resampled seeds, shared resampled problems)."""
-    rng = np.random.default_rng(seed)
-    n_prob = mats[0].shape[1]
-    adj = [_adjusted(m) for m in mats]
-    rows = max(1, _CHUNK // max(n_prob, max(m.shape[0] for m in mats)))
-    out = np.empty(n_boot)
-    for start in range(0, n_boot, rows):
-        b = min(rows, n_boot - start)
-        v = seed_weights(rng, b, n_prob)  # problems: one draw shared by every method and seed
-        acc = np.zeros(b)
-        for m, sign in zip(adj, signs):
-            w = seed_weights(rng, b, m.shape[0])  # seeds: an independent draw per method
-            acc += sign * np.einsum("bp,bp->b", w @ m, v)
-        out[start:start + b] = acc
-    return out
-
-
-def seed_mean(scores: object, n_boot: int = 4000, alpha: float = 0.05, seed: int = 0) -> SeedMean:
-    """Mean over seeds of a [seeds, problems] score matrix with its seed-and-problem bootstrap percentile CI."""
-    m = _matrix(scores, "seed_mean")
+def _check_alpha(alpha: float) -> None:
     if not 0.0 < alpha < 1.0:
         raise ValueError(f"alpha must be in (0, 1), got {alpha}")
-    boots = _replicates([m], [1.0], int(n_boot), seed)
-    lo, hi = np.quantile(boots, [alpha / 2, 1 - alpha / 2])
-    if m.min() >= 0.0 and m.max() <= 1.0:
-        # Accuracies: the adjusted seed deviations can push a replicate past 0 or 1 (seeds at 37%, 20% and 1%
-        # gave -3%), a value no accuracy takes; clipping only drops that impossible part, so coverage holds.
+
+
+def _is_binary(m: np.ndarray) -> bool:
+    return bool(np.all((m == 0.0) | (m == 1.0)))
+
+
+def _satterthwaite(terms: list[tuple[float, float]]) -> float:
+    """df of a sum of variance terms [(v_i, df_i)]: (sum v)^2 / sum(v_i^2 / df_i) (Satterthwaite 1946)."""
+    num = sum(v for v, _ in terms) ** 2
+    den = sum(v * v / d for v, d in terms if v > 0.0)
+    return float(num / den) if den > 0.0 else float(max(d for _, d in terms))
+
+
+def seed_sd(scores: object) -> float:
+    """Standard deviation (ddof 1) of the per-seed mean scores of a [seeds, problems] matrix (0 for one seed)."""
+    m = _matrix(scores, "seed_sd")
+    return float(np.std(m.mean(axis=1), ddof=1)) if m.shape[0] > 1 else 0.0
+
+
+def seed_mean(scores: object, alpha: float = 0.05) -> SeedMean:
+    """Mean over seeds of a [seeds, problems] score matrix with a t interval for the expected score over new seeds
+    and new problems (module docstring); clipped to [0, 1] when the scores are accuracies. One seed of 0/1 scores:
+    the Wilson interval; one seed of avg@k scores: mean +- t_{P-1} sd / sqrt(P)."""
+    m = _matrix(scores, "seed_mean")
+    _check_alpha(alpha)
+    s, p = m.shape
+    value = float(m.mean())
+    per_seed = [float(x) for x in m.mean(axis=1)]
+    if s == 1 and _is_binary(m):
+        lo, hi = wilson(int(m.sum()), p, alpha)
+        return SeedMean(value, lo, hi, 1.0 - alpha, per_seed, s, p, "Wilson")
+    if s == 1:
+        se = float(np.std(m[0], ddof=1) / np.sqrt(p)) if p > 1 else 0.0
+        df = max(p - 1, 1)
+        method = "t over problems"
+    else:
+        rows, cols = m.mean(axis=1), m.mean(axis=0)
+        v_seed = float(np.var(rows, ddof=1)) / s
+        if p > 1:
+            resid = m - rows[:, None] - cols[None, :] + value
+            ms_resid = float((resid ** 2).sum()) / ((s - 1) * (p - 1))
+            v_prob = max(0.0, float(np.var(cols, ddof=1)) - ms_resid / s) / p
+        else:
+            v_prob = 0.0
+        se = float(np.sqrt(v_seed + v_prob))
+        df = s - 1  # the smaller df of the two terms: Satterthwaite's would be liberal at 3 seeds
+        method = "t, seeds x problems"
+    half = float(sps.t.ppf(1.0 - alpha / 2.0, df)) * se
+    lo, hi = value - half, value + half
+    if m.min() >= 0.0 and m.max() <= 1.0:  # an accuracy: the interval stays where accuracies are
         lo, hi = max(lo, 0.0), min(hi, 1.0)
-    return SeedMean(float(m.mean()), float(lo), float(hi), 1.0 - alpha, [float(x) for x in m.mean(axis=1)],
-                    m.shape[0], m.shape[1])
+    return SeedMean(value, float(lo), float(hi), 1.0 - alpha, per_seed, s, p, method)
 
 
-def seed_paired(a: object, b: object, n_boot: int = 4000, alpha: float = 0.05, seed: int = 0) -> PairedResult:
-    """Method A against method B, each a [seeds, problems] matrix over the SAME problems (columns aligned; the
-    seed counts may differ). diff = mean(A) - mean(B); CI and p from the seed-and-problem bootstrap of the
-    difference (problems paired, seeds independent). details: n_seeds_a, n_seeds_b, per-seed means, n_boot."""
+def welch_design(sd_a: float, sd_b: float):
+    """n -> (se, df) of Welch's t with n seeds per method at per-seed SDs sd_a and sd_b (for power and MDE)."""
+    def design(n: int) -> tuple[float, float]:
+        va, vb = sd_a ** 2 / n, sd_b ** 2 / n
+        return float(np.sqrt(va + vb)), _satterthwaite([(va, n - 1), (vb, n - 1)])
+    return design
+
+
+def single_design(sd_a: float, var_b: float, n_problems: int):
+    """n -> (se, df) of `vs_single` with n seeds of the method at per-seed SD sd_a, against one model whose mean
+    has variance var_b over n_problems problems."""
+    def design(n: int) -> tuple[float, float]:
+        va = sd_a ** 2 / n
+        return float(np.sqrt(va + var_b)), float(n - 1)
+    return design
+
+
+def _paired_over_problems(ma: np.ndarray, mb: np.ndarray, alpha: float, details: dict) -> PairedResult:
+    """Fallback when no seed varies: the paired t over problems of the seed-mean scores (what the checkpoints
+    give; the seed-level variance is not estimable)."""
+    d = ma.mean(axis=0) - mb.mean(axis=0)
+    se = float(np.std(d, ddof=1) / np.sqrt(d.size)) if d.size > 1 else 0.0
+    diff = float(d.mean())
+    if se == 0.0 and diff != 0.0:  # every problem moved by the same amount: nothing left to test against
+        return PairedResult("paired_t", d.size, diff, diff, diff, 0.0,
+                            {"se": 0.0, "df": float(max(d.size - 1, 1)), "ci_level": 1.0 - alpha, **details})
+    details = {**details, "note": "no seed-to-seed variation on either side; paired t over problems"}
+    return t_result("paired_t", d.size, diff, se, max(d.size - 1, 1), alpha, details)
+
+
+def welch(a: object, b: object, alpha: float = 0.05) -> PairedResult:
+    """Welch's t-test on the per-seed mean scores of two methods, each a [seeds, problems] matrix (>= 2 seeds) over
+    the SAME problems. diff = mean(A) - mean(B); CI diff +- t_{1-alpha/2, df} se with Welch-Satterthwaite df (what
+    ``scipy.stats.ttest_ind(equal_var=False)`` computes; details keep se and df for TOST and power)."""
+    ma, mb = _matrix(a, "method A"), _matrix(b, "method B")
+    _check_alpha(alpha)
+    if ma.shape[1] != mb.shape[1]:
+        raise ValueError(f"method A has {ma.shape[1]} problems but method B has {mb.shape[1]}; scores must be "
+                         f"paired by problem")
+    if ma.shape[0] < 2 or mb.shape[0] < 2:
+        raise ValueError(f"Welch's t needs >= 2 seeds per method, got {ma.shape[0]} and {mb.shape[0]}")
+    ya, yb = ma.mean(axis=1), mb.mean(axis=1)
+    va, vb = float(np.var(ya, ddof=1)) / ya.size, float(np.var(yb, ddof=1)) / yb.size
+    details = _seed_details(ma, mb)
+    diff = float(ya.mean() - yb.mean())
+    if va + vb == 0.0:
+        if diff == 0.0:
+            return t_result("welch_t", ma.shape[1], 0.0, 0.0, 1.0, alpha, details)
+        return _paired_over_problems(ma, mb, alpha, details)
+    df = _satterthwaite([(va, ya.size - 1), (vb, yb.size - 1)])
+    return t_result("welch_t", ma.shape[1], diff, float(np.sqrt(va + vb)), df, alpha, details)
+
+
+def vs_single(a: object, b: object, alpha: float = 0.05) -> PairedResult:
+    """A method with >= 2 seeds ([seeds, problems] matrix `a`) against ONE model (its per-problem scores `b`, or a
+    [1, problems] matrix) on the same problems. se^2 = var(per-seed means of A) / S + var(b over problems) / P: the
+    seed spread of A, and the model's problem-level noise (an upper bound of its evaluation noise given these
+    problems, so the test errs on the safe side). Welch-Satterthwaite df from S - 1 and P - 1."""
+    ma = _matrix(a, "method A")
+    mb = _matrix(np.atleast_2d(np.asarray(b, dtype=np.float64)), "single model B")
+    _check_alpha(alpha)
+    if mb.shape[0] != 1:
+        raise ValueError(f"vs_single compares with ONE model, got {mb.shape[0]} rows for B")
+    if ma.shape[1] != mb.shape[1]:
+        raise ValueError(f"method A has {ma.shape[1]} problems but model B has {mb.shape[1]}; scores must be "
+                         f"paired by problem")
+    if ma.shape[0] < 2:
+        raise ValueError(f"vs_single needs >= 2 seeds of method A, got {ma.shape[0]}")
+    ya, yb = ma.mean(axis=1), mb[0]
+    p = yb.size
+    va = float(np.var(ya, ddof=1)) / ya.size
+    vb = float(np.var(yb, ddof=1)) / p if p > 1 else 0.0
+    details = _seed_details(ma, mb)
+    diff = float(ya.mean() - yb.mean())
+    details["var_b"] = vb
+    if va + vb == 0.0:
+        if diff == 0.0:
+            return t_result("seeds_vs_single", p, 0.0, 0.0, 1.0, alpha, details)
+        return _paired_over_problems(ma, mb, alpha, details)
+    df = ya.size - 1  # the smaller df of the two terms: Satterthwaite's would be liberal at 3 seeds
+    return t_result("seeds_vs_single", p, diff, float(np.sqrt(va + vb)), df, alpha, details)
+
+
+def _seed_details(ma: np.ndarray, mb: np.ndarray) -> dict:
+    return {"n_seeds": f"{ma.shape[0]}+{mb.shape[0]}", "n_seeds_a": int(ma.shape[0]), "n_seeds_b": int(mb.shape[0]),
+            "per_seed_a": [float(x) for x in ma.mean(axis=1)], "per_seed_b": [float(x) for x in mb.mean(axis=1)],
+            "sd_a": seed_sd(ma), "sd_b": seed_sd(mb)}
+
+
+def seed_paired(a: object, b: object, alpha: float = 0.05, single_test: str = "auto",
+                n_boot: int = 10_000) -> PairedResult:
+    """Method A against method B, each a [seeds, problems] matrix over the SAME problems (columns aligned; the seed
+    counts may differ): Welch's t when both have >= 2 seeds, `vs_single` when one side has one seed (A and B
+    swapped back so diff stays A - B), and for one seed each the per-problem paired test of
+    `reports.stats.compare` (`single_test`: "auto" = McNemar for 0/1 scores, else the paired bootstrap with
+    `n_boot` replicates), which compares the two checkpoints."""
     ma, mb = _matrix(a, "method A"), _matrix(b, "method B")
     if ma.shape[1] != mb.shape[1]:
         raise ValueError(f"method A has {ma.shape[1]} problems but method B has {mb.shape[1]}; scores must be "
                          f"paired by problem")
-    if not 0.0 < alpha < 1.0:
-        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
-    boots = _replicates([ma, mb], [1.0, -1.0], int(n_boot), seed)
-    diff = float(ma.mean() - mb.mean())
-    if np.allclose(boots, boots[0]):  # no variation at all (e.g. identical constant scores)
-        lo = hi = float(boots[0])
-    else:
-        lo, hi = (float(x) for x in np.quantile(boots, [alpha / 2, 1 - alpha / 2]))
-    return PairedResult(
-        test="seed_problem_bootstrap", n=int(ma.shape[1]), diff=diff, ci_low=lo, ci_high=hi,
-        p_value=ci_inversion_p(np.round(boots, 12)),
-        details={"n_seeds": f"{ma.shape[0]}+{mb.shape[0]}", "n_seeds_a": int(ma.shape[0]),
-                 "n_seeds_b": int(mb.shape[0]), "per_seed_a": [float(x) for x in ma.mean(axis=1)],
-                 "per_seed_b": [float(x) for x in mb.mean(axis=1)], "n_boot": int(n_boot), "seed": int(seed),
-                 "ci_level": 1.0 - alpha,
-                 "method": "crossed bootstrap: seeds (independent per method, variance-adjusted) x problems "
-                           "(shared); p by percentile CI inversion"},
-    )
+    if ma.shape[0] >= 2 and mb.shape[0] >= 2:
+        return welch(ma, mb, alpha)
+    if ma.shape[0] >= 2:
+        return vs_single(ma, mb, alpha)
+    if mb.shape[0] >= 2:
+        r = vs_single(mb, ma, alpha)
+        d = r.details
+        d.update(n_seeds=f"{ma.shape[0]}+{mb.shape[0]}", n_seeds_a=int(ma.shape[0]), n_seeds_b=int(mb.shape[0]),
+                 per_seed_a=d["per_seed_b"], per_seed_b=d["per_seed_a"], sd_a=d["sd_b"], sd_b=d["sd_a"])
+        return PairedResult(r.test, r.n, -r.diff, -r.ci_high, -r.ci_low, r.p_value, d)
+    ids = [str(i) for i in range(ma.shape[1])]
+    res = compare(dict(zip(ids, ma[0])), dict(zip(ids, mb[0])), test=single_test, alpha=alpha, n_boot=n_boot)
+    res.details.update(n_seeds_a=1, n_seeds_b=1)
+    return res

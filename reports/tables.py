@@ -11,7 +11,8 @@ from itertools import combinations
 from statistics import mean, median
 
 from reports.runs import BenchResult, EvalRun, TrainRun
-from reports.stats import AFTER_CORRECTION, compare, describe, holm, verdict
+from reports.stats import (AFTER_CORRECTION, EXPLORATORY, at_floor, boot_replicates, compare, describe, holm, verdict,
+                           wilson)
 
 BENCH_ORDER = ("math500", "aime24", "aime25", "amc23", "minerva", "olympiadbench", "gsm8k")
 SETTINGS = ("n_samples", "temperature", "top_p", "max_new_tokens", "template")
@@ -167,7 +168,7 @@ def table1(rows: list[ModelRow], mismatches: list[Mismatch], metric: str = "avg"
             if res is None:
                 cells.append(DASH)
                 continue
-            mname, m = res.metric(metric)
+            mname, m = shown_metric(res, metric)
             levels.add(res.ci_level)
             vals[b] = m["value"]
             cell = f"{pct(m['value'])} ({pct(m['ci_low'])}{DASH}{pct(m['ci_high'])})"
@@ -183,8 +184,9 @@ def table1(rows: list[ModelRow], mismatches: list[Mismatch], metric: str = "avg"
         display.append(cells)
         records.append(rec)
     level = ", ".join(f"{100 * x:.3g}%" for x in sorted(levels)) or "95%"
-    notes = [f"Scores in %, {level} percentile-bootstrap CI over problems in parentheses (from each run's "
-             f"summary.json); avg@k = mean accuracy over k samples per problem, pass@k / maj@k as evaluated."]
+    notes = [f"Scores in %, {level} CI over problems in parentheses: Wilson's interval for avg@1 (one sample per "
+             f"problem), else the percentile bootstrap of each run's summary.json; avg@k = mean accuracy over k "
+             f"samples per problem, pass@k / maj@k as evaluated."]
     if used:
         notes.append(f"Average = unweighted mean over {', '.join(used)} (the benchmarks every row has with the "
                      f"same problems and settings); it has no CI.")
@@ -201,6 +203,7 @@ def long_results(rows: list[ModelRow], used: list[str]) -> Table:
     for r in rows:
         for b, res in r.benchmarks.items():
             for mname, m in res.metrics.items():
+                m = with_wilson(res, mname, m)
                 records.append({"label": r.label, "benchmark": b, "metric": mname, "value": m["value"],
                                 "ci_low": m["ci_low"], "ci_high": m["ci_high"], "ci_level": res.ci_level,
                                 "n_problems": res.n_problems, "n_samples": res.n_samples,
@@ -209,6 +212,24 @@ def long_results(rows: list[ModelRow], used: list[str]) -> Table:
                                 "in_average": b in used, "run": _display_of(r, res)})
     cols = list(records[0]) if records else []
     return Table("results_long", cols, [[str(x[c]) for c in cols] for x in records], records)
+
+
+def shown_metric(res: BenchResult, kind: str = "avg") -> tuple[str, dict]:
+    """`BenchResult.metric`, with the interval of avg@1 (and of maj@1/pass@1, which fall back to it) replaced by
+    Wilson's (`reports.stats.wilson`): a percentile bootstrap of 0/1 scores on few problems covers 40% at 10
+    problems and 5% accuracy, and shows 0/10 as "0.0 (0.0–0.0)"."""
+    name, m = res.metric(kind)
+    return name, with_wilson(res, name, m)
+
+
+def with_wilson(res: BenchResult, name: str, m: dict) -> dict:
+    """A metric's {"value", "ci_low", "ci_high"} with Wilson's interval when it is an accuracy of one sample per
+    problem (avg@1, pass@1), else as evaluated."""
+    if res.n_samples != 1 or name not in ("avg@1", "pass@1"):
+        return m
+    correct = sum(1 for v in res.scores.values() if v == 1.0)
+    lo, hi = wilson(correct, len(res.scores), 1.0 - res.ci_level)
+    return {**m, "ci_low": lo, "ci_high": hi}
 
 
 def _display_of(row: ModelRow, res: BenchResult) -> str:
@@ -220,11 +241,15 @@ def _display_of(row: ModelRow, res: BenchResult) -> str:
 # ---------------------------------------------------------------------------------------------------- paired tests
 
 
-def paired_table(rows: list[ModelRow], alpha: float = 0.05) -> Table:
+def paired_table(rows: list[ModelRow], alpha: float = 0.05, main: str | None = None,
+                 primaries: set[tuple[str, str]] | None = None) -> Table:
     """Every pair of rows on every benchmark both scored on the SAME problems: per-problem scores (mean
-    correctness over the problem's samples) -> McNemar (one sample per problem for both) or paired bootstrap
-    (`reports.stats.compare`), and the sentence of `reports.stats.describe`."""
+    correctness over the problem's samples) -> mid-p McNemar (one sample per problem for both) or paired bootstrap
+    (`reports.stats.compare`), and the sentence of `reports.stats.describe`. The Holm family (`family_of`) is the
+    primaries when any are declared, else the comparisons on the `main` benchmark; the rest are exploratory. A
+    trained checkpoint is one seed of its method: its comparisons are worded about the checkpoints."""
     records, skipped = [], []
+    todo = []
     for b in bench_names(rows):
         have = [r for r in rows if b in r.benchmarks]
         for r1, r2 in combinations(have, 2):
@@ -236,56 +261,103 @@ def paired_table(rows: list[ModelRow], alpha: float = 0.05) -> Table:
                                f"({len(ra.scores)} vs {len(rb.scores)} problems, "
                                f"{len(set(ra.scores) & set(rb.scores))} shared); not paired")
                 continue
-            test = "mcnemar" if ra.n_samples == 1 and rb.n_samples == 1 else "bootstrap"
-            res = compare(ra.scores, rb.scores, test=test, alpha=alpha)
-            diffs = [k for k in SETTINGS if _settings(ra)[k] != _settings(rb)[k]]
-            records.append({
-                "benchmark": b, "method_a": a.label, "method_b": bb.label, "n_problems": res.n,
-                "score_a": mean(ra.scores.values()), "score_b": mean(rb.scores.values()), "diff": res.diff,
-                "ci_low": res.ci_low, "ci_high": res.ci_high, "ci_level": res.details.get("ci_level"),
-                "test": res.test, "p_value": res.p_value, "p_holm": None, "significant": None,
-                "significant_raw": None, "verdict": None, "settings_differ": " ".join(diffs), "sentence": None,
-                "_result": res,
-            })
+            todo.append((b, a, bb, ra, rb))
+    fams = [family_of(b, a.label, bb.label, main, primaries) for b, a, bb, _, _ in todo]
+    n_boot = boot_replicates(max(1, sum(f != EXPLORATORY for f in fams)), alpha)
+    for (b, a, bb, ra, rb), fam in zip(todo, fams):
+        test = "mcnemar" if ra.n_samples == 1 and rb.n_samples == 1 else "bootstrap"
+        res = compare(ra.scores, rb.scores, test=test, alpha=alpha, n_boot=n_boot)
+        diffs = [k for k in SETTINGS if _settings(ra)[k] != _settings(rb)[k]]
+        trained = any(r.runs[0].trained is not None and not r.is_base for r in (a, bb))
+        records.append({
+            "benchmark": b, "method_a": a.label, "method_b": bb.label, "n_problems": res.n,
+            "score_a": mean(ra.scores.values()), "score_b": mean(rb.scores.values()), "diff": res.diff,
+            "ci_low": res.ci_low, "ci_high": res.ci_high, "ci_level": res.details.get("ci_level"),
+            "test": res.test, "p_value": res.p_value, "p_floor": res.details.get("p_floor"), "p_holm": None,
+            "family": fam, "significant": None, "significant_raw": None, "verdict": None,
+            "settings_differ": " ".join(diffs), "sentence": None, "_result": res,
+            "_about": "checkpoints" if trained else "methods",
+        })
     finish_paired(records, alpha)
-    columns = ["Benchmark", "A", "B", "Problems", "A − B (points)", "CI", "Test", "p", "p (Holm)",
+    columns = ["Benchmark", "A", "B", "Problems", "A − B (points)", "CI", "Test", "p", "p (Holm)", "Family",
                "Verdict (Holm-adjusted)"]
     display = []
     for r in records:
         ci = (f"{pct(r['ci_low'])} to {pct(r['ci_high'])}" if r["ci_low"] is not None else DASH)
         display.append([r["benchmark"], r["method_a"], r["method_b"], str(r["n_problems"]), pct(r["diff"]), ci,
-                        r["test"].replace("_", " "), _p(r["p_value"]), _p(r["p_holm"]), r["verdict"]])
-    notes = [paired_note(len(records), alpha)] if records else \
+                        r["test"].replace("_", " "), _p(r["p_value"], r["p_floor"]),
+                        _p(r["p_holm"], r["p_holm"] if at_floor(r["p_value"], r["p_floor"]) else None),
+                        r["family"], r["verdict"]])
+    notes = [paired_note(records, alpha, main, bool(primaries))] if records else \
         ["No pair of rows shares a benchmark with the same problems."]
+    if any(r["p_floor"] for r in records):
+        notes.append(f"Bootstrap p-values come from {n_boot:,} replicates; the smallest they can be is "
+                     f"{2 / (n_boot + 1):.2g}, and a p at that floor is printed as '≤' (the true p is smaller).")
     notes += [f"Not compared — {s}" for s in skipped]
     return Table("paired", columns, display, records, notes)
 
 
-def paired_note(m: int, alpha: float) -> str:
-    return (f"Verdicts follow the Holm-adjusted p-value (family-wise error over all {m} comparisons in this table, "
-            f"at {alpha:g}); the raw p of each comparison on its own is shown beside it. A difference with raw "
-            f"p < {alpha:g} but adjusted p ≥ {alpha:g} is '{AFTER_CORRECTION}'.")
+MAIN, PRIMARY = "main benchmark", "primary"
+
+
+def family_of(bench: str, a: str, b: str, main: str | None, primaries: set[tuple[str, str]] | None) -> str:
+    """Which family a comparison belongs to: "primary" (a declared primary on the main benchmark), "main benchmark"
+    (no primaries declared: every comparison on the main benchmark), or "exploratory" (everything else)."""
+    if bench != main:
+        return EXPLORATORY
+    if primaries:
+        key = (a.casefold(), b.casefold())
+        return PRIMARY if key in primaries or key[::-1] in primaries else EXPLORATORY
+    return MAIN
+
+
+def paired_note(records: list[dict], alpha: float, main: str | None = None, declared: bool = False) -> str:
+    fam = [r for r in records if r.get("family", MAIN) != EXPLORATORY]
+    n_exp = len(records) - len(fam)
+    what = ("the pre-declared primary comparisons" if declared else
+            f"every comparison on the main benchmark, {main}" if main else "every comparison in this table")
+    text = (f"Verdicts follow the Holm-adjusted p-value (family-wise error over {what}: {len(fam)} comparison"
+            f"{'s' if len(fam) != 1 else ''}, at {alpha:g}); the raw p of each comparison on its own is shown beside "
+            f"it. A difference with raw p < {alpha:g} but adjusted p ≥ {alpha:g} is '{AFTER_CORRECTION}'.")
+    if n_exp:
+        text += (f" The other {n_exp} comparison{'s are' if n_exp != 1 else ' is'} exploratory: raw p only, no "
+                 f"verdict, not corrected for multiple comparisons (MATH500 slices of fewer than 500 problems are "
+                 f"never in the family).")
+    return text
 
 
 def finish_paired(records: list[dict], alpha: float) -> None:
-    """Holm-adjust the family of comparisons in `records` (each with a "_result" PairedResult, popped here) and
-    set p_holm, significant (adjusted), significant_raw, verdict and the sentence, which follow the adjusted p."""
-    adjusted = holm([r["p_value"] for r in records])
-    for rec, p in zip(records, adjusted):
+    """Holm-adjust the family of comparisons in `records` (each with a "_result" PairedResult, popped here; those
+    whose "family" is "exploratory" stay out of it) and set p_holm, significant (adjusted), significant_raw,
+    verdict and the sentence, which follow the adjusted p. Exploratory comparisons get no verdict: p_holm and
+    significant stay empty, the verdict reads "exploratory". "_about" (popped; default "methods") words a sentence
+    about "checkpoints" (one training seed each) instead."""
+    fam = [r for r in records if r.get("family", MAIN) != EXPLORATORY]
+    adjusted = dict(zip(map(id, fam), holm([r["p_value"] for r in fam])))
+    for rec in records:
         res = rec.pop("_result")
+        about = rec.pop("_about", "methods")
+        rec["significant_raw"] = res.p_value < alpha
+        if id(rec) not in adjusted:
+            rec.update(p_holm=None, significant=None, verdict=EXPLORATORY,
+                       sentence=describe(res, rec["method_a"], rec["method_b"], alpha=alpha, about="exploratory"))
+            continue
+        p = adjusted[id(rec)]
         v = verdict(res, alpha, p)
         rec["p_holm"] = p
         rec["significant"] = v.endswith("ahead")
-        rec["significant_raw"] = res.p_value < alpha
-        rec["verdict"] = (f"{rec['method_a']} ahead" if v == "A ahead" else f"{rec['method_b']} ahead"
+        tag = " checkpoint" if about == "checkpoints" else ""
+        rec["verdict"] = (f"{rec['method_a']}{tag} ahead" if v == "A ahead" else f"{rec['method_b']}{tag} ahead"
                           if v == "B ahead" else v)
         rec["sentence"] = describe(res, rec["method_a"], rec["method_b"], alpha=alpha, p_adjusted=p,
-                                   n_comparisons=len(records))
+                                   n_comparisons=len(fam), about=about)
 
 
-def _p(p: float | None) -> str:
+def _p(p: float | None, floor: float | None = None) -> str:
     if p is None:
         return DASH
+    if at_floor(p, floor):
+        return f"≤{floor:.2g}"
     return "<0.001" if p < 0.001 else f"{p:.3f}" if p < 0.01 else f"{p:.2g}"
 
 

@@ -117,6 +117,9 @@ def test_pass_at_k_rejects_bad_inputs(n, c, k):
         ([None, None], [False, False], 0.0),  # no votes at all
         ([None, "7", "5"], [False, False, True], 0.5),  # None ignored: gold ties with "7"
         (["5"], [True], 1.0),
+        # keys merged by verdict: a wrong sample with a correct sample's key votes for that answer, i.e. gold
+        (["5", "5", "5", "7", "7"], [True, False, False, False, False], 1.0),
+        (["5", "5", "7", "7"], [True, False, False, False], 0.5),  # gold (2 with the merged "5") ties "7"
     ],
 )
 def test_majority_correct_cases(keys, correct, expected):
@@ -234,7 +237,11 @@ def test_default_ks(n, expected):
 def test_avg_at_1_equals_accuracy(flags):
     res = [pr(f"p{i}", [ok]) for i, ok in enumerate(flags)]
     out = summarize(res, n_boot=50)
-    assert out["n_samples"] == 1
+    assert out["n_samples"] == 1 and out["ci_method"] == "wilson"
+    from statsmodels.stats.proportion import proportion_confint
+
+    lo, hi = proportion_confint(sum(flags), len(flags), alpha=0.05, method="wilson")
+    assert out["avg@1"]["ci_low"] == pytest.approx(max(0.0, lo)) and out["avg@1"]["ci_high"] == pytest.approx(hi)
     assert out["avg@1"]["value"] == pytest.approx(sum(flags) / len(flags), abs=1e-12)
     assert out["pass@1"]["value"] == pytest.approx(out["avg@1"]["value"], abs=1e-12)
     assert "maj@1" not in out

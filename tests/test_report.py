@@ -119,9 +119,15 @@ def test_paired_table_pairs_same_problems_and_picks_the_test(full_report):
         assert p["n_problems"] == "3"
         assert p["test"] == ("mcnemar" if bench == "math500" else "paired_bootstrap")  # 1 sample vs 4 samples
         assert "(base)" not in a  # the method is A, the base model B
-        assert 0.0 < float(p["p_value"]) <= float(p["p_holm"]) <= 1.0
         assert a in p["sentence"] and b in p["sentence"]
         assert ("is ahead of" in p["sentence"]) == (p["significant"] == "True")
+        if bench == "math500":  # a MATH500 slice is never in the Holm family: exploratory, raw p, no verdict
+            assert p["family"] == "exploratory" and p["p_holm"] == "" and p["verdict"] == "exploratory"
+            assert p["sentence"].startswith("Exploratory:") and 0.0 < float(p["p_value"]) <= 1.0
+        else:  # amc23, the main benchmark: Holm over its 3 comparisons, worded about the checkpoints
+            assert p["family"] == "main benchmark"
+            assert 0.0 < float(p["p_value"]) <= float(p["p_holm"]) <= 1.0
+            assert "checkpoint" in p["sentence"]
     md = (out / "report.md").read_text()
     skipped = [line for line in md.splitlines() if line.startswith("- Not compared — math500:")]
     assert len(skipped) == 3 and all("GRPO two-problem slice" in line and "(2 vs 3 problems" in line
@@ -132,8 +138,10 @@ def test_report_leads_with_findings_and_ends_with_the_run_inventory(full_report)
     out, _ = full_report
     md = (out / "report.md").read_text()
     heads = [line for line in md.splitlines() if line.startswith("## ")]
-    assert heads[0] == "## Table 1: benchmark scores" and heads[1] == "## Which differences are real"
-    assert heads[2] == "## Training curves" and heads[-1] == "## Runs"
+    # one training seed per method: a smoke run, said first, with no method verdicts
+    assert md.startswith("# Smoke run — ") and heads[0] == "## Smoke run: no method verdicts"
+    assert heads[1] == "## Table 1: benchmark scores" and heads[2] == "## Which differences are real"
+    assert heads[3] == "## Training curves" and heads[-1] == "## Runs"
     html = (out / "report.html").read_text()
     assert html.index('id="table1"') < html.index('id="paired"') < html.index('id="fig-curves_vs_step"') \
         < html.index('id="runs"')
@@ -347,6 +355,43 @@ def test_damaged_eval_runs_name_the_file(runs, tmp_path, damage, message):
         samples.write_text("".join(json.dumps(r) + "\n" for r in rows))
     proc = run_cli("report", str(run), "--out", str(tmp_path / "rep"), check=False)
     assert proc.returncode == 2 and message in proc.stderr and str(run) in proc.stderr, proc.stderr
+
+
+def test_primaries_lead_the_report_and_a_smoke_run_gives_them_no_verdict(runs, tmp_path):
+    out = tmp_path / "rep"
+    run_cli("report", str(runs["tbrm-amc"]), str(runs["grpo-amc"]), str(runs["base-amc"]), "--out", str(out),
+            "--primary", "tbrm N=1:grpo n=2", "--margin", "10")  # names match case-insensitively
+    with open(out / "tables" / "primary.csv", newline="") as f:
+        reader = csv.DictReader(f)
+        rows = list(reader)
+    assert reader.fieldnames == ["benchmark", "a", "b", "seeds_a", "seeds_b", "diff", "ci_low", "ci_high", "p",
+                                 "p_holm", "mde", "verdict"]
+    (row,) = rows
+    assert (row["benchmark"], row["a"], row["b"], row["seeds_a"], row["seeds_b"]) == ("amc23", "TBRM n=1",
+                                                                                    "GRPO n=2", "1", "1")
+    assert row["verdict"] == "inconclusive" and row["mde"] == ""  # one seed each: no method verdict, no power
+    md = (out / "report.md").read_text()
+    heads = [line for line in md.splitlines() if line.startswith("## ")]
+    assert heads[:2] == ["## Smoke run: no method verdicts", "## Primary comparisons (amc23)"]
+    assert "TBRM n=1 vs GRPO n=2: inconclusive — a smoke run" in md
+    pairs = {(p["method_a"], p["method_b"]): p for p in _csv(out / "tables" / "paired.csv")}
+    assert pairs[("TBRM n=1", "GRPO n=2")]["family"] == "primary"
+    assert all(p["family"] == "exploratory" for k, p in pairs.items() if k != ("TBRM n=1", "GRPO n=2"))
+
+
+def test_a_primary_naming_a_method_not_in_the_runs_lists_the_methods(runs, tmp_path):
+    proc = run_cli("report", str(runs["tbrm-amc"]), str(runs["base-amc"]), "--out", str(tmp_path / "r"),
+                   "--primary", "TBRM n=1:PPO n=1", check=False)
+    assert proc.returncode == 2 and "no method named 'PPO n=1'" in proc.stderr
+    assert "'TBRM n=1'" in proc.stderr and "(base)'" in proc.stderr and not (tmp_path / "r").exists()
+    proc = run_cli("report", str(runs["tbrm-amc"]), "--out", str(tmp_path / "r"), "--primary", "TBRM n=1",
+                   check=False)
+    assert proc.returncode == 2 and "expected 'METHOD A:METHOD B'" in proc.stderr
+    proc = run_cli("report", str(runs["tbrm-amc"]), "--out", str(tmp_path / "r"), "--main-benchmark", "aime24",
+                   check=False)
+    assert proc.returncode == 2 and "'amc23'" in proc.stderr
+    proc = run_cli("report", str(runs["tbrm-amc"]), "--out", str(tmp_path / "r"), "--margin", "0", check=False)
+    assert proc.returncode == 2 and "--margin" in proc.stderr
 
 
 def test_bad_arguments(runs, tmp_path):

@@ -6,7 +6,6 @@ import itertools
 import json
 import math
 import random
-from statistics import NormalDist
 
 import numpy as np
 import pytest
@@ -38,19 +37,49 @@ def outcomes(n11=0, b10=0, b01=0, n00=0):
 # -------------------------------------------------------------------------------------------- McNemar
 
 
-def test_mcnemar_exact_hand_computed():
-    # b01=1, b10=9: p = 2 * (C(10,0) + C(10,1)) / 2**10 = 2 * 11 / 1024
+def test_mcnemar_mid_p_hand_computed():
+    # b01=1, b10=9, N=10: mid-p = 2 * (P(X > 9) + P(X = 9) / 2) = 2 * (1 + 10 / 2) / 1024 = 12 / 1024
     a, b = outcomes(n11=5, b10=9, b01=1, n00=5)
     r = mcnemar(a, b)
     assert r.test == "mcnemar" and r.n == 20
-    assert r.details["method"] == "exact"
+    assert r.details["method"] == "midp"
     assert (r.details["b01"], r.details["b10"], r.details["n11"], r.details["n00"]) == (1, 9, 5, 5)
-    assert r.p_value == 0.021484375
+    assert r.p_value == pytest.approx(12 / 1024, rel=1e-12)
+    # the exact conditional test puts all of P(X = 9) in the tail: 2 * 11 / 1024, more conservative
+    assert mcnemar(a, b, method="exact").p_value == pytest.approx(22 / 1024, rel=1e-12)
     assert r.diff == pytest.approx(8 / 20)
     assert r.significant(0.05) and not r.significant(0.01)
-    # Agresti-Min: cells +0.5, n* = 22: 8/22 +- 1.959964 * sqrt(11 - 64/22) / 22
-    assert r.ci_low == pytest.approx(0.1102262, abs=1e-6)
-    assert r.ci_high == pytest.approx(0.6170466, abs=1e-6)
+    assert 0.0 < r.ci_low < r.diff < r.ci_high
+
+
+def test_mcnemar_interval_inverts_the_same_test():
+    """The interval's ends for the share pi of discordant pairs won by A are where the one-sided mid-p tails equal
+    alpha / 2, and the difference's ends are (2 pi - 1) times an end of the Wilson interval of the discordance
+    rate (hand-computed with scipy and statsmodels directly)."""
+    from scipy.stats import binom
+    from statsmodels.stats.proportion import proportion_confint
+
+    a, b = outcomes(n11=5, b10=9, b01=1, n00=5)
+    r = mcnemar(a, b)
+    rho_lo, rho_hi = proportion_confint(10, 20, alpha=0.05, method="wilson")
+    pi_lo = (r.ci_low / rho_lo + 1) / 2  # lower end > 0: the smaller rho keeps it closest to 0
+    pi_hi = (r.ci_high / rho_hi + 1) / 2
+    assert binom.sf(9, 10, pi_lo) + 0.5 * binom.pmf(9, 10, pi_lo) == pytest.approx(0.025, abs=1e-9)
+    assert binom.cdf(8, 10, pi_hi) + 0.5 * binom.pmf(9, 10, pi_hi) == pytest.approx(0.025, abs=1e-9)
+
+
+@pytest.mark.parametrize("method", ["midp", "exact"])
+def test_mcnemar_interval_agrees_with_its_verdict_on_every_table(method):
+    """Every 2x2 table with up to 20 discordant pairs each way (and a coarser grid to 40): 0 lies outside the
+    interval exactly when p < alpha (the Agresti-Min interval could exclude 0 while the test said p = 0.09)."""
+    grid = [(b10, b01, 0.05) for b10 in range(21) for b01 in range(21)]
+    grid += [(b10, b01, 0.1) for b10 in range(0, 41, 5) for b01 in range(0, 41, 3)]
+    if method == "exact":
+        grid = grid[::3]
+    for b10, b01, alpha in grid:
+        r = mcnemar(*outcomes(n11=7, b10=b10, b01=b01, n00=4), alpha=alpha, method=method)
+        excludes = r.ci_low > 0.0 or r.ci_high < 0.0
+        assert excludes == (r.p_value < alpha), (b10, b01, alpha, r)
 
 
 def test_mcnemar_is_antisymmetric_in_the_methods():
@@ -62,37 +91,18 @@ def test_mcnemar_is_antisymmetric_in_the_methods():
     assert s.ci_low == pytest.approx(-r.ci_high) and s.ci_high == pytest.approx(-r.ci_low)
 
 
-def test_mcnemar_exact_one_sided_extreme():
-    r = mcnemar(*outcomes(b10=5))  # p = 2 / 2**5
-    assert r.p_value == 0.0625
-
-
-def test_mcnemar_chi_square_hand_computed():
-    # b10=30, b01=10, N=40 >= 25: X = (|30-10| - 1)^2 / 40 = 9.025; p = P(chi2_1 >= X) = 2 (1 - Phi(sqrt X))
-    a, b = outcomes(n11=50, b10=30, b01=10, n00=10)
-    r = mcnemar(a, b)
-    assert r.details["method"] == "chi2"
-    assert r.details["statistic"] == pytest.approx(9.025)
-    assert r.p_value == pytest.approx(0.0026631, rel=1e-4)
-    assert r.p_value == pytest.approx(2 * (1 - NormalDist().cdf(math.sqrt(9.025))), rel=1e-9)
-    assert r.diff == pytest.approx(0.2)
-
-
-def test_mcnemar_switches_to_chi2_at_25_discordant_pairs():
-    assert mcnemar(*outcomes(b10=16, b01=8)).details["method"] == "exact"  # N = 24
-    assert mcnemar(*outcomes(b10=17, b01=8)).details["method"] == "chi2"  # N = 25
-    # forced methods agree roughly on a large table, and the continuity correction makes chi2 conservative
-    a, b = outcomes(b10=60, b01=40, n11=100)
-    ex, ch = mcnemar(a, b, method="exact"), mcnemar(a, b, method="chi2")
-    assert ex.p_value == pytest.approx(ch.p_value, rel=0.1)
+def test_mcnemar_one_sided_extreme():
+    a, b = outcomes(b10=5)
+    assert mcnemar(a, b).p_value == pytest.approx(1 / 32)  # mid-p: 2 * P(X = 5) / 2
+    assert mcnemar(a, b, method="exact").p_value == 0.0625  # exact: 2 / 2**5
 
 
 def test_mcnemar_no_discordant_pairs_gives_p_one():
     a, b = outcomes(n11=7, n00=3)
-    for method in ("auto", "exact", "chi2"):
+    for method in ("auto", "midp", "exact"):
         r = mcnemar(a, b, method=method)
         assert r.p_value == 1.0 and r.diff == 0.0 and not r.significant()
-        assert r.ci_low < 0.0 < r.ci_high
+        assert r.ci_low < 0.0 < r.ci_high  # no discordant pair in 10 does not make the difference exactly 0
 
 
 def test_mcnemar_rejects_bad_inputs():
@@ -101,7 +111,7 @@ def test_mcnemar_rejects_bad_inputs():
     with pytest.raises(ValueError):
         mcnemar([], [])
     with pytest.raises(ValueError):
-        mcnemar([True], [False], method="fisher")
+        mcnemar([True], [False], method="chi2")
 
 
 # ---------------------------------------------------------------------------------- paired bootstrap
@@ -312,9 +322,26 @@ def test_describe_threshold_and_tests_without_ci():
 
 def test_describe_end_to_end_mcnemar_and_ci_level():
     r = mcnemar(*outcomes(n11=5, b10=9, b01=1, n00=5), alpha=0.1)
-    # 90%: z = 1.644854; 8/22 +- z * 0.129293 = 0.363636 +- 0.212668
     text = describe(r, "PPO", "GRPO")
-    assert text == ("PPO is ahead of GRPO by 40.0 points (90% CI 15.1 to 57.6, p=0.021, McNemar test over 20 problems)")
+    assert text == (f"PPO is ahead of GRPO by 40.0 points (90% CI {100 * r.ci_low:.1f} to {100 * r.ci_high:.1f}, "
+                    f"p=0.012, mid-p McNemar test over 20 problems)")
+    assert describe(r, "PPO", "GRPO", about="checkpoints").startswith(
+        "The PPO checkpoint is ahead of the GRPO checkpoint by 40.0 points on these problems (90% CI")
+    assert describe(r, "PPO", "GRPO", about="exploratory").startswith(
+        "Exploratory: PPO \u2212 GRPO = +40.0 points (90% CI")
+
+
+def test_a_p_value_at_the_bootstrap_floor_prints_as_at_most():
+    """A CI-inverted bootstrap p cannot go below 2 / (B + 1): at the floor it reads "p≤floor", raw and adjusted."""
+    a, b = np.ones(50), np.zeros(50)
+    a[0] = 0.5
+    r = paired_bootstrap(a, b, n_boot=999)
+    assert r.p_value == pytest.approx(2 / 1000) and r.details["p_floor"] == pytest.approx(2 / 1000)
+    text = describe(r, "A", "B", p_adjusted=0.006, n_comparisons=3)
+    assert "p\u22640.002, Holm-adjusted p\u22640.006 over 3 comparisons" in text
+    from reports.stats import boot_replicates
+
+    assert 2 / (boot_replicates(30, 0.05) + 1) <= 0.05 / 30 / 100  # far below Holm's first threshold
 
 
 # ----------------------------------------------------------------------------------------- compare
@@ -336,7 +363,7 @@ def test_compare_picks_mcnemar_for_single_samples_and_bootstrap_otherwise():
     a = {f"q{i}": float(v) for i, v in enumerate(a_bits)}
     b = {f"q{i}": float(v) for i, v in enumerate(b_bits)}
     r = compare(a, b)
-    assert r.test == "mcnemar" and r.p_value == 0.021484375
+    assert r.test == "mcnemar" and r.p_value == pytest.approx(12 / 1024)
     frac = dict(a, q0=0.5)
     assert compare(frac, b, n_boot=500).test == "paired_bootstrap"
     assert compare(a, b, test="permutation").test == "paired_permutation"
@@ -377,15 +404,6 @@ def test_exact_mcnemar_equals_binomial_test_and_sign_flip_test(b10, b01, n11):
     if b10 + b01 <= 16:  # the permutation test enumerates exactly up to 2**16 signings
         assert paired_permutation(np.array(a, float), np.array(b, float)).p_value == pytest.approx(r.p_value,
                                                                                                    rel=1e-9)
-
-
-def test_chi2_mcnemar_equals_scipy_chi2_tail():
-    from scipy.stats import chi2
-
-    a, b = outcomes(n11=50, b10=41, b01=19, n00=10)
-    r = mcnemar(a, b, method="chi2")
-    x = (abs(41 - 19) - 1) ** 2 / 60
-    assert r.details["statistic"] == pytest.approx(x) and r.p_value == pytest.approx(chi2.sf(x, 1), rel=1e-12)
 
 
 def holm_by_definition(ps):
@@ -440,7 +458,7 @@ def test_verdict_and_sentence_follow_the_adjusted_p():
     text = describe(r, "TBRM n=4", "GRPO n=4", p_adjusted=0.57, n_comparisons=20)
     assert text == ("TBRM n=4 and GRPO n=4 are not distinguishable after correction (diff +8.5 points, "
                     "TBRM n=4 \u2212 GRPO n=4; 95% CI 0.4 to 16.0, p=0.044, Holm-adjusted p=0.57 over 20 comparisons, "
-                    "McNemar test over 200 problems)")
+                    "mid-p McNemar test over 200 problems)")
     strong = PairedResult("mcnemar", 200, -0.2, -0.3, -0.1, 0.0001, {"ci_level": 0.95})
     assert verdict(strong, p_adjusted=0.002) == "B ahead"
     assert describe(strong, "A", "B", p_adjusted=0.002, n_comparisons=3).startswith(
@@ -467,3 +485,12 @@ def test_report_family_verdicts_follow_holm():
     assert [r["significant_raw"] for r in recs] == [True, True, False]
     assert "not distinguishable after correction" in recs[0]["sentence"] and "Holm-adjusted p=0.088" in recs[0]["sentence"]
     assert all("_result" not in r for r in recs)
+
+
+def test_wilson_interval_holds_its_proportion_even_at_0_and_n():
+    from reports.stats import wilson
+
+    assert wilson(0, 10)[0] == 0.0 and wilson(0, 10)[1] == pytest.approx(0.2775328, abs=1e-6)  # not "0.0-0.0"
+    for x, n in ((0, 3), (3, 3), (10, 10), (1, 7)):
+        lo, hi = wilson(x, n)
+        assert 0.0 <= lo <= x / n <= hi <= 1.0
