@@ -32,11 +32,16 @@ from typing import Any, Callable
 # over, and evaluates on more held-out problems and a larger MATH500 slice (in their own eval folders).
 # keep_checkpoints=3: after cpu-full's step 40 the cpu run's checkpoint-20 (evaluated by `cpu`) is still there.
 _CPU_TRAIN = ["prompts_per_step=8", "eval_problems=50", "eval_every=10", "save_every=10", "keep_checkpoints=3"]
+# Primary comparisons of the CPU presets, declared before any run: the paper's two headline claims (TBRM n=1 matches
+# PPO n=1; TBRM n=4 beats GRPO n=4). Holm's correction runs over these alone; every other comparison in a report is
+# exploratory. A comparison whose method this run does not train is dropped.
+_PRIMARIES = [["TBRM n=1", "PPO n=1"], ["TBRM n=4", "GRPO n=4"]]
 PRESETS: dict[str, dict[str, Any]] = {
     "cpu": {
         "model": "smollm2",
         # TBRM-Vref: TBRM with ReVal's fix (arXiv 2603.23355, Prop. 1), the one published critique of TBRM
         "recipes": ["cpu-tbrm-n1", "cpu-tbrm-vref-n1", "cpu-tbrm-n4", "cpu-grpo-n4", "cpu-ppo-n1"],
+        "primaries": _PRIMARIES,
         "steps": 20,
         "train_overrides": _CPU_TRAIN,  # the trainer's own held-out curve: 50 problems every 10 steps
         "heldout_size": 200,
@@ -50,6 +55,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "cpu-full": {
         "model": "smollm2",
         "recipes": ["cpu-tbrm-n1", "cpu-tbrm-vref-n1", "cpu-tbrm-n4", "cpu-grpo-n4", "cpu-ppo-n1"],
+        "primaries": _PRIMARIES,
         "steps": 40,
         "train_overrides": _CPU_TRAIN,
         "heldout_size": 200,
@@ -91,7 +97,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "powered": {
         "model": "smollm2",
         "recipes": ["cpu-tbrm-n1", "cpu-ppo-n1", "cpu-tbrm-n4", "cpu-grpo-n4"],
-        "primaries": [["TBRM n=1", "PPO n=1"], ["TBRM n=4", "GRPO n=4"]],
+        "primaries": _PRIMARIES,
         "margin": 5.0,  # points: a primary is "equivalent" when TOST puts the difference inside +-margin
         "steps": 20,
         "train_overrides": ["prompts_per_step=8", "evaluate=false", "save_every=5", "keep_checkpoints=1",
@@ -203,6 +209,8 @@ def resolve_settings(a: argparse.Namespace) -> dict[str, Any]:
     s["preset"] = a.preset
     s.setdefault("offpolicy_temperatures", [])
     s.setdefault("heldout_digits", None)  # None: the recipes' own digit counts
+    s.setdefault("primaries", [])
+    s.setdefault("margin", 5.0)
     for key in ("steps", "heldout_problems", "heldout_size", "heldout_max_new_tokens", "math500_max_new_tokens",
                 "eval_batch_size", "seeds"):
         if not isinstance(s[key], int) or s[key] < 1:
@@ -293,6 +301,7 @@ def cpu_stages(s: dict, out: Path) -> list[Stage]:
                     traj = rel(_traj_file(out, k, temp))
                     plan.append((r, _seeded(f"{_short(r)}-offpolicy-t{temp:g}", k),
                                  [f"seed={k}", f"offline_trajectories={traj}"], k))
+    methods: set[str] = set()  # the report's labels of the on-policy methods trained here
     trained: list[tuple[str, Path]] = []
     trains: list[Path] = []
     train_stages: list[Stage] = []
@@ -308,6 +317,8 @@ def cpu_stages(s: dict, out: Path) -> list[Stage]:
                               f"away; use --steps with one of those, or a new --out")
         method = f"{cfg.algorithm.upper()}{'-Vref' if cfg.subtract_ref_value else ''} n={cfg.rollouts_per_prompt}"
         what = f"off-policy from {Path(cfg.offline_trajectories).name}, " if cfg.offline_trajectories else ""
+        if not cfg.offline_trajectories:
+            methods.add(method)
         train_stages.append(Stage(
             f"train {method} ({recipe}, {what}seed {k}, {cfg.steps} steps x {cfg.prompts_per_step} prompts)",
             argv=["train", "--recipe", recipe, "--out", rel(run), *quiet, *overrides, *extra],
@@ -344,11 +355,16 @@ def cpu_stages(s: dict, out: Path) -> list[Stage]:
         stages += [train_stage, *eval_stages[key]]
     report = out / f"report-{s['preset']}"  # cpu and cpu-full may share DIR: one report each
     seeds_txt = f", {len(seeds)} seeds each" if len(seeds) > 1 else ""
+    # the preset's primary comparisons, declared before the run; those of methods not trained here (--recipes)
+    # are left out rather than failing the report
+    primaries = [f"{x}:{y}" for x, y in s["primaries"] if {x, y} <= methods]
+    declared = [x for pr in primaries for x in ("--primary", pr)] + (["--margin", f"{s['margin']:g}"] if primaries
+                                                                     else [])
     stages.append(Stage("write the report", argv=["report", *map(rel, evals), *map(rel, trains), "--out",
                                                   rel(report), "--title",
                                                   f"tbrm reproduce --preset {s['preset']}: {len(plan) // len(seeds)} "
                                                   f"methods on {Path(s['model']).name}, {first.steps} steps"
-                                                  f"{seeds_txt}"],
+                                                  f"{seeds_txt}", *declared],
                         outputs=[report / "report.md", report / "report.html"], needs=evals + trains))
     return stages
 

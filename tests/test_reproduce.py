@@ -325,6 +325,14 @@ def test_powered_plan_runs_whole_seeds_first_and_scores_500_never_trained_proble
     methods = {"cpu-tbrm-n1": "TBRM n=1", "cpu-ppo-n1": "PPO n=1", "cpu-tbrm-n4": "TBRM n=4", "cpu-grpo-n4": "GRPO n=4"}
     assert {m for pair in PRESETS["powered"]["primaries"] for m in pair} == {methods[r] for r in s["recipes"]}
     assert not any("math500" in st.name for st in stages)
+    report = stages[-1].argv
+    assert [report[i + 1] for i, x in enumerate(report) if x == "--primary"] == ["TBRM n=1:PPO n=1", "TBRM n=4:GRPO n=4"]
+    assert report[report.index("--margin") + 1] == "5"
+    # a primary whose methods are not all trained here is dropped, not a failing report
+    a2 = build_parser().parse_args(["reproduce", "--preset", "powered", "--out", str(out), "--recipes", "cpu-tbrm-n1",
+                                    "cpu-ppo-n1"])
+    report = cpu_stages(resolve_settings(a2), out)[-1].argv
+    assert [report[i + 1] for i, x in enumerate(report) if x == "--primary"] == ["TBRM n=1:PPO n=1"]
     out.mkdir()
     stages[0].func()  # the held-out file
     rows = [json.loads(x) for x in (out / "data" / "arith-heldout-500.jsonl").read_text().splitlines()]
