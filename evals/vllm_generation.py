@@ -34,7 +34,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from evals.generation import GenerationMeter, Sample, SamplingParams, WorkItem, encode_prompt, eos_token_ids, finish_response
+from evals.generation import GenerationMeter, Sample, SamplingParams, WorkItem, eos_token_ids, finish_response
+from evals.vllm_plan import VLLMPlanning
 
 ENGINES = ("hf", "vllm", "auto")
 # Head sizes vLLM 0.32's CPU attention kernels support (vllm/v1/attention/backends/cpu_attn.py).
@@ -175,21 +176,7 @@ def _generation_eos(model_path: str):
     return None
 
 
-def plan_batches(prompt_lengths: Sequence[int], params: SamplingParams, max_model_len: int,
-                 batch_size: int) -> list[list[WorkItem]]:
-    """Batches of `batch_size` sequences in prompt order. vLLM schedules the sequences of a batch itself
-    (continuous batching), so no length sorting; batches only bound how much work a crash can lose (and, with
-    data parallelism, are what the replicas share)."""
-    too_long = [i for i, n in enumerate(prompt_lengths) if n + params.max_new_tokens > max_model_len]
-    if too_long:
-        i = too_long[0]
-        raise ValueError(f"prompt {i} has {prompt_lengths[i]} tokens; with max_new_tokens={params.max_new_tokens} it "
-                         f"exceeds the engine's max_model_len={max_model_len} ({len(too_long)} prompts do)")
-    items = [(pi, si) for pi in range(len(prompt_lengths)) for si in range(params.n)]
-    return [items[i : i + batch_size] for i in range(0, len(items), batch_size)]
-
-
-class VLLMGenerator(GenerationMeter):
+class VLLMGenerator(VLLMPlanning, GenerationMeter):
     """vLLM `LLM` engine, in-process. `model_path` is an HF directory (or hub id) with the policy's weights."""
 
     def __init__(self, model_path: str, tokenizer, settings: VLLMSettings | None = None, batch_size: int = 256,
@@ -224,13 +211,7 @@ class VLLMGenerator(GenerationMeter):
         self.max_model_len = self.llm.llm_engine.model_config.max_model_len
         self.eos_ids = eos_token_ids(tokenizer, _generation_eos(model_path))  # the same ids as HFGenerator's
 
-    # ------------------------------------------------------------------ the Generator protocol
-    def encode(self, prompt: str) -> list[int]:
-        return encode_prompt(self.tokenizer, prompt)
-
-    def plan(self, prompts: Sequence[str], params: SamplingParams) -> list[list[WorkItem]]:
-        return plan_batches([len(self.encode(p)) for p in prompts], params, self.max_model_len, self.batch_size)
-
+    # ------------------------------------------------------------------ the Generator protocol (+ VLLMPlanning)
     def run_batch(self, prompts: Sequence[str], batch: list[WorkItem], batch_index: int,
                   params: SamplingParams) -> list[Sample]:
         from vllm import SamplingParams as VLLMParams
