@@ -162,6 +162,7 @@ def bare_vllm_worker(a, out: Path) -> None:
 def harness_part(a) -> dict:
     """Bare vLLM and `tbrm eval --engine vllm`, alternating in fresh processes (see the module docstring)."""
     import shutil
+    from statistics import median as med
 
     from evals.io import read_jsonl
 
@@ -206,7 +207,6 @@ def harness_part(a) -> dict:
                 side.pop(key, None)
     bare = sorted(e["bare"]["tokens_per_second"] for e in rounds)
     harness = sorted(e["harness"]["tokens_per_second"] for e in rounds)
-    med = lambda xs: xs[len(xs) // 2] if len(xs) % 2 else (xs[len(xs) // 2 - 1] + xs[len(xs) // 2]) / 2  # noqa: E731
     return {"benchmark": HARNESS_BENCHMARK, "problems": a.limit, "rounds": rounds,
             "bare_tokens_per_second_median": med(bare), "harness_tokens_per_second_median": med(harness),
             "ratio_of_medians": med(harness) / med(bare),
