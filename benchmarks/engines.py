@@ -8,8 +8,15 @@ Parts, each run for both engines back to back, on SmolLM2-135M-Instruct in bf16:
   2. AMC23 avg@4 at temperature 1.0;
   3. seconds per training step for TBRM n=1, TBRM n=4, GRPO n=4 and PPO n=1 (benchmarks/train_speed.py's runner,
      one process per run), with the engine's rollout tokens/s and the log-prob mismatch it logs;
-  4. the total time of `tbrm reproduce --preset cpu` with the vllm engine (hf: see reproduce_cpu.md).
+  4. the total time of `tbrm reproduce --preset cpu` with the vllm engine (hf: see reproduce_cpu.md);
+  5. `harness`: what the suite costs around vLLM. Bare vLLM (`LLM.generate` on the prompts `tbrm eval` renders,
+     one greedy `SamplingParams`, the same engine settings) and `tbrm eval --engine vllm` on the first --limit
+     MATH500 problems, each in a fresh process, alternating for --repeats rounds: tokens/s of each, their ratio
+     and how many texts are identical.
 Targets (issue 8): vllm >= 5x hf tokens/s on MATH500 and >= 800 tok/s; accuracy within hf's CI; reproduce <= 15 min.
+Target (issue 21): the harness >= 0.95x bare vLLM tokens/s with identical texts.
+
+    python benchmarks/engines.py --parts harness --limit 128 --dtype float32 --out benchmarks/results/engines-harness
 
 Results go to benchmarks/results/engines.json and .md, rewritten after every measurement, so an interrupted run
 still leaves what it measured; rerunning skips parts already in the JSON (eval runs also resume in place).
@@ -122,6 +129,91 @@ def reproduce_part(a) -> dict:
             "finished": now()}
 
 
+HARNESS_BENCHMARK = "math500"
+
+
+def bare_vllm_worker(a, out: Path) -> None:
+    """Bare vLLM in this process: `LLM.generate` over the prompts `tbrm eval` renders, with the settings
+    `tbrm eval --engine vllm` gives the engine (dtype, eager, KV-cache size, in-process engine on this process's
+    cores) and vLLM's own defaults for the rest; writes tokens, seconds and texts to `out`."""
+    from evals.benchmarks import load_benchmark
+    from evals.models import load_tokenizer, resolve_model
+    from evals.prompts import render_prompt
+
+    os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+    os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", ",".join(map(str, sorted(os.sched_getaffinity(0)))))
+    os.environ.setdefault("VLLM_CPU_NUM_OF_RESERVED_CPU", "0")
+    from vllm import LLM, SamplingParams
+
+    path = resolve_model("smollm2-135m-instruct")
+    tok = load_tokenizer(path)
+    problems = load_benchmark(HARNESS_BENCHMARK, limit=a.limit)
+    prompts = [render_prompt(p.problem, "qwen-math", tok) for p in problems]
+    llm = LLM(model=path, dtype=a.dtype, seed=0, enforce_eager=True, max_num_seqs=256,
+              kv_cache_memory_bytes=int(a.kv_cache_gb * 2**30))
+    t0 = time.perf_counter()
+    outputs = llm.generate(prompts, SamplingParams(temperature=0.0, max_tokens=a.max_new_tokens), use_tqdm=False)
+    seconds = time.perf_counter() - t0
+    atomic_write_json(out, {"generated_tokens": sum(len(o.outputs[0].token_ids) for o in outputs),
+                            "generation_seconds": seconds, "texts": [o.outputs[0].text for o in outputs],
+                            "problem_ids": [p.id for p in problems]})
+
+
+def harness_part(a) -> dict:
+    """Bare vLLM and `tbrm eval --engine vllm`, alternating in fresh processes (see the module docstring)."""
+    import shutil
+    from statistics import median as med
+
+    from evals.io import read_jsonl
+
+    runs = Path(a.runs) / "harness"
+    runs.mkdir(parents=True, exist_ok=True)
+    rounds = []
+    for r in range(a.repeats):
+        entry = {}
+        for side in (("bare", "harness") if r % 2 == 0 else ("harness", "bare")):
+            load = os.getloadavg()
+            if side == "bare":
+                out = runs / "bare.json"
+                subprocess.run([sys.executable, str(Path(__file__).resolve()), "--bare-worker", str(out), "--limit",
+                                str(a.limit), "--dtype", a.dtype, "--max-new-tokens", str(a.max_new_tokens),
+                                "--kv-cache-gb", str(a.kv_cache_gb)], check=True, cwd=REPO)
+                got = read_json(out)
+            else:
+                run_dir = runs / "eval"
+                shutil.rmtree(run_dir, ignore_errors=True)  # a fresh run each round, not a resumed one
+                subprocess.run([sys.executable, "-m", "tbrm.cli", "eval", "--model", "smollm2-135m-instruct",
+                                "--benchmarks", HARNESS_BENCHMARK, "--limit", str(a.limit), "--engine", "vllm",
+                                "--dtype", a.dtype, "--max-new-tokens", str(a.max_new_tokens), "--kv-cache-gb",
+                                str(a.kv_cache_gb), "--out", str(run_dir), "--no-progress"], check=True, cwd=REPO,
+                               stdout=subprocess.DEVNULL)
+                t = read_json(run_dir / "summary.json")["benchmarks"][HARNESS_BENCHMARK]["throughput"]
+                rows = read_jsonl(run_dir / "samples" / f"{HARNESS_BENCHMARK}.jsonl")
+                got = {"generated_tokens": t["generated_tokens"], "generation_seconds": t["generation_seconds"],
+                       "responses": {row["problem_id"]: row["response"] for row in rows}}
+            got["tokens_per_second"] = got["generated_tokens"] / got["generation_seconds"]
+            got["load_avg_before"], got["load_avg_after"] = list(load), list(os.getloadavg())
+            entry[side] = got
+            print(f"harness round {r + 1}/{a.repeats} {side}: {got['tokens_per_second']:.1f} tok/s "
+                  f"(load {load[0]:.1f})", flush=True)
+        rounds.append(entry)
+    bare = rounds[0]["bare"]
+    same = sum(text == rounds[0]["harness"]["responses"].get(pid) for pid, text in zip(bare["problem_ids"],
+                                                                                      bare["texts"], strict=True))
+    texts = len(bare["texts"])
+    for entry in rounds:
+        for side in entry.values():
+            for key in ("texts", "problem_ids", "responses"):
+                side.pop(key, None)
+    bare = sorted(e["bare"]["tokens_per_second"] for e in rounds)
+    harness = sorted(e["harness"]["tokens_per_second"] for e in rounds)
+    return {"benchmark": HARNESS_BENCHMARK, "problems": a.limit, "rounds": rounds,
+            "bare_tokens_per_second_median": med(bare), "harness_tokens_per_second_median": med(harness),
+            "ratio_of_medians": med(harness) / med(bare),
+            "ratio_per_round": [e["harness"]["tokens_per_second"] / e["bare"]["tokens_per_second"] for e in rounds],
+            "identical_texts": same, "texts": texts, "finished": now()}
+
+
 def _f(x, fmt=".0f"):
     return "-" if x is None else format(x, fmt)
 
@@ -179,6 +271,21 @@ def markdown(doc: dict) -> str:
                   f"{rep['load_avg_after'][0]:.1f}). hf: benchmarks/results/reproduce_cpu.md.", "",
                   "| stage | seconds |", "|---|---:|"]
         lines += [f"| {k} | {v:.0f} |" for k, v in rep["stages"].items()]
+    h = doc.get("harness")
+    if h:
+        lines += ["", "## What the harness costs: `tbrm eval --engine vllm` vs bare vLLM `LLM.generate`", "",
+                  f"First {h['problems']} {h['benchmark']} problems, greedy, {len(h['rounds'])} rounds alternating "
+                  f"fresh processes. **Harness / bare = {h['ratio_of_medians']:.3f}** (medians: "
+                  f"{h['harness_tokens_per_second_median']:.1f} vs {h['bare_tokens_per_second_median']:.1f} tok/s; per "
+                  f"round {', '.join(f'{x:.3f}' for x in h['ratio_per_round'])}); identical texts "
+                  f"{h['identical_texts']}/{h['texts']}. Target: >= 0.95.", "",
+                  "| round | side | tok/s | generated tokens | gen s | load avg before/after |",
+                  "|---:|---|---:|---:|---:|---|"]
+        for i, e in enumerate(h["rounds"], 1):
+            for side, r in e.items():
+                lines.append(f"| {i} | {side} | {r['tokens_per_second']:.1f} | {r['generated_tokens']} | "
+                             f"{r['generation_seconds']:.1f} | {r['load_avg_before'][0]:.1f} / "
+                             f"{r['load_avg_after'][0]:.1f} |")
     missing = [k for k in ("math500", "amc23") if not any(x.startswith(k + "/") for x in doc["eval"])]
     missing += ["training"] if not doc["train"] else []
     missing += ["reproduce"] if not rep else []
@@ -209,7 +316,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dtype", default="bfloat16")
     ap.add_argument("--kv-cache-gb", type=float, default=4.0)
     ap.add_argument("--train-steps", type=int, default=3)
-    ap.add_argument("--parts", nargs="+", choices=["math500", "train", "reproduce", "amc23"],
+    ap.add_argument("--repeats", type=int, default=3, help="harness part: rounds of bare vLLM and tbrm eval")
+    ap.add_argument("--bare-worker", metavar="OUT", help=argparse.SUPPRESS)  # harness part: the bare vLLM process
+    ap.add_argument("--parts", nargs="+", choices=["math500", "train", "reproduce", "amc23", "harness"],
                     default=["math500", "train", "reproduce", "amc23"], help="what to run, in this order")
     ap.add_argument("--algos", nargs="+", choices=TRAIN_ALGOS, default=list(TRAIN_ALGOS),
                     help="algorithms of the training part (default: all)")
@@ -218,6 +327,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", default=str(HERE / "runs" / "engines"))
     ap.add_argument("--out", default=str(HERE / "results" / "engines"), help="results file stem")
     a = ap.parse_args(argv)
+    if a.bare_worker:
+        bare_vllm_worker(a, Path(a.bare_worker))
+        return 0
+    if "harness" in a.parts and not a.limit:
+        ap.error("--parts harness needs --limit (the number of MATH500 problems, e.g. 128)")
     from evals.runner import package_versions
     from evals.vllm_generation import vllm_version
 
@@ -253,6 +367,10 @@ def main(argv: list[str] | None = None) -> int:
                     if doc["train"].get(key, {}).get("status") != "ok":
                         doc["train"][key] = train_part(algo, engine, a)
                         save()
+        elif part == "harness" and "harness" not in doc:
+            print("== harness: bare vLLM vs tbrm eval --engine vllm", flush=True)
+            doc["harness"] = harness_part(a)
+            save()
         elif part == "reproduce" and doc.get("reproduce", {}).get("returncode") != 0:
             print("== tbrm reproduce --preset cpu --engine vllm", flush=True)
             doc["reproduce"] = reproduce_part(a)

@@ -266,27 +266,32 @@ def run_eval(cfg: EvalConfig, out_dir: str | Path, *, progress: bool = True, con
     _check_resume(out_dir, identity)
     set_threads(cfg.threads)
     tokenizer = load_tokenizer(model_path)
-    generator = make_eval_generator(cfg, model_path, tokenizer, device)
-    template = template_record(cfg.template, tokenizer)
-    shown_model = portable_model(cfg.model, model_path, out_dir)  # no machine path in a file a user may commit
-    atomic_write_json(out_dir / "config.json", {
-        "config": {k: v for k, v in asdict(cfg).items()}, "identity": identity, "model_path": shown_model,
-        "device": str(device), "template": template, "engine": engine_record(engine),
-        "benchmarks": {t.name: {"n_problems": len(t.problems), "sampling": asdict(t.params)} for t in tasks},
-    })
+    # The graders warm up (imports, parser tables: seconds of CPU) while the engine starts, and are waited for
+    # before generation: beside a running CPU engine they would take cores its threads synchronise on.
+    verifier = Verifier(workers=cfg.verifier_workers, timeout_s=cfg.verifier_timeout, lenient=cfg.lenient)
+    generator = None
     results = {}
     all_rows = []
     try:
-        with Verifier(workers=cfg.verifier_workers, timeout_s=cfg.verifier_timeout, lenient=cfg.lenient) as verifier:
-            for task in tasks:
-                prompts = [render_prompt(p.problem, cfg.template, tokenizer) for p in task.problems]
-                rows = evaluate_problems(task.name, task.problems, prompts, task.params, generator, verifier,
-                                         out_dir / "samples" / f"{task.name}.jsonl", progress=progress)
-                results[task.name] = summarize_rows(rows, task.params)
-                # batch seconds are each engine's own: with replicas side by side, tokens/s is per replica
-                results[task.name]["throughput"]["engine_replicas"] = cfg.data_parallel_size
-                all_rows += rows
+        generator = make_eval_generator(cfg, model_path, tokenizer, device)
+        verifier.wait_warm()
+        template = template_record(cfg.template, tokenizer)
+        shown_model = portable_model(cfg.model, model_path, out_dir)  # no machine path in a file a user may commit
+        atomic_write_json(out_dir / "config.json", {
+            "config": {k: v for k, v in asdict(cfg).items()}, "identity": identity, "model_path": shown_model,
+            "device": str(device), "template": template, "engine": engine_record(engine),
+            "benchmarks": {t.name: {"n_problems": len(t.problems), "sampling": asdict(t.params)} for t in tasks},
+        })
+        for task in tasks:
+            prompts = [render_prompt(p.problem, cfg.template, tokenizer) for p in task.problems]
+            rows = evaluate_problems(task.name, task.problems, prompts, task.params, generator, verifier,
+                                     out_dir / "samples" / f"{task.name}.jsonl", progress=progress)
+            results[task.name] = summarize_rows(rows, task.params)
+            # batch seconds are each engine's own: with replicas side by side, tokens/s is per replica
+            results[task.name]["throughput"]["engine_replicas"] = cfg.data_parallel_size
+            all_rows += rows
     finally:
+        verifier.close()
         if hasattr(generator, "close"):  # data-parallel replicas are processes of their own
             generator.close()
     if cfg.audit:  # over the rows on disk, so a resumed run audits everything it reports
@@ -320,7 +325,8 @@ def make_eval_generator(cfg: EvalConfig, model_path: str, tokenizer, device):
 
         settings = VLLMSettings(dtype=cfg.dtype, compile=cfg.compile, kv_cache_gb=cfg.kv_cache_gb,
                                 gpu_memory_utilization=cfg.gpu_memory_utilization,
-                                tensor_parallel_size=cfg.tensor_parallel_size, threads=cfg.threads, seed=cfg.seed)
+                                tensor_parallel_size=cfg.tensor_parallel_size, threads=cfg.threads, seed=cfg.seed,
+                                logprobs=False)  # graded by text: per-token log-probs would cost every step
         if cfg.data_parallel_size > 1:
             from evals.vllm_data_parallel import DataParallelVLLM
 

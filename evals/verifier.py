@@ -532,8 +532,17 @@ class Verifier:
         pool = ProcessPool(max_workers=self.workers, initializer=_init_worker, initargs=(self._progress,),
                            context=self._ctx)
         # pebble starts lazily; a first task starts the workers (and their warm-up) now, in the background.
-        pool.schedule(_init_worker)
+        self._warm_up = pool.schedule(_init_worker)
         return pool
+
+    def wait_warm(self) -> None:
+        """Block until the graders have started and warmed up (from construction on, in the background).
+        A caller that times other work on the same cores (generation) waits first, so the warm-up runs beside
+        its start-up instead of taking cores from what it times."""
+        try:
+            self._warm_up.result()
+        except Exception:  # noqa: BLE001 - a broken pool is replaced and reported by the next verify_batch
+            pass
 
     def _live_pool(self) -> ProcessPool:
         """The pool, replaced first if pebble gave up on it (it does when a worker dies while all idle)."""

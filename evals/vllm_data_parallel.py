@@ -25,6 +25,8 @@ import queue
 import time
 from typing import Iterator, Sequence
 
+from evals.vllm_plan import VLLMPlanning
+
 POLL_S = 0.5  # how often the parent checks that its replicas are alive while waiting for a batch
 
 
@@ -96,7 +98,7 @@ def _replica(rank: int, env: dict[str, str], model_path: str, settings, batch_si
         results.put(("done", rank, batch_index, samples))
 
 
-class DataParallelVLLM:
+class DataParallelVLLM(VLLMPlanning):
     """`replicas` VLLMGenerator engines in child processes, behind the Generator protocol plus `run_batches`.
     Close it (or use it as a context manager) to stop them."""
 
@@ -118,17 +120,7 @@ class DataParallelVLLM:
         lengths = [self._next("starting")[3] for _ in self._procs]
         self.max_model_len = min(lengths)
 
-    # ------------------------------------------------------------------ the Generator protocol
-    def encode(self, prompt: str) -> list[int]:
-        from evals.generation import encode_prompt
-
-        return encode_prompt(self.tokenizer, prompt)
-
-    def plan(self, prompts: Sequence[str], params):
-        from evals.vllm_generation import plan_batches
-
-        return plan_batches([len(self.encode(p)) for p in prompts], params, self.max_model_len, self.batch_size)
-
+    # ------------------------------------------------------------------ the Generator protocol (+ VLLMPlanning)
     def run_batch(self, prompts: Sequence[str], batch, batch_index: int, params):
         return next(self.run_batches(prompts, [(batch_index, batch)], params))[1]
 

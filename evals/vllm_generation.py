@@ -14,6 +14,12 @@ Settings that matter (measured on a 2-core CPU, ../shared/notes/vllm-cpu.md):
   ("CPU Generator does not use offset"); whole-prompt prefills avoid it for any batch size.
 - Weight updates: `reload_weights` with the full `state_dict()` (which holds the tied `lm_head.weight`; without
   it the tie silently breaks), then a prefix-cache reset (else prompt KV computed by the old weights is reused).
+- Threads (CPU): the in-process engine computes on torch's OpenMP threads, unpinned (vLLM 0.32 applies
+  VLLM_CPU_OMP_THREADS_BIND only to worker processes of its own). Each batch runs with one thread per core that
+  other processes leave free (`auto_threads`), unless `VLLMSettings.threads` fixes the count.
+- Throughput: the engine holds two batches at a time (`run_batches`), so continuous batching fills the slots a
+  batch's finished sequences free; per-token log-probs are asked for only where training uses them, and vLLM's
+  own detokenizer runs only where stop strings need it (the text is decoded from the token ids here).
 
 Nothing else in the suite imports vLLM; `resolve_engine` decides what `--engine auto` means on this machine.
 """
@@ -29,12 +35,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import numpy as np
 import torch
 
-from evals.generation import GenerationMeter, Sample, SamplingParams, WorkItem, encode_prompt, eos_token_ids, finish_response
+from evals.generation import GenerationMeter, Sample, SamplingParams, WorkItem, eos_token_ids, finish_response
+from evals.vllm_plan import VLLMPlanning
 
 ENGINES = ("hf", "vllm", "auto")
 # Head sizes vLLM 0.32's CPU attention kernels support (vllm/v1/attention/backends/cpu_attn.py).
@@ -133,13 +140,48 @@ class VLLMSettings:
     tensor_parallel_size: int = 1  # CUDA: GPUs one model is split across (evaluation of large models)
     sleep_between_steps: bool = True  # CUDA training: free the engine's GPU memory while the policy trains
     logprobs_mode: str = "raw_logprobs"  # raw = before temperature; processed = of the tempered distribution
-    threads: int | None = None  # CPU cores the engine binds to; None = every core this process may use
+    # CPU threads generation runs with; None = auto: before each batch, one per core that other processes left
+    # free over the last 0.1 s (`auto_threads`), at most torch's thread count when the engine started
+    threads: int | None = None
+    logprobs: bool = True  # record each sampled token's log-prob (training compares them; evaluation needs none)
+    batches_in_flight: int = 2  # batches queued in the engine at once (>= 2 keeps its slots busy between batches)
     seed: int = 0
 
 
 def _cpu_bind_list(threads: int | None) -> str:
     cpus = sorted(os.sched_getaffinity(0))
     return ",".join(str(c) for c in cpus[: threads or len(cpus)])
+
+
+def auto_threads(cores: int, others_busy: float) -> int:
+    """Threads for a CPU engine on `cores` cores while other processes keep `others_busy` cores' worth busy: one
+    per core they leave free (a core counts as free when they use less than half of it), at least one.
+
+    Why: the engine's OpenMP team waits at every parallel region's end for its slowest thread, and a model this
+    small runs thousands of regions per decoding step. A thread that shares its core with another busy process
+    runs only in its time slices, so the whole team waits for it again and again (a TBRM n=1 rollout went from
+    4 s to 88 s beside one busy process on 2 cores). One thread fewer never waits on a taken core; it costs that
+    core's share of speed when the other process stops, and the next batch takes it back."""
+    return max(1, min(cores, int(cores - others_busy + 0.5)))
+
+
+def others_busy_cores(window_s: float = 0.1) -> float:
+    """Cores' worth of CPU time that other processes used over the next `window_s` seconds (Linux /proc; 0.0
+    elsewhere): the machine's busy time minus this process's own."""
+    stat, own = Path("/proc/stat"), Path("/proc/self/stat")
+    if not (stat.exists() and own.exists()):
+        return 0.0
+
+    def sample() -> tuple[int, int, float]:
+        cpu = [int(x) for x in stat.read_text().split("\n", 1)[0].split()[1:]]
+        busy = sum(cpu[:8]) - cpu[3] - cpu[4]  # all but idle and iowait
+        mine = own.read_text().rsplit(")", 1)[1].split()
+        return busy, int(mine[11]) + int(mine[12]), time.monotonic()  # utime + stime of every thread
+
+    b0, m0, t0 = sample()
+    time.sleep(window_s)
+    b1, m1, t1 = sample()
+    return max(0.0, ((b1 - b0) - (m1 - m0)) / os.sysconf("SC_CLK_TCK") / (t1 - t0))
 
 
 @contextmanager
@@ -175,21 +217,7 @@ def _generation_eos(model_path: str):
     return None
 
 
-def plan_batches(prompt_lengths: Sequence[int], params: SamplingParams, max_model_len: int,
-                 batch_size: int) -> list[list[WorkItem]]:
-    """Batches of `batch_size` sequences in prompt order. vLLM schedules the sequences of a batch itself
-    (continuous batching), so no length sorting; batches only bound how much work a crash can lose (and, with
-    data parallelism, are what the replicas share)."""
-    too_long = [i for i, n in enumerate(prompt_lengths) if n + params.max_new_tokens > max_model_len]
-    if too_long:
-        i = too_long[0]
-        raise ValueError(f"prompt {i} has {prompt_lengths[i]} tokens; with max_new_tokens={params.max_new_tokens} it "
-                         f"exceeds the engine's max_model_len={max_model_len} ({len(too_long)} prompts do)")
-    items = [(pi, si) for pi in range(len(prompt_lengths)) for si in range(params.n)]
-    return [items[i : i + batch_size] for i in range(0, len(items), batch_size)]
-
-
-class VLLMGenerator(GenerationMeter):
+class VLLMGenerator(VLLMPlanning, GenerationMeter):
     """vLLM `LLM` engine, in-process. `model_path` is an HF directory (or hub id) with the policy's weights."""
 
     def __init__(self, model_path: str, tokenizer, settings: VLLMSettings | None = None, batch_size: int = 256,
@@ -200,6 +228,10 @@ class VLLMGenerator(GenerationMeter):
         self.device = torch.device(device)
         self.asleep = False
         self.dead: str | None = None
+        # On CPU the in-process engine generates on torch's OpenMP threads; vLLM's worker then replaces
+        # `torch.set_num_threads` by a no-op, so the thread count is set through torch._C's own function.
+        self._max_threads = min(torch.get_num_threads(), len(os.sched_getaffinity(0)))
+        self.last_threads: int | None = None  # the thread count of the latest batch (CPU), for logs and benchmarks
         # Environment read by vLLM at import/start-up; a user's own values win.
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
         if self.device.type == "cpu":
@@ -224,41 +256,113 @@ class VLLMGenerator(GenerationMeter):
         self.max_model_len = self.llm.llm_engine.model_config.max_model_len
         self.eos_ids = eos_token_ids(tokenizer, _generation_eos(model_path))  # the same ids as HFGenerator's
 
-    # ------------------------------------------------------------------ the Generator protocol
-    def encode(self, prompt: str) -> list[int]:
-        return encode_prompt(self.tokenizer, prompt)
-
-    def plan(self, prompts: Sequence[str], params: SamplingParams) -> list[list[WorkItem]]:
-        return plan_batches([len(self.encode(p)) for p in prompts], params, self.max_model_len, self.batch_size)
-
+    # ------------------------------------------------------------------ the Generator protocol (+ VLLMPlanning)
     def run_batch(self, prompts: Sequence[str], batch: list[WorkItem], batch_index: int,
                   params: SamplingParams) -> list[Sample]:
-        from vllm import SamplingParams as VLLMParams
-        from vllm import TokensPrompt
+        return next(self.run_batches(prompts, [(batch_index, batch)], params))[1]
 
+    def run_batches(self, prompts: Sequence[str], batches: Sequence[tuple[int, list[WorkItem]]],
+                    params: SamplingParams) -> Iterator[tuple[int, list[Sample]]]:
+        """(batch index, samples) for every (index, batch), each as soon as its own sequences are done (so
+        possibly out of order). The engine holds the sequences of `settings.batches_in_flight` batches at a time:
+        when a batch's last long answer is decoding, the next batch's sequences already fill the free slots
+        (continuous batching) instead of waiting for it. A batch's `seconds` is the engine time since the
+        previous batch came back, so the batches' seconds add up to the generation time without overlap; time
+        the caller spends between batches (grading, writing) is not counted."""
         if self.dead:
             raise EngineError(self.dead)
         self.wake_up()
-        encoded = {pi: self.encode(prompts[pi]) for pi in sorted({pi for pi, _ in batch})}
+        engine = self.llm.llm_engine
+        by_index = dict(batches)
+        pending = list(by_index.items())
+        in_flight: dict[str, tuple[int, int]] = {}  # request id -> (batch index, position in the batch)
+        external: dict[str, str] = {}  # the id a request's output carries -> its request id
+        done: dict[int, dict[int, object]] = {}  # batch index -> position -> finished vLLM output
+        encoded: dict[int, list[int]] = {}
+        seconds = 0.0
+        caller_threads = torch.get_num_threads()
+        try:
+            while pending or in_flight:
+                if pending and len(done) < self.settings.batches_in_flight:
+                    self._set_threads()
+                t0 = time.perf_counter()
+                while pending and len(done) < self.settings.batches_in_flight:
+                    bi, batch = pending.pop(0)
+                    done[bi] = {}
+                    for pi in {pi for pi, _ in batch} - encoded.keys():
+                        encoded[pi] = self.encode(prompts[pi])
+                    for j, rid in enumerate(self._enqueue(bi, batch, encoded, params)):
+                        in_flight[rid] = (bi, j)
+                        # vLLM returns an internal id ("<id>-<random>"); its outputs carry the id before it
+                        external[rid.rsplit("-", 1)[0]] = rid
+                finished = []
+                while not finished:
+                    if not engine.has_unfinished_requests():
+                        raise self._died(min(done), RuntimeError(f"{len(in_flight)} requests vanished"))
+                    finished = [out for out in self._step(sorted(done)) if out.finished]
+                    for out in finished:
+                        rid = external.pop(out.request_id, out.request_id)
+                        if rid not in in_flight:
+                            raise self._died(min(done), RuntimeError(f"unknown request id {out.request_id!r}"))
+                        bi, j = in_flight.pop(rid)
+                        done[bi][j] = out
+                seconds += time.perf_counter() - t0
+                for bi in [bi for bi, outs in done.items() if len(outs) == len(by_index[bi])]:
+                    outs, batch = done.pop(bi), by_index[bi]
+                    samples = self._samples(bi, batch, [outs[j] for j in range(len(batch))], encoded, params, seconds)
+                    seconds = 0.0
+                    yield bi, self._counted(samples, samples[0].seconds if samples else 0.0)
+        finally:
+            if in_flight and not self.dead:  # the caller stopped early: nothing of this call may stay queued
+                engine.abort_request(list(in_flight), internal=True)
+            if self.device.type == "cpu":
+                torch._C.set_num_threads(caller_threads)  # the trainer's own passes keep their thread count
+
+    def _set_threads(self) -> None:
+        """CPU: the thread count of the batches about to start (`VLLMSettings.threads`; None = `auto_threads`)."""
+        if self.device.type != "cpu":
+            return
+        n = self.settings.threads or auto_threads(self._max_threads, others_busy_cores())
+        self.last_threads = max(1, min(int(n), len(os.sched_getaffinity(0))))
+        torch._C.set_num_threads(self.last_threads)
+
+    def _enqueue(self, batch_index: int, batch: list[WorkItem], encoded: dict[int, list[int]],
+                 params: SamplingParams) -> list[str]:
+        """Queue one batch's sequences in the engine; returns their request ids in batch order."""
+        from vllm import SamplingParams as VLLMParams
+        from vllm import TokensPrompt
 
         def vparams(pi: int, si: int) -> VLLMParams:
             return VLLMParams(
                 temperature=params.temperature, top_p=params.top_p, top_k=0, max_tokens=params.max_new_tokens,
                 stop=list(params.stop) or None, stop_token_ids=sorted(self.eos_ids), ignore_eos=False,
-                logprobs=0, seed=None if params.greedy else sample_seed(params.seed, pi, si),
-                skip_special_tokens=True)
+                logprobs=0 if self.settings.logprobs else None,
+                seed=None if params.greedy else sample_seed(params.seed, pi, si),
+                # the text is decoded from the token ids here (finish_response); vLLM's own incremental
+                # detokenizer is needed only to find stop strings
+                detokenize=bool(params.stop), skip_special_tokens=True)
 
-        t0 = time.perf_counter()
         try:
-            outputs = self.llm.generate([TokensPrompt(prompt_token_ids=encoded[pi]) for pi, _ in batch],
-                                        [vparams(pi, si) for pi, si in batch], use_tqdm=False)
+            return self.llm.enqueue([TokensPrompt(prompt_token_ids=encoded[pi]) for pi, _ in batch],
+                                    [vparams(pi, si) for pi, si in batch], use_tqdm=False)
+        except Exception as e:  # noqa: BLE001
+            raise self._died(batch_index, e) from e
+
+    def _step(self, batch_indices: list[int]) -> list:
+        try:
+            return self.llm.llm_engine.step()
         except Exception as e:  # an in-process engine raises (it cannot hang); later calls must not retry
-            self.dead = (f"the vLLM engine failed on batch {batch_index} ({type(e).__name__}: {e}); finished "
-                         f"batches are saved, rerun the same command to resume")
-            raise EngineError(self.dead) from e
-        dt = time.perf_counter() - t0
+            raise self._died(batch_indices[0], e) from e
+
+    def _died(self, batch_index: int, e: Exception) -> EngineError:
+        self.dead = (f"the vLLM engine failed on batch {batch_index} ({type(e).__name__}: {e}); finished "
+                     f"batches are saved, rerun the same command to resume")
+        return EngineError(self.dead)
+
+    def _samples(self, batch_index: int, batch: list[WorkItem], outputs: list, encoded: dict[int, list[int]],
+                 params: SamplingParams, seconds: float) -> list[Sample]:
         samples = []
-        for (pi, si), out in zip(batch, outputs):
+        for (pi, si), out in zip(batch, outputs, strict=True):
             c = out.outputs[0]
             if c.finish_reason not in ("stop", "length"):
                 raise EngineError(f"vLLM returned finish_reason={c.finish_reason!r} for prompt {pi} sample {si} "
@@ -267,9 +371,10 @@ class VLLMGenerator(GenerationMeter):
             response, text, reason = finish_response(self.tokenizer, ids, self.eos_ids, params.stop)
             if c.finish_reason == "stop" and reason == "length":  # stopped on a stop string vLLM saw first
                 reason = "stop"
-            logprobs = [float(next(iter(d.values())).logprob) for d in (c.logprobs or [])][: len(response)]
-            samples.append(Sample(pi, si, text, encoded[pi], response, reason, dt, logprobs=logprobs))
-        return self._counted(samples, dt)
+            logprobs = ([float(next(iter(d.values())).logprob) for d in (c.logprobs or [])][: len(response)]
+                        if self.settings.logprobs else None)
+            samples.append(Sample(pi, si, text, encoded[pi], response, reason, seconds, logprobs=logprobs))
+        return samples
 
     # ------------------------------------------------------------------ colocated training
     def load_weights(self, model) -> float:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -33,7 +34,10 @@ def smollm2(smollm2_path):
     from evals.vllm_generation import VLLMGenerator, VLLMSettings
 
     tok = load_tokenizer(smollm2_path)
-    engine = VLLMGenerator(smollm2_path, tok, VLLMSettings(dtype="float32", kv_cache_gb=0.5), batch_size=64)
+    # A fixed thread count: the repeat checks below compare log-probs bit for bit, and another thread count (as
+    # `threads=None` may pick on a busy machine) may round them differently, as another batch shape does.
+    engine = VLLMGenerator(smollm2_path, tok, VLLMSettings(dtype="float32", kv_cache_gb=0.5,
+                                                           threads=len(os.sched_getaffinity(0))), batch_size=64)
     hf = load_model(smollm2_path, dtype="float32")
     yield engine, hf, tok
 
@@ -114,6 +118,59 @@ def test_seeded_sampling_repeats_exactly_whatever_the_batching(smollm2):
     assert _max_diff([s.logprobs for g in again for s in g], [s.logprobs for g in first for s in g]) < 1e-5
     other = generate(engine, prompts, SamplingParams(n=2, temperature=1.0, max_new_tokens=24, seed=12))
     assert [s.token_ids for g in other for s in g] != [s.token_ids for g in first for s in g]
+    engine.batch_size, engine.settings.batches_in_flight = 3, 1  # one batch in the engine at a time
+    try:
+        one_at_a_time = generate(engine, prompts, params)
+    finally:
+        engine.batch_size, engine.settings.batches_in_flight = 64, 2
+    assert tokens(one_at_a_time) == tokens(first)
+
+
+def test_batches_come_back_whole_and_an_abandoned_run_leaves_nothing_queued(smollm2):
+    from evals.generation import SamplingParams
+
+    engine, _, tok = smollm2
+    prompts = _prompts(tok)
+    params = SamplingParams(n=2, temperature=1.0, max_new_tokens=16, seed=3)
+    engine.batch_size = 4
+    try:
+        plan = engine.plan(prompts, params)
+        t0 = time.perf_counter()
+        got = dict(engine.run_batches(prompts, list(enumerate(plan)), params))
+        wall = time.perf_counter() - t0
+        assert sorted(got) == list(range(len(plan)))  # every batch once, whatever order they finished in
+        assert all([(s.prompt_index, s.sample_index) for s in got[bi]] == plan[bi] for bi in got)
+        # the batches' seconds do not overlap: together they are at most the time the whole call took
+        assert all(len({s.seconds for s in got[bi]}) == 1 for bi in got)
+        assert 0 < sum(got[bi][0].seconds for bi in got) <= wall
+        it = engine.run_batches(prompts, list(enumerate(plan)), params)
+        next(it)
+        it.close()  # the caller stops (an error while grading): the other batches' requests are dropped
+        assert not engine.llm.llm_engine.has_unfinished_requests()
+        assert engine.run_batch(prompts, plan[0], 0, params)[0].token_ids == got[0][0].token_ids
+    finally:
+        engine.batch_size = 64
+    assert engine.last_threads == len(os.sched_getaffinity(0))
+
+
+def test_auto_threads_leave_the_cores_other_processes_hold():
+    import subprocess
+    import sys
+
+    from evals.vllm_generation import auto_threads, others_busy_cores
+
+    assert auto_threads(2, 0.0) == 2 and auto_threads(2, 0.4) == 2  # an idle or lightly used machine: every core
+    assert auto_threads(2, 0.6) == 1 and auto_threads(2, 1.0) == 1  # one busy process on 2 cores: one thread
+    assert auto_threads(2, 5.0) == 1 and auto_threads(8, 3.0) == 5
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in os.sched_getaffinity(0)]
+    try:
+        time.sleep(0.5)
+        busy = others_busy_cores(0.5)
+    finally:
+        for h in hogs:
+            h.kill()
+            h.wait()
+    assert busy > 0.5  # the busy processes are counted (this process's own time is not)
 
 
 def test_engine_follows_the_policy_after_a_training_step(tiny_vllm_path, tmp_path):
