@@ -301,6 +301,7 @@ def cpu_stages(s: dict, out: Path) -> list[Stage]:
                     traj = rel(_traj_file(out, k, temp))
                     plan.append((r, _seeded(f"{_short(r)}-offpolicy-t{temp:g}", k),
                                  [f"seed={k}", f"offline_trajectories={traj}"], k))
+    eval_stages: dict[str, list[Stage]] = {}  # by model key, filled below
     methods: set[str] = set()  # the report's labels of the on-policy methods trained here
     trained: list[tuple[str, Path]] = []
     trains: list[Path] = []
@@ -322,14 +323,14 @@ def cpu_stages(s: dict, out: Path) -> list[Stage]:
         train_stages.append(Stage(
             f"train {method} ({recipe}, {what}seed {k}, {cfg.steps} steps x {cfg.prompts_per_step} prompts)",
             argv=["train", "--recipe", recipe, "--out", rel(run), *quiet, *overrides, *extra],
-            done=lambda run=run, n=cfg.steps: any(i >= n for i, _ in checkpoints(run)),
+            done=lambda run=run, n=cfg.steps, key=f"{name}-step{cfg.steps}": (
+                any(i >= n for i, _ in checkpoints(run)) or _evaluated(eval_stages.get(key, []))),
             outputs=[run],
             needs=[out / cfg.offline_trajectories] if cfg.offline_trajectories else []))
         trained.append((f"{name}-step{cfg.steps}", final))
         trains.append(run)
 
     evals: list[Path] = []
-    eval_stages: dict[str, list[Stage]] = {}
     models = [("base", s["model"], [])] + [(key, rel(p), [p]) for key, p in trained]
     for key, model, model_needs in models:
         jobs = [("heldout", ["--data-file", rel(data_file), "--id-field", "id"], s["heldout_max_new_tokens"],
@@ -367,6 +368,12 @@ def cpu_stages(s: dict, out: Path) -> list[Stage]:
                                                   f"{seeds_txt}", *declared],
                         outputs=[report / "report.md", report / "report.html"], needs=evals + trains))
     return stages
+
+
+def _evaluated(evals: list[Stage]) -> bool:
+    """A training whose final weights are all evaluated is finished even when the weights are gone: a comparison
+    of many seeds needs only their scores, and its run folder can be kept (and committed) without the weights."""
+    return bool(evals) and all(st.done() for st in evals)
 
 
 def _traj_file(out: Path, seed: int, temperature: float) -> Path:

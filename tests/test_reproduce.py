@@ -102,12 +102,14 @@ def test_cpu_pipeline_end_to_end_with_kill_and_resume(tiny_model_path, tmp_path)
     args = ["reproduce", "--out", str(out), "--model", tiny_model_path, *TINY]
     # a real SIGKILL of the first training after its first step: reproduce stops and says how to resume
     killed = run_cli(*args, env={"TBRM_KILL_AFTER_STEP": "1"}, check=False)
-    assert killed.returncode == 1 and "stage 2/10" in killed.stderr and "Rerun the same command" in killed.stderr
-    assert (out / "train" / "tbrm-n1" / "checkpoint-1").is_dir() and not (out / "evals").exists()
+    assert killed.returncode == 1 and "stage 4/10" in killed.stderr and "Rerun the same command" in killed.stderr
+    assert (out / "train" / "tbrm-n1" / "checkpoint-1").is_dir()
+    # the base model is evaluated first; each training is followed by its own evaluations
+    assert sorted(p.name for p in (out / "evals").iterdir()) == ["base-heldout-4", "base-math500-2"]
 
     resumed = run_cli(*args)
     assert "[1/10] write 4 held-out arithmetic problems: complete, skipped" in resumed.stdout
-    assert "[2/10] train TBRM n=1" in resumed.stdout and "all 10 stages complete" in resumed.stdout
+    assert "[4/10] train TBRM n=1" in resumed.stdout and "all 10 stages complete" in resumed.stdout
     rows = [json.loads(x) for x in (out / "train" / "tbrm-n1" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [0, 1, 2]  # resumed from checkpoint-1, not restarted or duplicated
     held = [json.loads(x) for x in (out / "data" / "arith-heldout-4.jsonl").read_text().splitlines()]
@@ -155,6 +157,17 @@ def test_cpu_pipeline_end_to_end_with_kill_and_resume(tiny_model_path, tmp_path)
                   *[v for k, v in zip(TINY, TINY[1:]) if k == "--train-set"]]
     proc = run_cli(*train_args, check=False)
     assert proc.returncode == 2 and "beyond steps=1" in proc.stderr
+
+    # evaluated trainings are finished without their weights: a run folder kept (or committed) without the
+    # checkpoints reports again without retraining anything
+    import shutil
+
+    for ckpt in (out / "train").glob("*/checkpoint-*"):
+        shutil.rmtree(ckpt)
+    weightless = run_cli(*args, "--steps", "5", "--math500-limit", "0")
+    trains = [line for line in weightless.stdout.splitlines() if "] train " in line]
+    assert len(trains) == 2 and all(line.endswith(")") and "complete, skipped" in line for line in trains)
+    assert not list((out / "train").glob("*/checkpoint-*"))
 
 
 def test_changed_settings_on_rerun_are_refused(tiny_model_path, tmp_path):
