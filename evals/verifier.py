@@ -69,7 +69,7 @@ from evals.extraction import (
     lenient_answer,
     normalize_gold,
 )
-from evals.latex import last_boxed
+from evals.latex import last_boxed, warm_latex_parser
 
 log = logging.getLogger(__name__)
 
@@ -432,7 +432,7 @@ def _init_worker(progress=None) -> None:
     if progress is not None:
         _PROGRESS = progress
     _speed_up_math_verify()
-    import evals._warm_grader  # noqa: F401  (a no-op after the forkserver's preload; warms under spawn)
+    warm_latex_parser()  # a no-op in a worker forked from the forkserver, which `evals._warm_grader` warmed
     # The first parse builds math-verify's LaTeX grammar (~0.1 s): pay it at worker start, not per pair.
     judge("\\boxed{1}", "1")
 

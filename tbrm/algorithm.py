@@ -4,6 +4,10 @@ The loop (tbrm/trainer.py) owns rollouts, rewards, the reference forward, micro-
 logging; an algorithm only says what it needs before the update (`prepare`) and what its loss is on one
 micro-batch (`loss`). That keeps TBRM, GRPO and PPO comparisons fair by construction: same sampler, same
 verifier, same optimiser, same numerics.
+
+The loop receives the algorithm's class; it never looks one up by name. The registry of names
+(`tbrm.train_cli.algorithms`) lives in the entry layer, above `baselines/`, so the baselines build on this
+module without the training core importing them back.
 """
 
 from __future__ import annotations
@@ -77,16 +81,3 @@ class TBRM(Algorithm):
         return tbrm_loss(out.v_start, out.logprobs, mb.extra["ref_logprobs"], mb.response_mask, mb.rewards,
                          self.cfg.beta, v_ref_start=v_ref)
 
-
-def make_algorithm(cfg: TrainConfig, policy, device) -> Algorithm:
-    if cfg.algorithm == "tbrm":
-        return TBRM(cfg, policy, device)
-    if cfg.algorithm == "grpo":
-        from baselines.grpo import GRPO
-
-        return GRPO(cfg, policy, device)
-    if cfg.algorithm == "ppo":
-        from baselines.ppo import PPO
-
-        return PPO(cfg, policy, device)
-    raise ValueError(f"unknown algorithm {cfg.algorithm!r}")

@@ -124,14 +124,11 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     _add_eval(sub)
     _add_grade(sub)
-    for extra in ("tbrm.train_cli", "reports.cli"):
-        try:
-            mod = __import__(extra, fromlist=["add_parsers"])
-        except ModuleNotFoundError as e:
-            if e.name != extra:
-                raise
-            continue
-        mod.add_parsers(sub)
+    from reports import cli as reports_cli
+    from tbrm import train_cli
+
+    train_cli.add_parsers(sub)
+    reports_cli.add_parsers(sub)
     # `tbrm verl ...` is dispatched in main() to tbrm_verl (optional extra [verl], its own environment);
     # listed here for --help only.
     sub.add_parser("verl", help="run a paper recipe at scale on verl (extra [verl]); `tbrm verl --help`",

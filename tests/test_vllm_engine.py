@@ -122,12 +122,13 @@ def test_engine_follows_the_policy_after_a_training_step(tiny_vllm_path, tmp_pat
     from tbrm.config import load_config
     from evals.generation import SamplingParams, generate
     from evals.models import load_model
+    from tbrm.train_cli import algorithms
     from tbrm.trainer import Trainer
 
     cfg = load_config("cpu-tbrm-n1", [f"model={tiny_vllm_path}", "engine=vllm", "steps=1", "prompts_per_step=4",
                                       "max_new_tokens=12", "lr=1e-3", "autocast=none", "evaluate=false",
                                       "tensorboard=false", "engine_kv_cache_gb=0.25", "micro_batch_size=2"])
-    trainer = Trainer(cfg, tmp_path / "run", progress=False)
+    trainer = Trainer(cfg, tmp_path / "run", progress=False, algorithm=algorithms()["tbrm"])
     trainer.setup()
     try:
         row = trainer.step(1)
