@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
 from decimal import Decimal
 
 from evals.latex import last_boxed
@@ -47,18 +46,6 @@ RULES = {
                               "for 178) restates the question instead of answering it: WRONG, not CORRECT "
                               "as Math-Verify has it. A reward must not pay for restating the question.",
 }
-
-
-@dataclass(frozen=True)
-class Extraction:
-    """The answer found in a response (None when there is none) and how it was found.
-
-    method: ``"boxed"`` (the response has a box), ``"text"`` (Math-Verify found it in unboxed text),
-    ``"lenient"`` (the opt-in fallback) or ``"none"``.
-    """
-
-    answer: str | None
-    method: str
 
 
 # ------------------------------------------------------------------------------------------------------------

@@ -20,7 +20,6 @@ Nothing else in the suite imports vLLM; `resolve_engine` decides what `--engine 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
@@ -34,7 +33,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from evals.generation import GenerationMeter, Sample, SamplingParams, WorkItem, encode_prompt, eos_token_ids, finish_response
+from evals.seeding import stable_seed
+from evals.generation import Sample, SamplingParams, WorkItem, encode_prompt, eos_token_ids, finish_response
 
 ENGINES = ("hf", "vllm", "auto")
 # Head sizes vLLM 0.32's CPU attention kernels support (vllm/v1/attention/backends/cpu_attn.py).
@@ -114,12 +114,6 @@ def rollout_dtype(engine_dtype: str, autocast: str, master_dtype: str, native: b
     return "bfloat16" if autocast in ("bf16", "auto") and native else master_dtype
 
 
-def sample_seed(seed: int, prompt_index: int, sample_index: int) -> int:
-    """Per-sequence sampling seed: independent of batching, so resumed and uninterrupted runs agree."""
-    digest = hashlib.sha256(f"{seed}:{prompt_index}:{sample_index}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
-
-
 @dataclass
 class VLLMSettings:
     """Engine settings. None of them changes what is sampled (only speed and memory), except `dtype`."""
@@ -189,7 +183,7 @@ def plan_batches(prompt_lengths: Sequence[int], params: SamplingParams, max_mode
     return [items[i : i + batch_size] for i in range(0, len(items), batch_size)]
 
 
-class VLLMGenerator(GenerationMeter):
+class VLLMGenerator:
     """vLLM `LLM` engine, in-process. `model_path` is an HF directory (or hub id) with the policy's weights."""
 
     def __init__(self, model_path: str, tokenizer, settings: VLLMSettings | None = None, batch_size: int = 256,
@@ -245,7 +239,7 @@ class VLLMGenerator(GenerationMeter):
             return VLLMParams(
                 temperature=params.temperature, top_p=params.top_p, top_k=0, max_tokens=params.max_new_tokens,
                 stop=list(params.stop) or None, stop_token_ids=sorted(self.eos_ids), ignore_eos=False,
-                logprobs=0, seed=None if params.greedy else sample_seed(params.seed, pi, si),
+                logprobs=0, seed=None if params.greedy else stable_seed(params.seed, pi, si),
                 skip_special_tokens=True)
 
         t0 = time.perf_counter()
@@ -269,7 +263,7 @@ class VLLMGenerator(GenerationMeter):
                 reason = "stop"
             logprobs = [float(next(iter(d.values())).logprob) for d in (c.logprobs or [])][: len(response)]
             samples.append(Sample(pi, si, text, encoded[pi], response, reason, dt, logprobs=logprobs))
-        return self._counted(samples, dt)
+        return samples
 
     # ------------------------------------------------------------------ colocated training
     def load_weights(self, model) -> float:

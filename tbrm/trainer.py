@@ -16,7 +16,6 @@ import os
 import random
 import resource
 import shutil
-import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -25,13 +24,9 @@ import numpy as np
 import torch
 
 from tbrm.algorithm import Algorithm, adamw
-from tbrm.config import ConfigError, TrainConfig, to_dict
+from tbrm.config import RESUMABLE_CHANGES, ConfigError, TrainConfig, to_dict
 from evals.io import append_jsonl, atomic_write_json, atomic_write_jsonl, read_json, read_jsonl
 
-# Settings that may change between a run and its resumption (they do not change what is computed per step).
-RESUMABLE_CHANGES = {"steps", "evaluate", "eval_every", "save_every", "keep_checkpoints", "device", "threads", "tensorboard",
-                     "wandb", "wandb_project", "generation_batch_size", "engine", "engine_compile",
-                     "engine_kv_cache_gb", "engine_gpu_memory_utilization"}
 
 
 def checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
@@ -347,7 +342,6 @@ class Trainer:
 
         self.setup()
         cfg = self.cfg
-        kill_after = int(os.environ.get("TBRM_KILL_AFTER_STEP", "0"))  # test hook: a real SIGKILL mid-run
         try:
             if self.start_step == 0 and cfg.evaluate:
                 self.log({"step": 0, "rollouts": 0, **self.evaluate(0)})
@@ -367,8 +361,6 @@ class Trainer:
                 bar.set_postfix({"reward": f"{row['reward/mean']:.3f}", "loss": f"{row['loss']:.3g}",
                                  **{k.split("/")[1]: f"{v:.3f}" for k, v in row.items() if k.endswith("/accuracy")
                                     and k.startswith("eval/")}})
-                if kill_after and step == kill_after:
-                    os.kill(os.getpid(), signal.SIGKILL)
             bar.close()
             from tbrm.plots import plot_training_curves
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from safetensors.torch import load_file
 
-from tests.conftest import run_cli
+from tests.conftest import kill_env, run_cli
 
 FAST = ["steps=2", "prompts_per_step=4", "max_new_tokens=6", "eval_problems=4", "eval_every=1", "save_every=1",
         "micro_batch_size=3", "arith_digits=[1,2]", "heldout_size=20", "temperature=1.0", "generation_batch_size=8"]
@@ -69,7 +69,7 @@ def test_resume_after_kill_equals_uninterrupted_run(tiny_model_path, tmp_path):
     args = ["train", "--no-progress", f"model={tiny_model_path}", "algorithm=tbrm", *FAST, "steps=4", "lr=1e-3",
             "eval_every=2"]
     killed, fresh = tmp_path / "killed", tmp_path / "fresh"
-    proc = run_cli(*args, "--out", str(killed), env={"TBRM_KILL_AFTER_STEP": "3"}, check=False)
+    proc = run_cli(*args, "--out", str(killed), env=kill_env(step=3), check=False)
     assert proc.returncode == -9
     assert [r["step"] for r in _metrics(killed)] == [0, 1, 2, 3]
     run_cli(*args, "--out", str(killed))

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import run_cli, save_tiny_llama
+from tests.conftest import kill_env, run_cli, save_tiny_llama
 
 # .ci/run sets TBRM_REQUIRE_VLLM=1: there a missing vLLM fails these tests instead of skipping them.
 pytestmark = pytest.mark.skipif(
@@ -164,7 +164,7 @@ def _sampled_eval_args(model: str, tmp_path: Path) -> list[str]:
 def test_killed_vllm_eval_resumes_to_the_same_summary(tiny_vllm_path, tmp_path):
     args = _sampled_eval_args(tiny_vllm_path, tmp_path)
     killed = tmp_path / "killed"
-    proc = run_cli(*args, "--out", str(killed), env={"TBRM_KILL_AFTER_BATCHES": "2"}, check=False)
+    proc = run_cli(*args, "--out", str(killed), env=kill_env(batches=2), check=False)
     assert proc.returncode == -9  # a real SIGKILL mid-run
     rows_file = killed / "samples" / "problems.jsonl"
     partial = rows_file.read_text().splitlines()
