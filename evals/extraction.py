@@ -7,7 +7,7 @@ Before that, `apply_text_rules` rewrites a few forms Math-Verify misreads; after
 the comparison rules. Every rule is named in `RULES` (with the reason it exists), reported in the
 `Verdict.rules` of each answer it touched, and tested on its own in ``tests/test_verifier_rules.py``.
 
-`lenient_answer` is the old "answer phrase, else last number" extraction, for small models that never
+`lenient_answer` is the opt-in "answer phrase, else last number" extraction, for small models that never
 box (SmolLM2-135M writes "2 + 3 = 5"). It is used only when asked for (``--lenient`` / the recipe field
 ``lenient``) and only when the default path finds no answer at all; every verdict it produces is flagged
 (extraction ``"lenient"``) and counted in summaries, so benchmark scores under the default settings never

@@ -114,7 +114,7 @@ class TrainConfig:
     # --- rewards (the same verifier as evaluation) -----------------------------------------------------------------
     reward_correct: float = fixed(1.0)
     reward_wrong: float = fixed(0.0)  # also for unparsed / timed-out answers
-    # Reward answers Math-Verify cannot find with the old "answer is X / last number" fallback. Off by default:
+    # Reward answers Math-Verify cannot find with the "answer is X / last number" fallback. Off by default:
     # the last number of a text is often not its answer, and a reward must not pay for that. The CPU recipes turn
     # it on (SmolLM2-135M never boxes); such rewards are flagged (reward/lenient_fraction in the logs).
     lenient: bool = fixed(False)
@@ -138,7 +138,7 @@ class TrainConfig:
     engine: str = resumable("auto")
     engine_compile: bool = resumable(False)  # vllm: torch.compile (+10-25% tokens/s, ~1 min more start-up on CPU)
     # vllm: dtype the engine samples in. auto = bfloat16 under autocast=bf16 where bf16 is native (CUDA, CPUs with
-    # AVX512-BF16/AMX), else the master weights' dtype: emulated bf16 is ~3x slower than fp32 in vLLM's CPU kernels.
+    # AVX512-BF16/AMX), else the master weights' dtype: emulated bf16 is several times slower than fp32 in vLLM.
     engine_dtype: str = fixed("auto")
     # vllm on CPU: KV-cache size (rollouts x (prompt + max_new_tokens) must fit)
     engine_kv_cache_gb: float = resumable(2.0)

@@ -90,7 +90,7 @@ def test_non_finite_logits_stop_generation_with_a_clear_error(tiny_model_path, g
 
 def test_auto_autocast_is_bf16_only_where_bf16_is_native():
     """autocast=auto (the CPU recipes) runs bf16 only on hardware with native bf16; on a CPU without AVX512-BF16/AMX
-    the forward stays fp32 (emulated bf16 made a TBRM n=1 step 6.6x slower on Zen 3)."""
+    the forward stays fp32 (emulated bf16 is several times slower: benchmarks/results/engines-fp32.md)."""
     from evals.models import native_bf16
     from evals.models import autocast_context
 

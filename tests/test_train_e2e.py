@@ -170,7 +170,7 @@ def test_bad_configs_fail_before_loading_a_model(tmp_path, overrides, message):
 
 
 def test_rollout_engine_samples_in_bf16_only_where_bf16_is_native():
-    """engine_dtype=auto: a CPU without AVX512-BF16/AMX-BF16 emulates bf16 (vLLM ~3x slower than fp32 there), so
+    """engine_dtype=auto: a CPU without AVX512-BF16/AMX-BF16 emulates bf16 (vLLM several times slower than fp32), so
     bf16 autocast gives bf16 rollouts only where bf16 is native; explicit settings are kept."""
     from evals.models import BF16_CPU_FLAGS, cpu_flags
     from evals.vllm_generation import rollout_dtype
@@ -226,5 +226,5 @@ def test_optimizer_is_fused_adamw_with_the_same_update_as_the_plain_one():
 
     fused, a = trained(lambda ps: adamw(ps, lr=1e-2, weight_decay=0.1))
     plain, b = trained(lambda ps: torch.optim.AdamW(ps, lr=1e-2, weight_decay=0.1, fused=False, foreach=False))
-    assert fused.defaults["fused"] is True  # the CPU default is a per-tensor Python loop, ~4x slower on SmolLM2
+    assert fused.defaults["fused"] is True  # the CPU default is a per-tensor Python loop, several times slower
     assert torch.allclose(a, b, atol=1e-6) and not torch.equal(a, torch.zeros_like(a))
