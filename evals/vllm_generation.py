@@ -5,7 +5,7 @@ response token ids (final EOS included), finish reason and, here, vLLM's per-tok
 per sequence from (seed, prompt index, sample index), so a sample does not depend on which batch it lands in: a
 killed run that resumes regenerates exactly what it had not finished and gets the same samples.
 
-Settings that matter (measured on a 2-core CPU, ../shared/notes/vllm-cpu.md):
+Settings that matter on CPU (docs/vllm-cpu.md says why each is needed):
 - In-process engine (`VLLM_ENABLE_V1_MULTIPROCESSING=0`, `distributed_executor_backend="uni"`): the model runs on
   all cores (vLLM otherwise reserves one core for its busy-looping engine process), and the trainer reaches the
   worker directly to load new weights in place.
