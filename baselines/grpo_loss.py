@@ -9,11 +9,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from tbrm.config import LOSS_AGG_MODES
 from tbrm.logprobs import masked_mean, masked_sum
 
-__all__ = ["grpo_advantages", "grpo_loss", "kl_k3", "LOSS_AGG_MODES"]
-
-LOSS_AGG_MODES = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm")
+__all__ = ["grpo_advantages", "grpo_loss", "kl_k3", "clipped_surrogate", "LOSS_AGG_MODES"]
 
 # exp() of a log-ratio beyond this overflows nothing in fp32 but only ever means "policy moved absurdly";
 # clamping keeps one bad token from turning the batch loss into inf/nan (verl clamps at ±20 too).
@@ -68,14 +67,37 @@ def kl_k3(logprobs: Tensor, ref_logprobs: Tensor) -> Tensor:
     return torch.exp(d) - d - 1.0
 
 
+def clipped_surrogate(logprobs: Tensor, old_logprobs: Tensor, advantages: Tensor,
+                      clip_eps: float) -> tuple[Tensor, Tensor, Tensor]:
+    """PPO's clipped surrogate per token (arXiv 1707.06347 eq. 7), the policy-gradient term of GRPO and PPO.
+
+        ρ = exp(lp − old_lp),   ℓ = max(−A·ρ, −A·clip(ρ, 1−ε, 1+ε))   (= −min of the two surrogates)
+
+    The log-ratio is clamped to ±`_MAX_LOG_RATIO` first, so one runaway token cannot make the loss inf/nan.
+
+    Args:
+        logprobs: ``[B, T]`` log π_θ (with grad). old_logprobs: ``[B, T]`` log π_old (constant).
+        advantages: ``[B, T]``, or ``[B, 1]`` for one advantage per sequence (constant).
+        clip_eps: ε.
+
+    Returns:
+        ``(loss [B, T], ratio [B, T], clipped [B, T] bool)`` fp32: the per-token loss (padding not masked), ρ,
+        and where the clipped branch is the active one (strictly: where both branches tie, ρ is inside the band
+        and the clip does nothing).
+    """
+    adv = advantages.detach().float()
+    log_ratio = (logprobs.float() - old_logprobs.detach().float()).clamp(-_MAX_LOG_RATIO, _MAX_LOG_RATIO)
+    ratio = torch.exp(log_ratio)
+    unclipped = -adv * ratio
+    clipped = -adv * torch.clamp(ratio, 1.0 - clip_eps, 1.0 + clip_eps)
+    return torch.maximum(unclipped, clipped), ratio, clipped > unclipped
+
+
 def _aggregate(loss_mat: Tensor, mask: Tensor, loss_agg: str, max_len: int | None) -> Tensor:
     """Reduce a ``[B, T]`` per-token loss to a scalar (same modes as verl's ``agg_loss``)."""
     if loss_agg == "token-mean":
         # every token in the batch weighs the same (DAPO / verl default)
         return masked_mean(loss_mat, mask)
-    if loss_agg == "seq-mean-token-mean":
-        # the literal GRPO objective: 1/G Σ_i 1/|o_i| Σ_t (longer answers get less weight per token)
-        return masked_mean(loss_mat, mask, dim=-1).mean()
     if loss_agg == "seq-mean-token-sum-norm":
         # Dr. GRPO: Σ_t instead of 1/|o_i| Σ_t, divided by a CONSTANT max generation length so the step
         # size does not depend on the batch's lengths; mean over sequences (as TRL's loss_type="dr_grpo").
@@ -101,9 +123,9 @@ def grpo_loss(
     Per token: ratio ρ = exp(lp − old_lp), A the sequence's advantage,
         ℓ_pg = max(−A·ρ, −A·clip(ρ, 1−ε, 1+ε))      (= −min of the PPO surrogates)
         ℓ    = ℓ_pg + kl_coef · k3(lp, ref_lp)
-    then reduced with ``loss_agg``: "token-mean" (default), "seq-mean-token-mean" (the paper's 1/|o_i|)
-    or "seq-mean-token-sum-norm" (Dr. GRPO, arXiv 2503.20783: token sum / ``max_len``, mean over sequences;
-    pair it with ``grpo_advantages(..., scale_by_std=False)``).
+    then reduced with ``loss_agg``: "token-mean" (default; every token of the batch weighs the same, as in DAPO
+    and verl) or "seq-mean-token-sum-norm" (Dr. GRPO, arXiv 2503.20783: token sum / ``max_len``, mean over
+    sequences; pair it with ``grpo_advantages(..., scale_by_std=False)``).
 
     Args:
         logprobs: ``[B, T]`` log π_θ of the sampled tokens (with grad).
@@ -141,11 +163,7 @@ def grpo_loss(
     lp = logprobs.float()
     mask = mask.float()
     adv = advantages.detach().float().unsqueeze(-1)  # [B, 1]: one outcome advantage for every token
-    log_ratio = (lp - old_logprobs.detach().float()).clamp(-_MAX_LOG_RATIO, _MAX_LOG_RATIO)
-    ratio = torch.exp(log_ratio)
-    pg_unclipped = -adv * ratio
-    pg_clipped = -adv * torch.clamp(ratio, 1.0 - clip_eps, 1.0 + clip_eps)
-    pg_tok = torch.maximum(pg_unclipped, pg_clipped)  # [B, T]
+    pg_tok, ratio, clipped = clipped_surrogate(lp, old_logprobs, adv, clip_eps)  # [B, T] each
 
     loss_tok = pg_tok
     kl_tok = None
@@ -158,8 +176,7 @@ def grpo_loss(
     with torch.no_grad():
         metrics = {
             "grpo/pg_loss": _aggregate(pg_tok.detach(), mask, loss_agg, max_len).item(),
-            # strictly greater: where both branches tie (ratio inside the band) the clip is not active
-            "grpo/clip_frac": masked_mean((pg_clipped > pg_unclipped).float(), mask).item(),
+            "grpo/clip_frac": masked_mean(clipped.float(), mask).item(),
             "grpo/ratio_mean": masked_mean(ratio.detach(), mask).item(),
             "grpo/advantage_abs_mean": adv.abs().mean().item(),
         }

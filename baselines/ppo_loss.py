@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from baselines.grpo_loss import kl_k3
+from baselines.grpo_loss import clipped_surrogate, kl_k3
 from tbrm.logprobs import masked_mean
 
 __all__ = [
@@ -33,9 +33,6 @@ __all__ = [
     "kl_penalty_k3",
     "ppo_actor_loss",
 ]
-
-_MAX_LOG_RATIO = 20.0  # see baselines.grpo_loss: keeps exp() of a runaway log-ratio finite
-
 
 def _same_shape(ref: Tensor, **named: Tensor | None) -> None:
     if ref.dim() != 2:
@@ -152,17 +149,13 @@ def ppo_policy_loss(
     _same_shape(logprobs, old_logprobs=old_logprobs, advantages=advantages, mask=mask)
     lp = logprobs.float()
     old = old_logprobs.detach().float()
-    adv = advantages.detach().float()
     mask = mask.float()
-    log_ratio = (lp - old).clamp(-_MAX_LOG_RATIO, _MAX_LOG_RATIO)
-    ratio = torch.exp(log_ratio)
-    pg_unclipped = -adv * ratio
-    pg_clipped = -adv * torch.clamp(ratio, 1.0 - clip_eps, 1.0 + clip_eps)
-    loss = masked_mean(torch.maximum(pg_unclipped, pg_clipped), mask)
+    pg_tok, _, clipped = clipped_surrogate(lp, old, advantages, clip_eps)
+    loss = masked_mean(pg_tok, mask)
     with torch.no_grad():
         metrics = {
             "ppo/pg_loss": loss.item(),
-            "ppo/clip_frac": masked_mean((pg_clipped > pg_unclipped).float(), mask).item(),
+            "ppo/clip_frac": masked_mean(clipped.float(), mask).item(),
             "ppo/approx_kl": masked_mean(old - lp.detach(), mask).item(),
         }
     return loss, metrics

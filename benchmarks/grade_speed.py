@@ -212,7 +212,7 @@ def run_in_process(rows: list[dict], n: int) -> list[dict]:
 
     Each runs in a fresh process of its own: latex2sympy2's ANTLR parser builds its prediction cache (DFA) class-wide
     as it parses, so a grader run after another in one process would parse the same answers with the other's
-    warm cache (that once made ours look 5x faster than plain Math-Verify here; it is about 2x).
+    warm cache and look faster than it is.
 
     Plain Math-Verify runs as users call it: `verify(parse(gold), parse(response))` with the library's own settings
     (signal-based timeouts). Ours is `judge` with the speed-ups its pool workers start with

@@ -86,8 +86,8 @@ def build_grpo_config(cfg, out_dir: Path, progress: bool):
     # TRL's "dapo" is exactly that: the token sum of each micro-batch divided by the number of response tokens in
     # the whole generation batch, accumulated over the micro-batches of one step. "bnpo" divides by each
     # micro-batch's own token count (a mean of micro-batch means, which differs whenever micro-batches hold
-    # different numbers of tokens) and "grpo" averages per-sequence token means (our "seq-mean-token-mean", the
-    # length-biased original). Dr. GRPO's constant normaliser maps onto TRL's "dr_grpo".
+    # different numbers of tokens) and "grpo" averages per-sequence token means (the length-biased original, which
+    # our loop does not offer). Dr. GRPO's constant normaliser maps onto TRL's "dr_grpo".
     loss_type = {"token-mean": "dapo", "seq-mean-token-sum-norm": "dr_grpo"}[cfg.loss_agg]
     if cfg.generation_batch_size < batch:
         notes.append(f"our loop samples in chunks of generation_batch_size={cfg.generation_batch_size} rollouts; "

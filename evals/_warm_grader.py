@@ -1,6 +1,7 @@
 """Imported only by the verifier's forkserver (`evals.verifier._mp_context`): speeds up and warms
 math-verify's LaTeX parser there once, so that every grader worker, replacements for killed ones included,
-forks from a warm one."""
+forks from a warm one. It imports the verifier, never the reverse: a worker started without the forkserver
+(spawn) warms itself in `evals.verifier._init_worker`."""
 
 from evals.latex import warm_latex_parser
 from evals.verifier import _speed_up_math_verify

@@ -15,15 +15,8 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
+from evals.metrics import mean_accuracy, problem_results
 from evals.verifier import Verifier
-
-def _score(rows: Sequence[dict], key: str) -> float:
-    """Mean over problems of the fraction of correct samples (avg@n; plain accuracy for n = 1)."""
-    per_problem: dict[str, list[bool]] = defaultdict(list)
-    for r in rows:
-        per_problem[r["problem_id"]].append(r[key] == "correct")
-    return sum(sum(v) / len(v) for v in per_problem.values()) / len(per_problem)
-
 
 def audit_rows(rows: Sequence[dict], *, timeout_s: float = 5.0, workers: int | None = None,
                progress: bool = True) -> tuple[dict, list[dict]]:
@@ -56,7 +49,7 @@ def audit_rows(rows: Sequence[dict], *, timeout_s: float = 5.0, workers: int | N
 
 
 def _compare(rows: Sequence[dict]) -> dict:
-    ours, plain = _score(rows, "outcome"), _score(rows, "plain_outcome")
+    ours, plain = (mean_accuracy(problem_results(rows, outcome)) for outcome in ("outcome", "plain_outcome"))
     up = [r for r in rows if r["outcome"] == "correct" and r["plain_outcome"] != "correct"]
     down = [r for r in rows if r["outcome"] != "correct" and r["plain_outcome"] == "correct"]
     by_rule = Counter(",".join(r.get("rules") or ()) or "none" for r in up + down)

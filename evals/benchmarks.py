@@ -376,38 +376,16 @@ class BenchmarkSpec:
     plus the TBRM paper's evaluation defaults (`samples` at `temperature`, reported as avg@samples)."""
 
     name: str
-    description: str
     hub_id: str
     hub_config: str | None
     hub_split: str
     hub_fields: FieldMap
     local_file: str  # relative to data_dir()
     local_fields: FieldMap
-    expected_count: int
     samples: int = 1
     temperature: float = 0.0
     top_p: float = 1.0
     max_new_tokens: int = 2048
-
-    @property
-    def problem_field(self) -> str:
-        return self.local_fields.problem
-
-    @property
-    def answer_field(self) -> str:
-        return self.local_fields.answer
-
-    @property
-    def id_field(self) -> str | None:
-        return self.local_fields.id
-
-    @property
-    def gold(self) -> str:
-        return self.local_fields.gold
-
-    @property
-    def metric(self) -> str:
-        return f"avg@{self.samples}"
 
 
 _SAMPLED = dict(samples=32, temperature=1.0)
@@ -415,64 +393,58 @@ _SAMPLED = dict(samples=32, temperature=1.0)
 BENCHMARKS: dict[str, BenchmarkSpec] = {
     s.name: s
     for s in [
+        # MATH500: the 500-problem MATH test split of 'Let's Verify Step by Step' (prm800k).
         BenchmarkSpec(
             name="math500",
-            description="MATH500: the 500-problem MATH test split of 'Let's Verify Step by Step' (prm800k).",
             hub_id="HuggingFaceH4/MATH-500", hub_config=None, hub_split="test",
             hub_fields=FieldMap("problem", "answer", "unique_id"),
             local_file="math500/test.jsonl", local_fields=FieldMap("problem", "answer", "unique_id"),
-            expected_count=500,
         ),
+        # AIME 2024 I+II (30 problems); golds are zero-padded strings such as '025'.
         BenchmarkSpec(
             name="aime24",
-            description="AIME 2024 I+II (30 problems); golds are zero-padded strings such as '025'.",
             hub_id="HuggingFaceH4/aime_2024", hub_config=None, hub_split="train",
             hub_fields=FieldMap("problem", "answer", "id"),
             local_file="aime24/test.jsonl", local_fields=FieldMap("problem", "answer", "id"),
-            expected_count=30, **_SAMPLED,
+            **_SAMPLED,
         ),
+        # AIME 2025 I+II (30 problems), MathArena text (free of the control-character defects of the AReaL copy).
         BenchmarkSpec(
             name="aime25",
-            description="AIME 2025 I+II (30 problems), MathArena text (free of the control-character defects "
-                        "of the AReaL copy).",
             hub_id="math-ai/aime25", hub_config=None, hub_split="test",
             hub_fields=FieldMap("problem", "answer", None),
             local_file="aime25/test_matharena.jsonl", local_fields=FieldMap("problem", "answer", "id"),
-            expected_count=30, **_SAMPLED,
+            **_SAMPLED,
         ),
+        # AMC 2023 (40 problems rewritten with numeric answers); golds are floats such as '27.0'.
         BenchmarkSpec(
             name="amc23",
-            description="AMC 2023 (40 problems rewritten with numeric answers); golds are floats such as '27.0'.",
             hub_id="math-ai/amc23", hub_config=None, hub_split="test",
             hub_fields=FieldMap("question", "answer", None),
             local_file="amc23/test.jsonl", local_fields=FieldMap("problem", "answer", "id"),
-            expected_count=40, **_SAMPLED,
+            **_SAMPLED,
         ),
+        # Minerva Math / MIT OCW (272 problems); gold = last \boxed{} of the solution.
         BenchmarkSpec(
             name="minerva",
-            description="Minerva Math / MIT OCW (272 problems); gold = last \\boxed{} of the solution.",
             hub_id="math-ai/minervamath", hub_config=None, hub_split="test",
             hub_fields=FieldMap("question", "answer", None),
             local_file="minerva_math/test.jsonl", local_fields=FieldMap("problem", "solution", "idx", "last_boxed"),
-            expected_count=272,
         ),
+        # OlympiadBench OE_TO_maths_en_COMP (675 text-only problems); gold = final_answer[0] without '$'.
         BenchmarkSpec(
             name="olympiadbench",
-            description="OlympiadBench OE_TO_maths_en_COMP (675 text-only problems); gold = final_answer[0] "
-                        "without '$'.",
             hub_id="math-ai/olympiadbench", hub_config=None, hub_split="test",
             hub_fields=FieldMap("question", "final_answer[0]", None, "strip_dollars"),
             local_file="olympiadbench/test.jsonl",
             local_fields=FieldMap("question", "final_answer[0]", "id", "strip_dollars"),
-            expected_count=675,
         ),
+        # GSM8K test (1319 problems); gold = text after '#### ' (thousands commas kept).
         BenchmarkSpec(
             name="gsm8k",
-            description="GSM8K test (1319 problems); gold = text after '#### ' (thousands commas kept).",
             hub_id="openai/gsm8k", hub_config="main", hub_split="test",
             hub_fields=FieldMap("question", "answer", None, "after_hashes"),
             local_file="gsm8k/test.jsonl", local_fields=FieldMap("question", "answer", "idx", "after_hashes"),
-            expected_count=1319,
         ),
     ]
 }

@@ -7,7 +7,7 @@ Before that, `apply_text_rules` rewrites a few forms Math-Verify misreads; after
 the comparison rules. Every rule is named in `RULES` (with the reason it exists), reported in the
 `Verdict.rules` of each answer it touched, and tested on its own in ``tests/test_verifier_rules.py``.
 
-`lenient_answer` is the old "answer phrase, else last number" extraction, for small models that never
+`lenient_answer` is the opt-in "answer phrase, else last number" extraction, for small models that never
 box (SmolLM2-135M writes "2 + 3 = 5"). It is used only when asked for (``--lenient`` / the recipe field
 ``lenient``) and only when the default path finds no answer at all; every verdict it produces is flagged
 (extraction ``"lenient"``) and counted in summaries, so benchmark scores under the default settings never
@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
 from decimal import Decimal
 
 from evals.latex import last_boxed
@@ -83,18 +82,6 @@ GOLD_FORMS = {
                             "left by a table) loses it; boxed, the backslash escapes the box's closing brace "
                             "and nothing parses.",
 }
-
-
-@dataclass(frozen=True)
-class Extraction:
-    """The answer found in a response (None when there is none) and how it was found.
-
-    method: ``"boxed"`` (the response has a box), ``"text"`` (Math-Verify found it in unboxed text),
-    ``"lenient"`` (the opt-in fallback) or ``"none"``.
-    """
-
-    answer: str | None
-    method: str
 
 
 # ------------------------------------------------------------------------------------------------------------

@@ -9,12 +9,13 @@ here imports vLLM.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Iterator, Protocol, Sequence
 
 import torch
+
+from evals.seeding import stable_seed
 
 
 @dataclass
@@ -82,11 +83,6 @@ class Generator(Protocol):
                   params: SamplingParams) -> list[Sample]: ...
 
 
-def batch_seed(seed: int, batch_index: int) -> int:
-    digest = hashlib.sha256(f"{seed}:{batch_index}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
-
-
 def encode_prompt(tokenizer, prompt: str) -> list[int]:
     # Chat templates already start with their special tokens; adding BOS again would shift the model.
     add = not (tokenizer.bos_token and prompt.startswith(tokenizer.bos_token))
@@ -143,22 +139,6 @@ def generate(generator: Generator, prompts: Sequence[str], params: SamplingParam
     return out
 
 
-class GenerationMeter:
-    """Tokens generated and seconds spent generating so far: the throughput both engines report."""
-
-    tokens_generated: int = 0
-    seconds: float = 0.0
-
-    def _counted(self, samples: list[Sample], seconds: float) -> list[Sample]:
-        self.tokens_generated += sum(s.num_tokens for s in samples)
-        self.seconds += seconds
-        return samples
-
-    @property
-    def tokens_per_second(self) -> float:
-        return self.tokens_generated / self.seconds if self.seconds else 0.0
-
-
 class NonFiniteLogitsError(RuntimeError):
     """The model's next-token scores held NaN or +inf: there is nothing to sample from."""
 
@@ -184,7 +164,7 @@ def _finite_logits_guard(width: int, under_autocast: bool):
     return FiniteLogitsGuard()
 
 
-class HFGenerator(GenerationMeter):
+class HFGenerator:
     """transformers `generate` backend.
 
     batch_size: most sequences per batch. On CPU, 32-64 maximises tokens/s for a 135M model; on GPU, larger.
@@ -257,7 +237,7 @@ class HFGenerator(GenerationMeter):
             use_cache=True,
         )
         if not params.greedy:
-            seed = batch_seed(params.seed, batch_index)
+            seed = stable_seed(params.seed, batch_index)
             torch.manual_seed(seed)
             if device.type == "cuda":
                 torch.cuda.manual_seed_all(seed)
@@ -281,4 +261,4 @@ class HFGenerator(GenerationMeter):
         for (pi, si), ids, prompt_ids in zip(batch, new, encoded):
             response, text, reason = finish_response(tok, ids, self.eos_ids, params.stop)
             samples.append(Sample(pi, si, text, prompt_ids, response, reason, dt))
-        return self._counted(samples, dt)
+        return samples

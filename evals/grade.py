@@ -12,7 +12,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from evals.benchmarks import DataError, field_value, read_records
-from evals.metrics import ProblemResult, summarize
+from evals.metrics import outcome_counts, problem_results, summarize
 from evals.verifier import Verifier
 from evals.io import atomic_write_json, atomic_write_jsonl
 
@@ -42,12 +42,8 @@ def grade_file(path: str | Path, *, response_field: str = "response", answer_fie
                      "extracted": v.extracted, "extraction": v.extraction, "outcome": v.outcome.value,
                      "answer_key": v.answer_key, "rules": list(v.rules)})
         sample_counter[pid] += 1
-    per_problem: dict[str, list[dict]] = defaultdict(list)
-    for r in rows:
-        per_problem[r["problem_id"]].append(r)
-    metrics = summarize([ProblemResult(pid, [r["outcome"] == "correct" for r in rs], [r["answer_key"] for r in rs])
-                         for pid, rs in per_problem.items()])
-    outcomes = {k: sum(r["outcome"] == k for r in rows) for k in ("correct", "wrong", "unparsed", "timeout")}
+    metrics = summarize(problem_results(rows))
+    outcomes = outcome_counts(rows)
     summary = {"file": path.name, "response_field": response_field, "answer_field": answer_field,
                "id_field": id_field, "lenient": lenient, "n_rows": len(rows), "outcomes": outcomes,
                "lenient_verdicts": sum(r["extraction"] == "lenient" for r in rows), "metrics": metrics}

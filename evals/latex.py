@@ -118,8 +118,16 @@ n(n+1)/2
 """
 
 
+_warmed = False
+
+
 def warm_latex_parser() -> None:
-    """Parse `WARMUP_ANSWERS` with the parser math-verify calls, ignoring failures."""
+    """Parse `WARMUP_ANSWERS` with the parser math-verify calls, ignoring failures; once per process (a forked
+    process inherits the warm parser and the flag)."""
+    global _warmed
+    if _warmed:
+        return
+    _warmed = True
     import math_verify.parser
 
     for line in WARMUP_ANSWERS.strip().splitlines():

@@ -25,12 +25,15 @@ from __future__ import annotations
 import operator
 from collections import Counter
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 
 __all__ = [
     "ProblemResult",
+    "problem_results",
+    "mean_accuracy",
+    "outcome_counts",
     "pass_at_k",
     "majority_correct",
     "bootstrap_means",
@@ -56,6 +59,37 @@ class ProblemResult:
     problem_id: str
     correct: list[bool]
     answer_keys: list[str | None]
+
+
+# Every verdict the verifier gives (`evals.verifier.Outcome`); counts list all four, so a zero is never silent.
+OUTCOMES = ("correct", "wrong", "unparsed", "timeout")
+
+
+def problem_results(rows: Iterable[dict], outcome: str = "outcome") -> list[ProblemResult]:
+    """Graded sample rows -> one ProblemResult per ``problem_id``, problems in order of first appearance, samples
+    in ``sample_index`` order. A sample is correct when ``row[outcome] == "correct"``; its answer key is
+    ``row["answer_key"]`` (None where the row has none). The one grouping behind `tbrm eval`'s and `tbrm grade`'s
+    metrics and the grader audit's scores."""
+    per_problem: dict[str, list[dict]] = {}
+    for r in rows:
+        per_problem.setdefault(r["problem_id"], []).append(r)
+    results = []
+    for pid, samples in per_problem.items():
+        samples.sort(key=lambda r: r.get("sample_index", 0))
+        results.append(ProblemResult(pid, [s[outcome] == "correct" for s in samples],
+                                     [s.get("answer_key") for s in samples]))
+    return results
+
+
+def mean_accuracy(results: Sequence[ProblemResult]) -> float:
+    """Mean over problems of each problem's fraction of correct samples (avg@n, also where n differs)."""
+    return float(np.mean([np.mean(r.correct) for r in results]))
+
+
+def outcome_counts(rows: Iterable[dict]) -> dict[str, int]:
+    """How many rows got each verdict, every outcome listed."""
+    counts = Counter(r["outcome"] for r in rows)
+    return {k: counts.get(k, 0) for k in OUTCOMES}
 
 
 def _as_int(x: object, name: str) -> int:

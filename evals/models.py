@@ -209,8 +209,8 @@ def fingerprint(path: str) -> dict:
 
 def autocast_context(device: torch.device, autocast: str):
     """bf16 autocast for "bf16", and for "auto" where bf16 is native on the device (`native_bf16`):
-    emulated bf16 is far slower than fp32 (a TBRM n=1 CPU step on Zen 3 without AVX512-BF16: see
-    benchmarks/results/engines-fp32.md)."""
+    where the hardware emulates it (CPUs without AVX512-BF16 or AMX), bf16 is far slower than fp32
+    (benchmarks/results/engines-fp32.md compares the two)."""
     if autocast == "bf16" or (autocast == "auto" and native_bf16(device)):
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return nullcontext()

@@ -13,63 +13,114 @@ on disk, so a resumed run reaches the same summary as an uninterrupted one.
 
 from __future__ import annotations
 
-import os
 import platform
-import signal
 import time
 from collections import defaultdict
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from importlib import metadata
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
-from evals.metrics import ProblemResult, length_stats, summarize
+from evals.metrics import length_stats, outcome_counts, problem_results, summarize
+from evals.models import DEFAULT_MODEL
 from evals.problem import Problem
-from evals.verifier import Verifier
+from evals.prompts import DEFAULT_TEMPLATE, TEMPLATES
 from evals.generation import Generator, SamplingParams, run_batches
 from evals.io import append_jsonl, atomic_write_json, atomic_write_jsonl, read_json, read_jsonl
+
+if TYPE_CHECKING:  # the verifier pulls in sympy and Math-Verify: imported where grading starts
+    from evals.verifier import Verifier
+
+
+def _setting(default: Any = MISSING, *, identity: bool, help: str, default_factory: Any = MISSING, **flag) -> Any:
+    """An EvalConfig field. identity: whether it changes what is generated or how it is graded (a resumed run
+    must match on it). help: the `tbrm eval` flag's help (`evals.dataclass_args`); `flag` adds `choices`,
+    `group` and, for an identity field, `absent_means`: the value a run written before the field existed used."""
+    return field(default=default, default_factory=default_factory,
+                 metadata={"identity": identity, "help": help, **flag})
+
+
+_ENGINE = "generation engine"
 
 
 @dataclass
 class EvalConfig:
-    """What `tbrm eval` runs. Fields left None take each benchmark's paper default (AIME/AMC: 32 samples at
-    temperature 1.0 -> avg@32; the others greedy -> avg@1; 2048 new tokens)."""
+    """What `tbrm eval` runs; each field is one of its flags. Fields left None take each benchmark's paper default
+    (AIME/AMC: 32 samples at temperature 1.0 -> avg@32; the others greedy -> avg@1; 2048 new tokens)."""
 
-    model: str = "smollm2-135m-instruct"
-    benchmarks: list[str] = field(default_factory=lambda: ["math500"])
-    limit: int | None = None  # first N problems of each benchmark (a slice for quick runs)
-    data_file: str | None = None  # a user JSONL/Parquet file instead of (or beside) registry benchmarks
-    problem_field: str = "problem"
-    answer_field: str = "answer"
-    id_field: str | None = None
-    samples: int | None = None
-    temperature: float | None = None
-    top_p: float | None = None
-    max_new_tokens: int | None = None
-    template: str = "qwen-math"
-    dtype: str = "float32"
-    device: str = "auto"
-    threads: int | None = None
-    batch_size: int | None = None  # sequences per generation batch; None = the engine's default (hf 64, vllm 256)
-    seed: int = 0
-    lenient: bool = False  # opt-in "last number" fallback where Math-Verify finds no answer (flagged, counted)
-    audit: bool = False  # also grade every answer with plain Math-Verify and report the differences
-    engine: str = "auto"  # hf | vllm | auto (vllm when installed and it supports the model here)
-    compile: bool = False  # vllm: torch.compile the model (faster decoding, slower start)
-    kv_cache_gb: float = 4.0  # vllm on CPU: KV-cache size
-    gpu_memory_utilization: float = 0.85  # vllm on CUDA
-    tensor_parallel_size: int = 1  # vllm on CUDA
-    data_parallel_size: int = 1  # vllm: engine replicas in their own processes (GPUs, or cores), sharing the batches
-    verifier_timeout: float = 5.0
-    verifier_workers: int | None = None
-    data_dir: str | None = None
+    model: str = _setting(DEFAULT_MODEL, identity=True,
+                          help="HF hub id, local HF directory (e.g. RUN_DIR/checkpoint-N) or bundled short name "
+                               f"(default: {DEFAULT_MODEL}); a resumed run compares the model's fingerprint")
+    benchmarks: list[str] | None = _setting(
+        None, identity=True,
+        help="registry names (math500 aime24 aime25 amc23 minerva olympiadbench gsm8k); default math500 unless "
+             "--data-file is given")
+    limit: int | None = _setting(None, identity=True, help="first N problems of each benchmark (a slice)")
+    data_file: str | None = _setting(None, identity=True, help="a JSONL/Parquet file of your own problems")
+    problem_field: str = _setting("problem", identity=True, help="field path of the problem text in --data-file")
+    answer_field: str = _setting("answer", identity=True,
+                                 help="field path of the gold answer, e.g. final_answer[0]")
+    id_field: str | None = _setting(None, identity=True,
+                                    help="field path of the problem id in --data-file (default: the row index)")
+    samples: int | None = _setting(None, identity=True,
+                                   help="samples per problem (default: the benchmark's paper default)")
+    temperature: float | None = _setting(None, identity=True,
+                                         help="0 = greedy (default: the benchmark's paper default)")
+    top_p: float | None = _setting(None, identity=True, help="nucleus sampling mass (default: the benchmark's, 1.0)")
+    max_new_tokens: int | None = _setting(None, identity=True,
+                                          help="default: the benchmark's (2048, as in the paper)")
+    template: str = _setting(DEFAULT_TEMPLATE, identity=True, choices=TEMPLATES,
+                             help="prompt template (evals/prompts.py)")
+    dtype: str = _setting("float32", identity=True, choices=("float32", "bfloat16", "float16"),
+                          help="dtype of the model's weights")
+    device: str = _setting("auto", identity=False, help="auto, cpu, cuda, cuda:1 ...")
+    threads: int | None = _setting(None, identity=False, help="CPU threads for torch (default: torch's choice)")
+    batch_size: int | None = _setting(None, identity=True,
+                                      help="sequences per generation batch, the unit of resume (default: hf 64, "
+                                           "vllm 256)")
+    seed: int = _setting(0, identity=True, help="sampling seed")
+    lenient: bool = _setting(False, identity=True,
+                             help="where Math-Verify finds no answer, take the last 'answer is X' phrase or the last "
+                                  "number (for small models that never box); such verdicts are flagged 'lenient' "
+                                  "and counted. Off by default: benchmark scores should not depend on it")
+    audit: bool = _setting(False, identity=False,
+                           help="also grade every answer with plain Math-Verify and report where the two disagree, "
+                                "how many verdicts flip and how far each score moves (audit.json, "
+                                "audit_disagreements.jsonl)")
+    engine: str = _setting("auto", identity=True, absent_means="hf", group=_ENGINE, choices=("hf", "vllm", "auto"),
+                           help="hf = transformers generate; vllm = vLLM (3-7x the tokens/s on CPU, more on GPU); "
+                                "auto (default) = vllm when it is installed and supports the model on this device")
+    compile: bool = _setting(False, identity=False, group=_ENGINE,
+                             help="vllm: torch.compile the model (+10-25% tokens/s, but about a minute more start-up "
+                                  "on CPU)")
+    kv_cache_gb: float = _setting(4.0, identity=False, group=_ENGINE, help="vllm on CPU: KV-cache size in GiB")
+    gpu_memory_utilization: float = _setting(0.85, identity=False, group=_ENGINE, help="vllm on CUDA")
+    tensor_parallel_size: int = _setting(1, identity=False, group=_ENGINE, help="vllm on CUDA: GPUs per model")
+    data_parallel_size: int = _setting(
+        1, identity=False, group=_ENGINE,
+        help="vllm: engine replicas, each in its own process on its own GPUs (tensor-parallel-size each) or, on CPU, "
+             "its share of the cores; they share the batches (--batch-size: give each replica some). Samples do not "
+             "depend on it, so a run may resume with another value")
+    verifier_timeout: float = _setting(5.0, identity=False, help="seconds per answer before 'timeout'")
+    verifier_workers: int | None = _setting(None, identity=False,
+                                            help="grader processes (default: min(2, CPU cores))")
+    data_dir: str | None = _setting(None, identity=False,
+                                    help="benchmark data folder (default: $TBRM_DATA_DIR or ../shared/data)")
 
-    # Fields that change what is generated or how it is graded: a resumed run must match on all of them.
-    IDENTITY = ("benchmarks", "limit", "data_file", "problem_field", "answer_field", "id_field", "samples",
-                "temperature", "top_p", "max_new_tokens", "template", "dtype", "batch_size", "seed",
-                "lenient", "engine")
-    # What a run written before a field existed used (its config.json lacks the field).
-    IDENTITY_DEFAULTS = {"engine": "hf"}
+    def __post_init__(self):
+        if self.benchmarks is None:  # no benchmark named: math500, unless the problems come from a file
+            self.benchmarks = [] if self.data_file else ["math500"]
+
+    @staticmethod
+    def identity_fields() -> tuple[str, ...]:
+        """The fields that change what is generated or how it is graded: a resumed run must match on all."""
+        return tuple(f.name for f in fields(EvalConfig) if f.metadata["identity"])
+
+    @staticmethod
+    def identity_absent() -> dict[str, Any]:
+        """What a run whose config.json predates an identity field used for it."""
+        return {f.name: f.metadata["absent_means"] for f in fields(EvalConfig) if "absent_means" in f.metadata}
+
 
 ENGINE_BATCH_SIZE = {"hf": 64, "vllm": 256}
 
@@ -160,11 +211,10 @@ def evaluate_problems(
         rows = kept
     if done:
         print(f"{name}: resuming, {len(done)}/{len(plan)} batches already on disk", flush=True)
-    kill_after = int(os.environ.get("TBRM_KILL_AFTER_BATCHES", "0"))  # test hook: a real SIGKILL mid-run
     total = sum(len(b) for b in plan)
     bar = tqdm(total=total, desc=f"{name}", unit="seq", disable=not progress, dynamic_ncols=True)
     bar.update(sum(len(plan[b]) for b in done))
-    gen_tokens, gen_seconds, written = 0, 0.0, 0
+    gen_tokens, gen_seconds = 0, 0.0
     todo = [(bi, batch) for bi, batch in enumerate(plan) if bi not in done]
     for bi, samples in run_batches(generator, prompts, todo, params):  # in completion order when data-parallel
         t0 = time.perf_counter()
@@ -185,9 +235,6 @@ def evaluate_problems(
         rows.extend(new)
         if on_batch:
             on_batch(new)
-        written += 1
-        if kill_after and len(done) + written >= kill_after:
-            os.kill(os.getpid(), signal.SIGKILL)
         gen_tokens += sum(s.num_tokens for s in samples)
         gen_seconds += samples[0].seconds if samples else 0.0
         bar.update(len(samples))
@@ -202,19 +249,8 @@ def evaluate_problems(
 def summarize_rows(rows: Sequence[dict], params: SamplingParams | None = None) -> dict:
     """Metrics of one benchmark from its sample rows: avg@n / pass@k / maj@n with bootstrap CIs, outcome
     counts (correct / wrong / unparsed / timeout: never a silent zero), lengths, truncation, throughput."""
-    per_problem: dict[str, dict[int, dict]] = defaultdict(dict)
-    for r in rows:
-        per_problem[r["problem_id"]][r["sample_index"]] = r
-    results = []
-    for pid, samples in per_problem.items():
-        ordered = [samples[i] for i in sorted(samples)]
-        results.append(ProblemResult(pid, [s["outcome"] == "correct" for s in ordered],
-                                     [s["answer_key"] for s in ordered]))
-    out = summarize(results)
-    outcomes: dict[str, int] = defaultdict(int)
-    for r in rows:
-        outcomes[r["outcome"]] += 1
-    out["outcomes"] = {k: outcomes.get(k, 0) for k in ("correct", "wrong", "unparsed", "timeout")}
+    out = summarize(problem_results(rows))
+    out["outcomes"] = outcome_counts(rows)
     out["lenient_verdicts"] = sum(r["extraction"] == "lenient" for r in rows)  # opt-in fallback, see evals.extraction
     out["lengths"] = length_stats([r["num_tokens"] for r in rows], [r["finish_reason"] == "length" for r in rows])
     batches = {r["batch_index"]: (r["gen_seconds"], r["verify_seconds"]) for r in rows}
@@ -235,7 +271,7 @@ def _check_resume(run_dir: Path, identity: dict) -> None:
     if not path.exists():
         return
     old = read_json(path).get("identity", {})
-    old = {**EvalConfig.IDENTITY_DEFAULTS, **old}
+    old = {**EvalConfig.identity_absent(), **old}
     diff = {k: (old.get(k), v) for k, v in identity.items() if old.get(k) != v}
     if diff:
         details = "; ".join(f"{k}: on disk {a!r}, now {b!r}" for k, (a, b) in diff.items())
@@ -250,6 +286,7 @@ def run_eval(cfg: EvalConfig, out_dir: str | Path, *, progress: bool = True, con
     from evals.prompts import render_prompt, template_record
     from evals.models import fingerprint, load_tokenizer, resolve_device, resolve_model, set_threads
     from evals.portable import portable_model
+    from evals.verifier import Verifier
     from evals.vllm_generation import engine_record, resolve_engine
 
     t_start = time.perf_counter()
@@ -261,8 +298,8 @@ def run_eval(cfg: EvalConfig, out_dir: str | Path, *, progress: bool = True, con
     device = resolve_device(cfg.device)
     engine = resolve_engine(cfg.engine, model_path, device)
     cfg = replace(cfg, engine=engine, batch_size=cfg.batch_size or ENGINE_BATCH_SIZE[engine])
-    identity = {k: getattr(cfg, k) for k in EvalConfig.IDENTITY}
-    identity["model"] = fingerprint(model_path)
+    identity = {k: getattr(cfg, k) for k in EvalConfig.identity_fields()}
+    identity["model"] = fingerprint(model_path)  # the weights, wherever they are
     _check_resume(out_dir, identity)
     set_threads(cfg.threads)
     tokenizer = load_tokenizer(model_path)

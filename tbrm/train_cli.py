@@ -1,8 +1,31 @@
-"""`tbrm train`: the shared RL loop from a recipe plus key=value overrides."""
+"""`tbrm train`: the shared RL loop from a recipe plus key=value overrides, and the registry of algorithms.
+
+The registry lives here, in the entry layer: the training core (`tbrm.trainer`, `tbrm.algorithm`) sits below
+`baselines/`, and the loop receives the class of the algorithm to train instead of looking it up.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tbrm.algorithm import Algorithm
+
+
+def algorithms() -> dict[str, type[Algorithm]]:
+    """Every algorithm the shared loop trains, by the name `TrainConfig.algorithm` gives it (imported on use:
+    `tbrm --help` loads no torch)."""
+    from baselines.grpo import GRPO
+    from baselines.ppo import PPO
+    from tbrm.algorithm import TBRM
+
+    return {a.name: a for a in (TBRM, GRPO, PPO)}
+
+
+def make_algorithm(cfg, policy, device) -> Algorithm:
+    """The algorithm `cfg.algorithm` names, built for `policy` on `device`."""
+    return algorithms()[cfg.algorithm](cfg, policy, device)
 
 
 def add_parsers(sub) -> None:
@@ -31,7 +54,7 @@ def _run_train(a) -> int:
         return 0
     from tbrm.trainer import train
 
-    rows = train(cfg, a.out, progress=not a.no_progress)
+    rows = train(cfg, a.out, progress=not a.no_progress, algorithm=algorithms()[cfg.algorithm])
     last = rows[-1] if rows else {}
     evals = {k: round(v, 4) for k, v in last.items() if k.startswith("eval/") and k.endswith("/accuracy")}
     print(f"trained {cfg.algorithm} for {last.get('step', 0)} steps; final held-out {evals}; "

@@ -16,7 +16,6 @@ import os
 import random
 import resource
 import shutil
-import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -24,14 +23,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from tbrm.config import ConfigError, TrainConfig, to_dict
+from tbrm.algorithm import Algorithm, adamw
+from tbrm.config import RESUMABLE_CHANGES, ConfigError, TrainConfig, to_dict
 from evals.io import append_jsonl, atomic_write_json, atomic_write_jsonl, read_json, read_jsonl
 
-# Settings that may change between a run and its resumption (they do not change what is computed per step).
-RESUMABLE_CHANGES = {"steps", "evaluate", "eval_every", "save_every", "keep_checkpoints", "final_state", "device",
-                     "threads", "tensorboard",
-                     "wandb", "wandb_project", "generation_batch_size", "engine", "engine_compile",
-                     "engine_kv_cache_gb", "engine_gpu_memory_utilization"}
 
 
 def checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
@@ -68,14 +63,21 @@ def _peak_memory_gb(device: torch.device) -> float:
 
 
 class Trainer:
-    def __init__(self, cfg: TrainConfig, run_dir: str | Path, progress: bool = True):
+    """`algorithm`: the class of the algorithm `cfg.algorithm` names (`tbrm.train_cli.algorithms()`); it is
+    built once the policy is loaded, as `algorithm(cfg, policy, device)`."""
+
+    def __init__(self, cfg: TrainConfig, run_dir: str | Path, progress: bool = True, *,
+                 algorithm: type[Algorithm]):
+        if algorithm.name != cfg.algorithm:
+            raise ConfigError(f"the config trains algorithm={cfg.algorithm!r} but the trainer was given "
+                              f"{algorithm.__name__} ({algorithm.name!r})")
         self.cfg, self.run_dir, self.progress = cfg, Path(run_dir), progress
+        self.algorithm_class = algorithm
 
     # ------------------------------------------------------------------ set-up
     def setup(self) -> None:
         from evals.prompts import render_prompt
         from evals.verifier import Verifier
-        from tbrm.algorithm import adamw, make_algorithm
         from tbrm.data import heldout_sets, load_trajectories, prompt_source
         from evals.models import load_model, load_tokenizer, resolve_device, resolve_model, set_threads
         from evals.vllm_generation import engine_record, resolve_engine
@@ -101,7 +103,7 @@ class Trainer:
         self.policy.config.use_cache = False  # training forward; generate() turns the cache on by itself
         if cfg.gradient_checkpointing:
             self.policy.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        self.algo = make_algorithm(cfg, self.policy, self.device)
+        self.algo = self.algorithm_class(cfg, self.policy, self.device)
         self.ref = None
         if self.algo.needs_reference:
             ref_path = resolve_model(cfg.ref_model) if cfg.ref_model else self.model_path
@@ -347,7 +349,6 @@ class Trainer:
 
         self.setup()
         cfg = self.cfg
-        kill_after = int(os.environ.get("TBRM_KILL_AFTER_STEP", "0"))  # test hook: a real SIGKILL mid-run
         try:
             if self.start_step == 0 and cfg.evaluate:
                 self.log({"step": 0, "rollouts": 0, **self.evaluate(0)})
@@ -367,8 +368,6 @@ class Trainer:
                 bar.set_postfix({"reward": f"{row['reward/mean']:.3f}", "loss": f"{row['loss']:.3g}",
                                  **{k.split("/")[1]: f"{v:.3f}" for k, v in row.items() if k.endswith("/accuracy")
                                     and k.startswith("eval/")}})
-                if kill_after and step == kill_after:
-                    os.kill(os.getpid(), signal.SIGKILL)
             bar.close()
             from tbrm.plots import plot_training_curves
 
@@ -381,5 +380,6 @@ class Trainer:
         return read_jsonl(self.run_dir / "metrics.jsonl")
 
 
-def train(cfg: TrainConfig, run_dir: str | Path, progress: bool = True) -> list[dict]:
-    return Trainer(cfg, run_dir, progress).run()
+def train(cfg: TrainConfig, run_dir: str | Path, progress: bool = True, *,
+          algorithm: type[Algorithm]) -> list[dict]:
+    return Trainer(cfg, run_dir, progress, algorithm=algorithm).run()

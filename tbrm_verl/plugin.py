@@ -2,7 +2,7 @@
 
 verl's registered policy losses see ``(old_log_prob, log_prob, advantages, response_mask, ...)`` and nothing else,
 so a registered loss cannot see V_θ(s_1) and would silently train TBRM with V ≡ 0 (baseline-free REINFORCE,
-biased off-policy; ../shared/notes/verl-tbrm.md §2a). This module adds the missing term without editing verl:
+biased off-policy; docs/verl-plugin.md explains the design). This module adds the missing term without editing verl:
 
 1. ``compute_tbrm_target`` (advantage estimator ``tbrm``). With ``algorithm.use_kl_in_reward=True``,
    ``kl_penalty=kl`` and a fixed ``kl_coef=β``, verl's ``apply_kl_penalty`` has already turned the scores into
@@ -22,7 +22,8 @@ this plugin can be missing fails loudly on first use: the ``tbrm`` policy loss r
 raises (it is only reached when the dispatcher is not installed), and ``tbrm_actor_loss`` raises when the engine
 override did not run. Settings the loss cannot honour exactly are refused by ``check_actor_settings``.
 
-Pinned to verl 0.9.1: the engine and worker surfaces used here changed twice in 2026 (notes §2c).
+Pinned to verl 0.9.1: verl rewrote the engine and worker surfaces used here twice within a year
+(docs/verl-plugin.md, "Loading and versions").
 """
 
 from __future__ import annotations

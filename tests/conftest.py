@@ -87,6 +87,19 @@ def tiny_model_path(tmp_path_factory, smollm2_path) -> str:
     return save_tiny_llama(tmp_path_factory.mktemp("tiny-llama"), smollm2_path)
 
 
+def kill_env(*, step: int | None = None, batches: int | None = None) -> dict[str, str]:
+    """Environment for `run_cli` under which the `tbrm` process (and every `tbrm` process it starts) kills itself
+    with a real SIGKILL: after training step `step`, or after writing `batches` evaluation batches. The hook is
+    tests/kill_hooks/sitecustomize.py, loaded at interpreter start-up; the suite's code has none."""
+    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(REPO / "tests" / "kill_hooks"), str(REPO),
+                                                       os.environ.get("PYTHONPATH")]))}
+    if step is not None:
+        env["TBRM_KILL_AFTER_STEP"] = str(step)
+    if batches is not None:
+        env["TBRM_KILL_AFTER_BATCHES"] = str(batches)
+    return env
+
+
 def run_cli(*args: str, env: dict | None = None, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess:
     """Run `tbrm ...` as a real process (the installed console script's module)."""
     full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}

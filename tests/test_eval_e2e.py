@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import kill_env, run_cli
 
 
 def _rows(path: Path) -> list[dict]:
@@ -42,7 +42,7 @@ def test_killed_eval_resumes_without_regenerating(tiny_model_path, tmp_path):
     args = ["eval", "--model", tiny_model_path, "--benchmarks", "amc23", "--limit", "5", "--samples", "2",
             "--temperature", "1.0", "--max-new-tokens", "10", "--batch-size", "3", "--no-progress"]
     killed = tmp_path / "killed"
-    proc = run_cli(*args, "--out", str(killed), env={"TBRM_KILL_AFTER_BATCHES": "2"}, check=False)
+    proc = run_cli(*args, "--out", str(killed), env=kill_env(batches=2), check=False)
     assert proc.returncode == -9  # really killed (SIGKILL), not a clean exit
     partial = _rows(killed / "samples" / "amc23.jsonl")
     assert len(partial) == 6 and not (killed / "summary.json").exists()

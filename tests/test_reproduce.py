@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import kill_env, run_cli
 from tbrm.cli import build_parser
 from tbrm.config import RECIPES_DIR, load_config
 
@@ -101,7 +101,7 @@ def test_cpu_pipeline_end_to_end_with_kill_and_resume(tiny_model_path, tmp_path)
     out = tmp_path / "repro"
     args = ["reproduce", "--out", str(out), "--model", tiny_model_path, *TINY]
     # a real SIGKILL of the first training after its first step: reproduce stops and says how to resume
-    killed = run_cli(*args, env={"TBRM_KILL_AFTER_STEP": "1"}, check=False)
+    killed = run_cli(*args, env=kill_env(step=1), check=False)
     assert killed.returncode == 1 and "stage 4/10" in killed.stderr and "Rerun the same command" in killed.stderr
     assert (out / "train" / "tbrm-n1" / "checkpoint-1").is_dir()
     # the base model is evaluated first; each training is followed by its own evaluations

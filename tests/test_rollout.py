@@ -44,8 +44,16 @@ def test_temperature_scales_logprobs_but_not_v_start(tiny):
     torch.testing.assert_close(hot.v_start, raw.v_start)
 
 
+def test_the_registry_trains_every_algorithm_the_config_accepts():
+    from tbrm.config import ALGORITHMS
+    from tbrm.train_cli import algorithms
+
+    assert sorted(algorithms()) == sorted(ALGORITHMS)
+    assert all(cls.name == name for name, cls in algorithms().items())
+
+
 def test_only_policy_gradient_methods_temper_their_logprobs(tiny):
-    from tbrm.algorithm import make_algorithm
+    from tbrm.train_cli import make_algorithm
     from tbrm.config import load_config
 
     for recipe, expected in (("cpu-tbrm-n1", 1.0), ("cpu-grpo-n4", 0.7), ("cpu-ppo-n1", 0.7)):
@@ -82,7 +90,7 @@ def test_non_finite_logits_stop_generation_with_a_clear_error(tiny_model_path, g
 
 def test_auto_autocast_is_bf16_only_where_bf16_is_native():
     """autocast=auto (the CPU recipes) runs bf16 only on hardware with native bf16; on a CPU without AVX512-BF16/AMX
-    the forward stays fp32 (emulated bf16 made a TBRM n=1 step 6.6x slower on Zen 3)."""
+    the forward stays fp32 (emulated bf16 is several times slower: benchmarks/results/engines-fp32.md)."""
     from evals.models import native_bf16
     from evals.models import autocast_context
 
@@ -127,7 +135,7 @@ def test_generation_plan_bounds_padding_and_tokens(tiny):
 def test_ppo_advantages_whitened_only_when_asked(tiny, whiten):
     """Raw GAE advantages are r - V (gamma = lambda = 1); whitening rescales them to zero mean, unit std."""
     from baselines.ppo_loss import gae, outcome_token_rewards
-    from tbrm.algorithm import make_algorithm
+    from tbrm.train_cli import make_algorithm
     from tbrm.config import load_config
 
     model, tok = tiny

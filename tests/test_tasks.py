@@ -120,3 +120,24 @@ def test_lists_accepted_and_split_errors():
         task.problems("train")
     with pytest.raises(ValueError, match="heldout_size"):
         task.problems("heldout", n=201)
+
+
+def test_stable_seeds_are_the_same_in_every_process():
+    """Seeds of held-out sets, training streams and sampling come from sha256, not Python's per-process salted
+    hash: two interpreters with different hash seeds agree."""
+    import os
+    import subprocess
+    import sys
+
+    from evals.seeding import stable_seed
+
+    calls = "s(0, 7), s(0, 7, 1), s(repr(('train', 0, 5)), byteorder='big', bits=64)"
+    code = f"from evals.seeding import stable_seed as s; print({calls})"
+    outs = {subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                           env={**os.environ, "PYTHONHASHSEED": str(h)}).stdout for h in (1, 2)}
+    expected = (stable_seed(0, 7), stable_seed(0, 7, 1), stable_seed(repr(("train", 0, 5)), byteorder="big", bits=64))
+    assert outs == {" ".join(map(str, expected)) + "\n"}
+    seeds = [stable_seed(0, b) for b in range(100)]
+    assert len(set(seeds)) == 100 and all(0 <= x < 2**63 for x in seeds)  # non-negative int64: any sampler's seed
+    with pytest.raises(ValueError):
+        stable_seed("x", bits=65)

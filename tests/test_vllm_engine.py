@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import run_cli, save_tiny_llama
+from tests.conftest import kill_env, run_cli, save_tiny_llama
 
 # .ci/run sets TBRM_REQUIRE_VLLM=1: there a missing vLLM fails these tests instead of skipping them.
 pytestmark = pytest.mark.skipif(
@@ -179,12 +179,13 @@ def test_engine_follows_the_policy_after_a_training_step(tiny_vllm_path, tmp_pat
     from tbrm.config import load_config
     from evals.generation import SamplingParams, generate
     from evals.models import load_model
+    from tbrm.train_cli import algorithms
     from tbrm.trainer import Trainer
 
     cfg = load_config("cpu-tbrm-n1", [f"model={tiny_vllm_path}", "engine=vllm", "steps=1", "prompts_per_step=4",
                                       "max_new_tokens=12", "lr=1e-3", "autocast=none", "evaluate=false",
                                       "tensorboard=false", "engine_kv_cache_gb=0.25", "micro_batch_size=2"])
-    trainer = Trainer(cfg, tmp_path / "run", progress=False)
+    trainer = Trainer(cfg, tmp_path / "run", progress=False, algorithm=algorithms()["tbrm"])
     trainer.setup()
     try:
         row = trainer.step(1)
@@ -220,7 +221,7 @@ def _sampled_eval_args(model: str, tmp_path: Path) -> list[str]:
 def test_killed_vllm_eval_resumes_to_the_same_summary(tiny_vllm_path, tmp_path):
     args = _sampled_eval_args(tiny_vllm_path, tmp_path)
     killed = tmp_path / "killed"
-    proc = run_cli(*args, "--out", str(killed), env={"TBRM_KILL_AFTER_BATCHES": "2"}, check=False)
+    proc = run_cli(*args, "--out", str(killed), env=kill_env(batches=2), check=False)
     assert proc.returncode == -9  # a real SIGKILL mid-run
     rows_file = killed / "samples" / "problems.jsonl"
     partial = rows_file.read_text().splitlines()
