@@ -63,15 +63,35 @@ class EvalConfig:
     verifier_timeout: float = 5.0
     verifier_workers: int | None = None
     data_dir: str | None = None
+    # --engine openai: an OpenAI-compatible server generates (evals.openai_generation); `model` is the served name
+    base_url: list[str] = field(default_factory=list, metadata={
+        "help": "openai: server URL such as http://HOST:8000/v1; repeat it to spread the requests over servers"})
+    tokenizer: str | None = field(default=None, metadata={
+        "help": "openai: the served model's tokenizer (bundled name, local folder or hub id) for rendering "
+                "completions prompts; default: --model when it resolves to one"})
+    api: str | None = field(default=None, metadata={
+        "help": "openai: completions (send the prompt this suite renders, byte for byte the in-process engines') "
+                "or chat (the server applies its chat template); default completions where a tokenizer is available"})
+    api_key_env: str | None = field(default=None, metadata={
+        "help": "openai: name of the environment variable holding the API key (the key is never written anywhere)"})
+    concurrency: int = field(default=64, metadata={"help": "openai: requests in flight, over all servers"})
+    request_timeout: float = field(default=600.0, metadata={
+        "help": "openai: seconds one request may take before it is retried as timed out"})
+    max_retries: int = field(default=5, metadata={
+        "help": "openai: retries of a request after 429, 5xx, a connection error or a timeout (exponential backoff "
+                "with jitter) before the run stops"})
+    strip_thinking: str | None = field(default=None, metadata={
+        "help": "openai: a thinking block's end token (e.g. </think>): the text up to its last occurrence is kept "
+                "as the sample's reasoning and not graded"})
 
     # Fields that change what is generated or how it is graded: a resumed run must match on all of them.
     IDENTITY = ("benchmarks", "limit", "data_file", "problem_field", "answer_field", "id_field", "samples",
                 "temperature", "top_p", "max_new_tokens", "template", "dtype", "batch_size", "seed",
-                "lenient", "engine")
+                "lenient", "engine", "api", "strip_thinking")
     # What a run written before a field existed used (its config.json lacks the field).
-    IDENTITY_DEFAULTS = {"engine": "hf"}
+    IDENTITY_DEFAULTS = {"engine": "hf", "api": None, "strip_thinking": None}
 
-ENGINE_BATCH_SIZE = {"hf": 64, "vllm": 256}
+ENGINE_BATCH_SIZE = {"hf": 64, "vllm": 256, "openai": 256}
 
 
 @dataclass
@@ -181,6 +201,8 @@ def evaluate_problems(
                 "finish_reason": s.finish_reason, "gen_seconds": round(s.seconds, 4),
                 "verify_seconds": round(verify_seconds, 4),
             })
+            if getattr(s, "reasoning", None) is not None:  # a served reasoning model's thinking, not graded
+                new[-1]["reasoning"] = s.reasoning
         append_jsonl(samples_path, new)
         rows.extend(new)
         if on_batch:
@@ -257,21 +279,42 @@ def run_eval(cfg: EvalConfig, out_dir: str | Path, *, progress: bool = True, con
     if not isinstance(cfg.data_parallel_size, int) or cfg.data_parallel_size < 1:
         raise ValueError(f"data_parallel_size must be a positive integer, got {cfg.data_parallel_size!r}")
     tasks = resolve_tasks(cfg)  # fail on bad names/data before loading anything heavy
-    model_path = resolve_model(cfg.model)
-    device = resolve_device(cfg.device)
-    engine = resolve_engine(cfg.engine, model_path, device)
-    cfg = replace(cfg, engine=engine, batch_size=cfg.batch_size or ENGINE_BATCH_SIZE[engine])
-    identity = {k: getattr(cfg, k) for k in EvalConfig.IDENTITY}
-    identity["model"] = fingerprint(model_path)
-    _check_resume(out_dir, identity)
-    set_threads(cfg.threads)
-    tokenizer = load_tokenizer(model_path)
-    generator = make_eval_generator(cfg, model_path, tokenizer, device)
-    template = template_record(cfg.template, tokenizer)
-    shown_model = portable_model(cfg.model, model_path, out_dir)  # no machine path in a file a user may commit
+    if cfg.base_url and cfg.engine != "openai":
+        raise ValueError(f"--base-url is for --engine openai (got --engine {cfg.engine})")
+    if cfg.engine == "openai":  # a server generates: `model` is its served name, the tokenizer is optional
+        from evals.openai_generation import OpenAIGenerator, resolve_served, served_template_record
+
+        if cfg.data_parallel_size > 1:
+            raise ValueError("--engine openai: the servers do the data parallelism (vllm serve --data-parallel-size, "
+                             "or several --base-url); data_parallel_size must stay 1")
+
+        model_path, tokenizer, api = resolve_served(cfg.model, cfg.tokenizer, cfg.api)
+        device, engine = "server", "openai"
+        cfg = replace(cfg, api=api, batch_size=cfg.batch_size or ENGINE_BATCH_SIZE[engine])
+        identity = {k: getattr(cfg, k) for k in EvalConfig.IDENTITY}
+        identity["model"] = {"model": cfg.model, "kind": "served"}
+        _check_resume(out_dir, identity)
+        generator = OpenAIGenerator(openai_settings(cfg), tokenizer, batch_size=cfg.batch_size, template=cfg.template)
+        template = (served_template_record(cfg.template) if api == "chat"
+                    else template_record(cfg.template, tokenizer))
+        shown_model = cfg.model
+    else:
+        model_path = resolve_model(cfg.model)
+        device = resolve_device(cfg.device)
+        engine = resolve_engine(cfg.engine, model_path, device)
+        cfg = replace(cfg, engine=engine, batch_size=cfg.batch_size or ENGINE_BATCH_SIZE[engine])
+        identity = {k: getattr(cfg, k) for k in EvalConfig.IDENTITY}
+        identity["model"] = fingerprint(model_path)
+        _check_resume(out_dir, identity)
+        set_threads(cfg.threads)
+        tokenizer = load_tokenizer(model_path)
+        generator = make_eval_generator(cfg, model_path, tokenizer, device)
+        template = template_record(cfg.template, tokenizer)
+        shown_model = portable_model(cfg.model, model_path, out_dir)  # no machine path in a file a user may commit
+    engine_info = generator.engine_record() if hasattr(generator, "engine_record") else engine_record(engine)
     atomic_write_json(out_dir / "config.json", {
         "config": {k: v for k, v in asdict(cfg).items()}, "identity": identity, "model_path": shown_model,
-        "device": str(device), "template": template, "engine": engine_record(engine),
+        "device": str(device), "template": template, "engine": engine_info,
         "benchmarks": {t.name: {"n_problems": len(t.problems), "sampling": asdict(t.params)} for t in tasks},
     })
     results = {}
@@ -279,7 +322,9 @@ def run_eval(cfg: EvalConfig, out_dir: str | Path, *, progress: bool = True, con
     try:
         with Verifier(workers=cfg.verifier_workers, timeout_s=cfg.verifier_timeout, lenient=cfg.lenient) as verifier:
             for task in tasks:
-                prompts = [render_prompt(p.problem, cfg.template, tokenizer) for p in task.problems]
+                render = getattr(generator, "render", None)  # the openai engine's chat API sends messages
+                prompts = [render(p.problem) if render else render_prompt(p.problem, cfg.template, tokenizer)
+                           for p in task.problems]
                 rows = evaluate_problems(task.name, task.problems, prompts, task.params, generator, verifier,
                                          out_dir / "samples" / f"{task.name}.jsonl", progress=progress)
                 results[task.name] = summarize_rows(rows, task.params)
@@ -299,18 +344,28 @@ def run_eval(cfg: EvalConfig, out_dir: str | Path, *, progress: bool = True, con
             results[name]["audit"] = audit[name]
         if console is not False:
             print_audit(audit, console)
-    trained = Path(model_path) / "train_config.json"
+    trained = Path(model_path) / "train_config.json" if model_path else None
+    if hasattr(generator, "request_stats"):  # requests and retries of this invocation
+        engine_info = {**engine_info, "requests": generator.request_stats()}
     summary = {
         "model": cfg.model, "model_path": shown_model,
-        "trained_with": read_json(trained) if trained.exists() else None, "fingerprint": identity["model"],
+        "trained_with": read_json(trained) if trained and trained.exists() else None, "fingerprint": identity["model"],
         "template": template, "config": asdict(cfg), "versions": package_versions(), "device": str(device),
-        "engine": engine_record(engine),
+        "engine": engine_info,
         "benchmarks": results, "wall_seconds_this_invocation": round(time.perf_counter() - t_start, 2),
     }
     atomic_write_json(out_dir / "summary.json", summary)
     if console is not False:
         print_summary(summary, console)
     return summary
+
+
+def openai_settings(cfg: EvalConfig):
+    from evals.openai_generation import OpenAISettings
+
+    return OpenAISettings(base_urls=list(cfg.base_url), model=cfg.model, api=cfg.api, api_key_env=cfg.api_key_env,
+                          concurrency=cfg.concurrency, request_timeout=cfg.request_timeout,
+                          max_retries=cfg.max_retries, strip_thinking=cfg.strip_thinking)
 
 
 def make_eval_generator(cfg: EvalConfig, model_path: str, tokenizer, device):

@@ -20,7 +20,7 @@ def _add_eval(sub) -> None:
                                    "point and rerun the same command: it resumes where it stopped.")
     p.add_argument("--model", default=DEFAULT_MODEL,
                    help="HF hub id, local HF directory (e.g. RUN_DIR/checkpoint-N) or bundled short name "
-                        f"(default: {DEFAULT_MODEL})")
+                        f"(default: {DEFAULT_MODEL}); with --engine openai, the served model's name")
     p.add_argument("--benchmarks", nargs="*", default=None,
                    help="registry names (math500 aime24 aime25 amc23 minerva olympiadbench gsm8k); "
                         "default math500 unless --data-file is given")
@@ -52,9 +52,10 @@ def _add_eval(sub) -> None:
 
 def _add_engine_args(p) -> None:
     g = p.add_argument_group("generation engine")
-    g.add_argument("--engine", default="auto", choices=("hf", "vllm", "auto"),
+    g.add_argument("--engine", default="auto", choices=("hf", "vllm", "auto", "openai"),
                    help="hf = transformers generate; vllm = vLLM (3-7x the tokens/s on CPU, more on GPU); auto "
-                        "(default) = vllm when it is installed and supports the model on this device")
+                        "(default) = vllm when it is installed and supports the model on this device; openai = "
+                        "requests to OpenAI-compatible servers (--base-url; --model is then the served name)")
     g.add_argument("--compile", action="store_true", help="vllm: torch.compile the model (+10-25%% tokens/s, "
                                                           "but about a minute more start-up on CPU)")
     g.add_argument("--kv-cache-gb", type=float, default=4.0, help="vllm on CPU: KV-cache size in GiB")
@@ -64,6 +65,35 @@ def _add_engine_args(p) -> None:
                    help="vllm: engine replicas, each in its own process on its own GPUs (tensor-parallel-size "
                         "each) or, on CPU, its share of the cores; they share the batches (--batch-size: give each "
                         "replica some). Samples do not depend on it, so a run may resume with another value")
+    _add_openai_args(p)
+
+
+# ---- begin: --engine openai flags (help text from EvalConfig's field metadata; once tbrm eval's flags are generated
+# from EvalConfig, this block and its lines in _run_eval go away)
+OPENAI_FLAGS = {"base_url": ("--base-url", dict(action="append", metavar="URL")),
+                "tokenizer": ("--tokenizer", {}), "api": ("--api", dict(choices=("completions", "chat"))),
+                "api_key_env": ("--api-key-env", dict(metavar="VAR")), "concurrency": ("--concurrency", dict(type=int)),
+                "request_timeout": ("--request-timeout", dict(type=float, metavar="S")),
+                "max_retries": ("--max-retries", dict(type=int, metavar="K")),
+                "strip_thinking": ("--strip-thinking", dict(metavar="TOKEN"))}
+
+
+def _add_openai_args(p) -> None:
+    from dataclasses import MISSING, fields
+
+    from evals.runner import EvalConfig
+
+    g = p.add_argument_group("openai engine (--engine openai)")
+    for f in fields(EvalConfig):
+        if f.name in OPENAI_FLAGS:
+            flag, kw = OPENAI_FLAGS[f.name]
+            default = f.default_factory() if f.default_factory is not MISSING else f.default
+            g.add_argument(flag, dest=f.name, default=default, help=f.metadata["help"], **kw)
+
+
+def _openai_config(a) -> dict:
+    return {name: getattr(a, name) or [] if name == "base_url" else getattr(a, name) for name in OPENAI_FLAGS}
+# ---- end: --engine openai flags
 
 
 def _run_eval(a) -> int:
@@ -77,7 +107,8 @@ def _run_eval(a) -> int:
         batch_size=a.batch_size, seed=a.seed, lenient=a.lenient, audit=a.audit, engine=a.engine,
         compile=a.compile, kv_cache_gb=a.kv_cache_gb, gpu_memory_utilization=a.gpu_memory_utilization,
         tensor_parallel_size=a.tensor_parallel_size, data_parallel_size=a.data_parallel_size,
-        verifier_timeout=a.verifier_timeout, verifier_workers=a.verifier_workers, data_dir=a.data_dir)
+        verifier_timeout=a.verifier_timeout, verifier_workers=a.verifier_workers, data_dir=a.data_dir,
+        **_openai_config(a))
     run_eval(cfg, a.out, progress=not a.no_progress)
     print(f"results: {Path(a.out) / 'summary.json'}")
     return 0
