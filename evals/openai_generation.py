@@ -27,6 +27,7 @@ inference cluster or a hosted model generates, and this module sends one request
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import queue
 import random
@@ -230,8 +231,7 @@ class OpenAIGenerator(GenerationMeter):
 
     async def _probe(self, url: str) -> dict:
         """GET /v1/models (and vLLM's /version): the served names, the server's version, its context length."""
-        import httpx2 as httpx
-
+        httpx = _httpx()
         shown = shown_url(url)
         async with self._client(url) as client:
             try:
@@ -332,11 +332,11 @@ class OpenAIGenerator(GenerationMeter):
 
     # ------------------------------------------------------------------ requests
     async def _run_all(self, prompts, batches, params: SamplingParams, out: queue.Queue) -> None:
-        import httpx2 as httpx
+        import openai
 
         s = self.settings
-        limits = httpx.Limits(max_connections=s.concurrency, max_keepalive_connections=s.concurrency)
-        https = [httpx.AsyncClient(limits=limits, timeout=s.request_timeout) for _ in s.base_urls]
+        limits = _httpx().Limits(max_connections=s.concurrency, max_keepalive_connections=s.concurrency)
+        https = [openai.DefaultAsyncHttpxClient(limits=limits, timeout=s.request_timeout) for _ in s.base_urls]
         clients = [self._client(url, h) for url, h in zip(s.base_urls, https)]
         in_flight = [0] * len(clients)
         gate = asyncio.Semaphore(s.concurrency)
@@ -371,10 +371,9 @@ class OpenAIGenerator(GenerationMeter):
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-            for c in clients:
-                await c.close()
-            for h in https:
-                await h.aclose()
+            for c in clients:  # closes the HTTP client it was given; a failing close must not hide the run's error
+                with contextlib.suppress(Exception):
+                    await c.close()
 
     async def _request(self, clients, in_flight: list[int], prompt, pi: int, si: int, params: SamplingParams,
                        rng: random.Random) -> ServedSample:
@@ -429,6 +428,16 @@ class OpenAIGenerator(GenerationMeter):
                                 f"counts tokens from it")
         return ServedSample(pi, si, text, [], [], choice.finish_reason, 0.0,
                             completion_tokens=int(resp.usage.completion_tokens), reasoning=reasoning)
+
+
+def _httpx():
+    """The HTTP library the installed `openai` client is built on (httpx, or its successor in newer releases)."""
+    import importlib
+
+    import openai
+
+    base = next(c for c in openai.DefaultAsyncHttpxClient.__mro__[1:] if c.__name__ == "AsyncClient")
+    return importlib.import_module(base.__module__.split(".")[0])
 
 
 def _openai_version() -> str | None:
