@@ -326,8 +326,9 @@ class OpenAIGenerator(GenerationMeter):
                     return
         finally:
             loop, task = box.get("loop"), box.get("task")
-            if thread.is_alive() and loop is not None and task is not None:
-                loop.call_soon_threadsafe(task.cancel)
+            if loop is not None and task is not None and not task.done():
+                with contextlib.suppress(RuntimeError):  # the loop closed in between: nothing left to cancel
+                    loop.call_soon_threadsafe(task.cancel)
             thread.join(timeout=30)
 
     # ------------------------------------------------------------------ requests
