@@ -223,7 +223,7 @@ def test_killed_server_stops_the_run_and_a_rerun_resumes_to_the_same_summary(smo
     _needs_vllm()
     own = Server(smollm2_path, tmp_path / "own-server.log").start()
     try:
-        args = ["eval", "--engine", "openai", "--model", SERVED, "--benchmarks", "math500", "--limit", "8",
+        args = ["eval", "--engine", "openai", "--model", SERVED, "--benchmarks", "math500", "--limit", "6",
                 "--samples", "2", "--temperature", "1.0", "--max-new-tokens", "24", "--batch-size", "2",
                 "--concurrency", "1", "--max-retries", "2", "--no-progress"]
         out = tmp_path / "killed"
@@ -243,10 +243,10 @@ def test_killed_server_stops_the_run_and_a_rerun_resumes_to_the_same_summary(smo
                                                        f"after 2 retries"), stderr
         assert "connection failed" in lines[0] and "rerun the same command to resume" in lines[0]
         partial = rows_file.read_text().splitlines()
-        assert 2 <= len(partial) < 16 and len(partial) % 2 == 0 and not (out / "summary.json").exists()
+        assert 2 <= len(partial) < 12 and len(partial) % 2 == 0 and not (out / "summary.json").exists()
         own.start()
         resumed = run_cli(*args, "--base-url", own.base_url, "--out", str(out))
-        assert f"resuming, {len(partial) // 2}/8 batches already on disk" in resumed.stdout
+        assert f"resuming, {len(partial) // 2}/6 batches already on disk" in resumed.stdout, resumed.stdout
         assert rows_file.read_text().splitlines()[: len(partial)] == partial  # finished batches kept, not redone
     finally:
         own.stop()
