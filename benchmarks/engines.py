@@ -59,9 +59,13 @@ def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+def eval_run_dir(name: str, engine: str, a) -> Path:
+    return Path(a.runs) / f"{name}{f'-limit{a.limit}' if a.limit else ''}-{engine}-{a.dtype}-{a.max_new_tokens}"
+
+
 def eval_part(name: str, engine: str, a, over: dict) -> dict:
     """One `tbrm eval` process (its engine's memory is returned when it exits); resumes a killed run in place."""
-    run_dir = Path(a.runs) / f"{name}{f'-limit{a.limit}' if a.limit else ''}-{engine}-{a.dtype}-{a.max_new_tokens}"
+    run_dir = eval_run_dir(name, engine, a)
     cmd = [sys.executable, "-m", "tbrm.cli", "eval", "--model", "smollm2-135m-instruct", "--benchmarks", name,
            "--max-new-tokens", str(a.max_new_tokens), "--dtype", a.dtype, "--engine", engine, "--kv-cache-gb",
            str(a.kv_cache_gb), "--out", str(run_dir), "--no-progress", *over]
@@ -146,7 +150,7 @@ def same_texts(doc: dict, a, bench: str = "math500") -> dict:
     """How many greedy responses of the openai run equal the in-process vllm run's, by (problem, sample)."""
     from evals.io import read_jsonl
 
-    runs = {e: REPO / doc["eval"][f"{bench}/{e}"]["run_dir"] / "samples" / f"{bench}.jsonl" for e in ("vllm", "openai")}
+    runs = {e: eval_run_dir(bench, e, a) / "samples" / f"{bench}.jsonl" for e in ("vllm", "openai")}
     texts = {e: {(r["problem_id"], r["sample_index"]): r["response"] for r in read_jsonl(f)} for e, f in runs.items()}
     same = sum(texts["openai"].get(k) == v for k, v in texts["vllm"].items())
     return {"identical": same, "of": len(texts["vllm"])}
