@@ -18,6 +18,11 @@ Target (issue 21): the harness >= 0.95x bare vLLM tokens/s with identical texts.
 
     python benchmarks/engines.py --parts harness --limit 128 --dtype float32 --out benchmarks/results/engines-harness
 
+Part `openai` (issue 21): MATH500 greedy with `--engine openai` against a local vLLM OpenAI-compatible server started
+here (`python -m vllm.entrypoints.openai.api_server`, the in-process engine's settings: same dtype, eager, no chunked
+prefill, all cores), with --concurrency = the in-process engine's batch size, beside the in-process `vllm` row of
+the same prompts. Target: openai >= 0.8x vllm tokens/s, and the same greedy texts. Server start-up is not timed.
+
 Results go to benchmarks/results/engines.json and .md, rewritten after every measurement, so an interrupted run
 still leaves what it measured; rerunning skips parts already in the JSON (eval runs also resume in place).
 Run directories go to benchmarks/runs/engines (ignored by git). The load average is recorded per measurement:
@@ -29,9 +34,12 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -58,9 +66,13 @@ def now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
+def eval_run_dir(name: str, engine: str, a) -> Path:
+    return Path(a.runs) / f"{name}{f'-limit{a.limit}' if a.limit else ''}-{engine}-{a.dtype}-{a.max_new_tokens}"
+
+
 def eval_part(name: str, engine: str, a, over: dict) -> dict:
     """One `tbrm eval` process (its engine's memory is returned when it exits); resumes a killed run in place."""
-    run_dir = Path(a.runs) / f"{name}{f'-limit{a.limit}' if a.limit else ''}-{engine}-{a.dtype}-{a.max_new_tokens}"
+    run_dir = eval_run_dir(name, engine, a)
     cmd = [sys.executable, "-m", "tbrm.cli", "eval", "--model", "smollm2-135m-instruct", "--benchmarks", name,
            "--max-new-tokens", str(a.max_new_tokens), "--dtype", a.dtype, "--engine", engine, "--kv-cache-gb",
            str(a.kv_cache_gb), "--out", str(run_dir), "--no-progress", *over]
@@ -81,6 +93,74 @@ def eval_part(name: str, engine: str, a, over: dict) -> dict:
             "tokens_per_second": b["throughput"]["tokens_per_second"], "wall_seconds": round(wall, 1),
             "batch_size": summary["config"]["batch_size"], "run_dir": rel(run_dir), "load_avg_before": list(load),
             "load_avg_after": list(os.getloadavg()), "finished": now()}
+
+
+SERVED_MODEL = "smollm2-135m-instruct"  # served under the bundled name, so --engine openai finds its tokenizer
+
+
+class LocalServer:
+    """A vLLM OpenAI-compatible server for the `openai` part, with the in-process engine's settings; its whole
+    process group (API server and engine core) is killed on exit."""
+
+    def __init__(self, a, log: Path):
+        from evals.models import resolve_model
+
+        self.model_path, self.a, self.log = resolve_model(SERVED_MODEL), a, log
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        self.base_url = f"http://127.0.0.1:{self.port}/v1"
+
+    def __enter__(self) -> "LocalServer":
+        cpus = ",".join(map(str, sorted(os.sched_getaffinity(0))))
+        env = {**os.environ, "VLLM_CPU_OMP_THREADS_BIND": cpus, "VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}
+        cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", self.model_path,
+               "--served-model-name", SERVED_MODEL, "--dtype", self.a.dtype, "--enforce-eager",
+               "--no-enable-chunked-prefill", "--max-num-seqs", "256", "--kv-cache-memory-bytes",
+               str(int(self.a.kv_cache_gb * 2**30)), "--generation-config", "vllm", "--seed", "0",
+               "--disable-uvicorn-access-log", "--host", "127.0.0.1", "--port", str(self.port)]
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        t0 = time.perf_counter()
+        with open(self.log, "w") as f:
+            self.proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"the vLLM server exited {self.proc.returncode}; see {rel(self.log)}")
+            try:
+                with urllib.request.urlopen(f"{self.base_url}/models", timeout=5):
+                    break
+            except OSError:
+                time.sleep(2)
+        self.start_seconds = time.perf_counter() - t0
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=60)
+
+
+def openai_part(a) -> dict:
+    """MATH500 through `--engine openai` against a local server, at the in-process engine's batch size in flight."""
+    from evals.runner import ENGINE_BATCH_SIZE
+
+    batch = ENGINE_BATCH_SIZE["vllm"]
+    with LocalServer(a, Path(a.runs) / "openai-server.log") as server:
+        r = eval_part("math500", "openai", a, ["--base-url", server.base_url, "--concurrency", str(batch),
+                                                "--batch-size", str(batch)])
+    r["server_start_seconds"] = round(server.start_seconds, 1)
+    r["concurrency"] = batch
+    return r
+
+
+def same_texts(doc: dict, a, bench: str = "math500") -> dict:
+    """How many greedy responses of the openai run equal the in-process vllm run's, by (problem, sample)."""
+    from evals.io import read_jsonl
+
+    runs = {e: eval_run_dir(bench, e, a) / "samples" / f"{bench}.jsonl" for e in ("vllm", "openai")}
+    texts = {e: {(r["problem_id"], r["sample_index"]): r["response"] for r in read_jsonl(f)} for e, f in runs.items()}
+    same = sum(texts["openai"].get(k) == v for k, v in texts["vllm"].items())
+    return {"identical": same, "of": len(texts["vllm"])}
 
 
 def autocast_tag(a, sep: str) -> str:
@@ -241,6 +321,14 @@ def markdown(doc: dict) -> str:
             inside = h["ci95"][0] <= v["accuracy"] <= h["ci95"][1]
             lines.append(f"\n{bench}: vllm/hf tokens/s = **{ratio:.1f}x**; vllm accuracy "
                          f"{'inside' if inside else 'OUTSIDE'} hf's 95% CI.")
+    v, o = doc["eval"].get("math500/vllm"), doc["eval"].get("math500/openai")
+    if v and o and v["tokens_per_second"]:
+        ratio = o["tokens_per_second"] / v["tokens_per_second"]
+        same = doc.get("openai_same_texts") or {}
+        lines.append(f"\nmath500: openai (local vLLM server, concurrency {o.get('concurrency')}) / in-process vllm "
+                     f"tokens/s = **{ratio:.2f}x** (target >= 0.8x: {'met' if ratio >= 0.8 else 'NOT met'}); "
+                     f"greedy texts identical: {same.get('identical')}/{same.get('of')}; server start-up "
+                     f"{o.get('server_start_seconds')} s (not timed).")
     for key, r in doc.get("eval_partial", {}).items():
         lines.append(f"\n{key} (stopped before the end: {r['sequences']} sequences in {r['batches']} finished "
                      f"batches): {r['generated_tokens']} tokens in {r['generation_seconds']:.0f} s = "
@@ -318,7 +406,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--train-steps", type=int, default=3)
     ap.add_argument("--repeats", type=int, default=3, help="harness part: rounds of bare vLLM and tbrm eval")
     ap.add_argument("--bare-worker", metavar="OUT", help=argparse.SUPPRESS)  # harness part: the bare vLLM process
-    ap.add_argument("--parts", nargs="+", choices=["math500", "train", "reproduce", "amc23", "harness"],
+    ap.add_argument("--parts", nargs="+", choices=["math500", "train", "reproduce", "amc23", "harness", "openai"],
                     default=["math500", "train", "reproduce", "amc23"], help="what to run, in this order")
     ap.add_argument("--algos", nargs="+", choices=TRAIN_ALGOS, default=list(TRAIN_ALGOS),
                     help="algorithms of the training part (default: all)")
@@ -360,6 +448,18 @@ def main(argv: list[str] | None = None) -> int:
                     save()
                 r = doc["eval"][key]
                 print(key, {k: r[k] for k in ("accuracy", "tokens_per_second", "wall_seconds")}, flush=True)
+        elif part == "openai":  # side by side with the in-process engine, on the same prompts, in this run
+            for engine in ("vllm", "openai"):
+                key = f"math500/{engine}"
+                if key not in doc["eval"]:
+                    print(f"== {key}", flush=True)
+                    doc["eval"][key] = openai_part(a) if engine == "openai" else eval_part("math500", engine, a, [])
+                    save()
+            doc["openai_same_texts"] = same_texts(doc, a)
+            save()
+            r = doc["eval"]["math500/openai"]
+            print("math500/openai", {k: r[k] for k in ("accuracy", "tokens_per_second", "wall_seconds")},
+                  doc["openai_same_texts"], flush=True)
         elif part == "train":
             for algo in a.algos:
                 for engine in ENGINES:

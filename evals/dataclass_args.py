@@ -2,8 +2,9 @@
 
 Each field becomes `--field-name` with the field's default, its type read from the annotation (`int | None` ->
 `type=int`, default None; `list[str]` -> `nargs="*"`; a `bool` that defaults to False -> a `store_true` switch) and
-its help text from `field(metadata={"help": ...})`. Optional metadata: `choices` (a tuple of allowed values) and
-`group` (the title of an argument group for `--help`). So a field added to the config is a flag without touching
+its help text from `field(metadata={"help": ...})`. Optional metadata: `choices` (a tuple of allowed values),
+`group` (the title of an argument group for `--help`) and `repeatable` (a list field given as a repeated flag,
+`--x A --x B`, instead of `--x A B`). So a field added to the config is a flag without touching
 the command line, and the flag's default and help can never disagree with the config's.
 """
 
@@ -52,7 +53,9 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type, *, only:
             kwargs["action"] = "store_true"
         elif kind in (int, float, str):
             kwargs["type"] = kind
-            if many:
+            if many and f.metadata.get("repeatable"):
+                kwargs["action"], kwargs["default"] = "append", None  # None: not given, the field's default
+            elif many:
                 kwargs["nargs"] = "*"
         else:
             raise TypeError(f"{cls.__name__}.{f.name}: no command-line flag for type {hints[f.name]}")
@@ -65,4 +68,12 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type, *, only:
 
 def dataclass_from_args(cls: type, args: argparse.Namespace) -> Any:
     """An instance of `cls` from parsed flags: the fields the namespace holds, the rest at their defaults."""
-    return cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)})
+    values = {}
+    for f in dataclasses.fields(cls):
+        if not hasattr(args, f.name):
+            continue
+        value = getattr(args, f.name)
+        if value is None and f.metadata.get("repeatable"):
+            continue  # the repeatable flag was not given: the field's default
+        values[f.name] = value
+    return cls(**values)

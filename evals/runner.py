@@ -41,6 +41,7 @@ def _setting(default: Any = MISSING, *, identity: bool, help: str, default_facto
 
 
 _ENGINE = "generation engine"
+_OPENAI = "openai engine (--engine openai)"
 
 
 @dataclass
@@ -50,7 +51,8 @@ class EvalConfig:
 
     model: str = _setting(DEFAULT_MODEL, identity=True,
                           help="HF hub id, local HF directory (e.g. RUN_DIR/checkpoint-N) or bundled short name "
-                               f"(default: {DEFAULT_MODEL}); a resumed run compares the model's fingerprint")
+                               f"(default: {DEFAULT_MODEL}); a resumed run compares the model's fingerprint. With --engine openai, the "
+                               "served model's name")
     benchmarks: list[str] | None = _setting(
         None, identity=True,
         help="registry names (math500 aime24 aime25 amc23 minerva olympiadbench gsm8k); default math500 unless "
@@ -87,9 +89,10 @@ class EvalConfig:
                            help="also grade every answer with plain Math-Verify and report where the two disagree, "
                                 "how many verdicts flip and how far each score moves (audit.json, "
                                 "audit_disagreements.jsonl)")
-    engine: str = _setting("auto", identity=True, absent_means="hf", group=_ENGINE, choices=("hf", "vllm", "auto"),
-                           help="hf = transformers generate; vllm = vLLM (3-7x the tokens/s on CPU, more on GPU); "
-                                "auto (default) = vllm when it is installed and supports the model on this device")
+    engine: str = _setting("auto", identity=True, absent_means="hf", group=_ENGINE, choices=("hf", "vllm", "auto", "openai"),
+                           help="hf = transformers generate; vllm = vLLM in-process; auto (default) = vllm when it is "
+                                "installed and supports the model on this device; openai = requests to "
+                                "OpenAI-compatible servers (--base-url; --model is then the served name)")
     compile: bool = _setting(False, identity=False, group=_ENGINE,
                              help="vllm: torch.compile the model (+10-25% tokens/s, but about a minute more start-up "
                                   "on CPU)")
@@ -107,6 +110,33 @@ class EvalConfig:
     data_dir: str | None = _setting(None, identity=False,
                                     help="benchmark data folder (default: $TBRM_DATA_DIR or ../shared/data)")
 
+    # --engine openai: an OpenAI-compatible server generates (evals.openai_generation); `model` is the served name
+    base_url: list[str] = _setting(
+        identity=False, group=_OPENAI, repeatable=True, default_factory=list,
+        help="server URL such as http://HOST:8000/v1; repeat it to spread the requests over servers")
+    tokenizer: str | None = _setting(
+        None, identity=False, group=_OPENAI,
+        help="the served model's tokenizer (bundled name, local folder or hub id) for rendering completions "
+             "prompts; default: --model when it resolves to one")
+    api: str | None = _setting(
+        None, identity=True, absent_means=None, group=_OPENAI, choices=("completions", "chat"),
+        help="completions (send the prompt this suite renders, byte for byte the in-process engines') or chat (the "
+             "server applies its chat template); default completions where a tokenizer is available")
+    api_key_env: str | None = _setting(
+        None, identity=False, group=_OPENAI,
+        help="name of the environment variable holding the API key (the key is never written anywhere)")
+    concurrency: int = _setting(64, identity=False, group=_OPENAI, help="requests in flight, over all servers")
+    request_timeout: float = _setting(600.0, identity=False, group=_OPENAI,
+                                      help="seconds one request may take before it is retried as timed out")
+    max_retries: int = _setting(
+        5, identity=False, group=_OPENAI,
+        help="retries of a request after 429, 5xx, a connection error or a timeout (exponential backoff with "
+             "jitter) before the run stops")
+    strip_thinking: str | None = _setting(
+        None, identity=True, absent_means=None, group=_OPENAI,
+        help="a thinking block's end token (e.g. </think>): the text up to its last occurrence is kept as the "
+             "sample's reasoning and not graded")
+
     def __post_init__(self):
         if self.benchmarks is None:  # no benchmark named: math500, unless the problems come from a file
             self.benchmarks = [] if self.data_file else ["math500"]
@@ -122,7 +152,7 @@ class EvalConfig:
         return {f.name: f.metadata["absent_means"] for f in fields(EvalConfig) if "absent_means" in f.metadata}
 
 
-ENGINE_BATCH_SIZE = {"hf": 64, "vllm": 256}
+ENGINE_BATCH_SIZE = {"hf": 64, "vllm": 256, "openai": 256}
 
 
 @dataclass
@@ -231,6 +261,8 @@ def evaluate_problems(
                 "finish_reason": s.finish_reason, "gen_seconds": round(s.seconds, 4),
                 "verify_seconds": round(verify_seconds, 4),
             })
+            if getattr(s, "reasoning", None) is not None:  # a served reasoning model's thinking, not graded
+                new[-1]["reasoning"] = s.reasoning
         append_jsonl(samples_path, new)
         rows.extend(new)
         if on_batch:
@@ -294,15 +326,30 @@ def run_eval(cfg: EvalConfig, out_dir: str | Path, *, progress: bool = True, con
     if not isinstance(cfg.data_parallel_size, int) or cfg.data_parallel_size < 1:
         raise ValueError(f"data_parallel_size must be a positive integer, got {cfg.data_parallel_size!r}")
     tasks = resolve_tasks(cfg)  # fail on bad names/data before loading anything heavy
-    model_path = resolve_model(cfg.model)
-    device = resolve_device(cfg.device)
-    engine = resolve_engine(cfg.engine, model_path, device)
-    cfg = replace(cfg, engine=engine, batch_size=cfg.batch_size or ENGINE_BATCH_SIZE[engine])
-    identity = {k: getattr(cfg, k) for k in EvalConfig.identity_fields()}
-    identity["model"] = fingerprint(model_path)  # the weights, wherever they are
-    _check_resume(out_dir, identity)
-    set_threads(cfg.threads)
-    tokenizer = load_tokenizer(model_path)
+    if cfg.base_url and cfg.engine != "openai":
+        raise ValueError(f"--base-url is for --engine openai (got --engine {cfg.engine})")
+    if cfg.engine == "openai":  # a server generates: `model` is its served name, the tokenizer is optional
+        from evals.openai_generation import OpenAIGenerator, resolve_served, served_template_record
+
+        if cfg.data_parallel_size > 1:
+            raise ValueError("--engine openai: the servers do the data parallelism (vllm serve --data-parallel-size, "
+                             "or several --base-url); data_parallel_size must stay 1")
+        model_path, tokenizer, api = resolve_served(cfg.model, cfg.tokenizer, cfg.api)
+        device, engine = "server", "openai"
+        cfg = replace(cfg, api=api, batch_size=cfg.batch_size or ENGINE_BATCH_SIZE[engine])
+        identity = {k: getattr(cfg, k) for k in EvalConfig.identity_fields()}
+        identity["model"] = {"model": cfg.model, "kind": "served"}
+        _check_resume(out_dir, identity)
+    else:
+        model_path = resolve_model(cfg.model)
+        device = resolve_device(cfg.device)
+        engine = resolve_engine(cfg.engine, model_path, device)
+        cfg = replace(cfg, engine=engine, batch_size=cfg.batch_size or ENGINE_BATCH_SIZE[engine])
+        identity = {k: getattr(cfg, k) for k in EvalConfig.identity_fields()}
+        identity["model"] = fingerprint(model_path)  # the weights, wherever they are
+        _check_resume(out_dir, identity)
+        set_threads(cfg.threads)
+        tokenizer = load_tokenizer(model_path)
     # The graders warm up (imports, parser tables: seconds of CPU) while the engine starts, and are waited for
     # before generation: beside a running CPU engine they would take cores its threads synchronise on.
     verifier = Verifier(workers=cfg.verifier_workers, timeout_s=cfg.verifier_timeout, lenient=cfg.lenient)
@@ -310,17 +357,27 @@ def run_eval(cfg: EvalConfig, out_dir: str | Path, *, progress: bool = True, con
     results = {}
     all_rows = []
     try:
-        generator = make_eval_generator(cfg, model_path, tokenizer, device)
+        if engine == "openai":
+            generator = OpenAIGenerator(openai_settings(cfg), tokenizer, batch_size=cfg.batch_size,
+                                        template=cfg.template)
+            template = (served_template_record(cfg.template) if api == "chat"
+                        else template_record(cfg.template, tokenizer))
+            shown_model = cfg.model
+        else:
+            generator = make_eval_generator(cfg, model_path, tokenizer, device)
+            template = template_record(cfg.template, tokenizer)
+            shown_model = portable_model(cfg.model, model_path, out_dir)  # no machine path in a file a user may commit
         verifier.wait_warm()
-        template = template_record(cfg.template, tokenizer)
-        shown_model = portable_model(cfg.model, model_path, out_dir)  # no machine path in a file a user may commit
+        engine_info = generator.engine_record() if hasattr(generator, "engine_record") else engine_record(engine)
         atomic_write_json(out_dir / "config.json", {
             "config": {k: v for k, v in asdict(cfg).items()}, "identity": identity, "model_path": shown_model,
-            "device": str(device), "template": template, "engine": engine_record(engine),
+            "device": str(device), "template": template, "engine": engine_info,
             "benchmarks": {t.name: {"n_problems": len(t.problems), "sampling": asdict(t.params)} for t in tasks},
         })
+        render = getattr(generator, "render", None)  # the openai engine's chat API sends messages
         for task in tasks:
-            prompts = [render_prompt(p.problem, cfg.template, tokenizer) for p in task.problems]
+            prompts = [render(p.problem) if render else render_prompt(p.problem, cfg.template, tokenizer)
+                       for p in task.problems]
             rows = evaluate_problems(task.name, task.problems, prompts, task.params, generator, verifier,
                                      out_dir / "samples" / f"{task.name}.jsonl", progress=progress)
             results[task.name] = summarize_rows(rows, task.params)
@@ -341,18 +398,28 @@ def run_eval(cfg: EvalConfig, out_dir: str | Path, *, progress: bool = True, con
             results[name]["audit"] = audit[name]
         if console is not False:
             print_audit(audit, console)
-    trained = Path(model_path) / "train_config.json"
+    trained = Path(model_path) / "train_config.json" if model_path else None
+    if hasattr(generator, "request_stats"):  # requests and retries of this invocation
+        engine_info = {**engine_info, "requests": generator.request_stats()}
     summary = {
         "model": cfg.model, "model_path": shown_model,
-        "trained_with": read_json(trained) if trained.exists() else None, "fingerprint": identity["model"],
+        "trained_with": read_json(trained) if trained and trained.exists() else None, "fingerprint": identity["model"],
         "template": template, "config": asdict(cfg), "versions": package_versions(), "device": str(device),
-        "engine": engine_record(engine),
+        "engine": engine_info,
         "benchmarks": results, "wall_seconds_this_invocation": round(time.perf_counter() - t_start, 2),
     }
     atomic_write_json(out_dir / "summary.json", summary)
     if console is not False:
         print_summary(summary, console)
     return summary
+
+
+def openai_settings(cfg: EvalConfig):
+    from evals.openai_generation import OpenAISettings
+
+    return OpenAISettings(base_urls=list(cfg.base_url), model=cfg.model, api=cfg.api, api_key_env=cfg.api_key_env,
+                          concurrency=cfg.concurrency, request_timeout=cfg.request_timeout,
+                          max_retries=cfg.max_retries, strip_thinking=cfg.strip_thinking)
 
 
 def make_eval_generator(cfg: EvalConfig, model_path: str, tokenizer, device):

