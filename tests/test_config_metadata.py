@@ -40,7 +40,8 @@ def test_every_eval_setting_is_classified_and_documented():
     identity = set(EvalConfig.identity_fields())
     assert {"model", "benchmarks", "samples", "temperature", "seed", "lenient", "engine", "batch_size"} <= identity
     assert not {"device", "threads", "kv_cache_gb", "data_parallel_size", "verifier_workers", "audit"} & identity
-    assert EvalConfig.identity_absent() == {"engine": "hf"}  # runs written before the engine field: transformers
+    # runs written before these fields: transformers generated, and no endpoint settings applied
+    assert EvalConfig.identity_absent() == {"engine": "hf", "api": None, "strip_thinking": None}
 
 
 def test_eval_flags_are_the_config_fields():
