@@ -124,7 +124,8 @@ def seed_table(groups: list[MethodGroup], alpha: float = 0.05) -> Table:
     notes = [f"Scores in %: the mean over seeds of each seed's accuracy, with a {level} t interval for the expected "
              f"accuracy over new seeds and new problems: variance = the spread of the per-seed scores / seeds + "
              f"the problems' share (two-way seeds × problems ANOVA), on seeds − 1 degrees of freedom "
-             f"(reports/seeds.py). With 3 seeds that df is 2, so the interval is wide: that is what 3 seeds know.",
+             f"(reports/seeds.py). Few seeds give few degrees of freedom (2 at 3 seeds), so the interval is wide: that is "
+             f"what few seeds know.",
              f"A model with one seed (the base model) shows problem-level uncertainty only: the {level} Wilson "
              f"interval for one sample per problem, else a t interval over problems."]
     notes += notes_missing
