@@ -120,8 +120,9 @@ class Trainer:
         self.generator = self._make_generator(resumed=bool(done))
         self.verifier = Verifier(timeout_s=cfg.verifier_timeout, lenient=cfg.lenient)
         self.render = lambda text: render_prompt(text, cfg.template, self.tokenizer)
-        # Metrics after the checkpoint we resume from belong to steps that will be redone.
-        rows = [r for r in read_jsonl(run_dir / "metrics.jsonl") if r["step"] <= self.start_step]
+        # Metrics after the checkpoint we resume from belong to steps that will be redone. Without a checkpoint
+        # the run starts over, step-0 evaluation included, so no row is kept.
+        rows = [r for r in read_jsonl(run_dir / "metrics.jsonl") if r["step"] <= self.start_step] if done else []
         atomic_write_jsonl(run_dir / "metrics.jsonl", rows)
         engine_used = engine_record(self.engine)
         if self.engine == "vllm":
@@ -131,7 +132,7 @@ class Trainer:
         if cfg.tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=self.start_step + 1)
+            self.writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=self.start_step + 1 if done else 0)
         self.wandb = None
         if cfg.wandb:
             import wandb

@@ -228,3 +228,54 @@ def test_optimizer_is_fused_adamw_with_the_same_update_as_the_plain_one():
     plain, b = trained(lambda ps: torch.optim.AdamW(ps, lr=1e-2, weight_decay=0.1, fused=False, foreach=False))
     assert fused.defaults["fused"] is True  # the CPU default is a per-tensor Python loop, ~4x slower on SmolLM2
     assert torch.allclose(a, b, atol=1e-6) and not torch.equal(a, torch.zeros_like(a))
+
+
+def _kill_when(run: Path, args: list[str], ready, timeout: float = 600) -> None:
+    """Start `tbrm train` as a real process and SIGKILL it as soon as `ready(run)` holds."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import REPO
+
+    proc = subprocess.Popen([sys.executable, "-m", "tbrm.cli", *args, "--out", str(run)], cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    deadline = time.monotonic() + timeout
+    try:
+        while not ready(run):
+            if proc.poll() is not None:
+                raise AssertionError(f"training ended ({proc.returncode}) before it could be killed: "
+                                     f"{proc.stderr.read()[-3000:]}")
+            if time.monotonic() > deadline:
+                raise AssertionError("training did not get far enough in time")
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        proc.stderr.close()
+
+
+def _logged_steps(run: Path) -> list[int]:
+    path = run / "metrics.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(x)["step"] for x in path.read_text().splitlines() if x.endswith("}")]
+
+
+def test_run_killed_before_its_first_checkpoint_resumes_and_reports(tiny_model_path, tmp_path):
+    """kill -9 after the step-0 evaluation and a step, before any checkpoint: the rerun starts over, its
+    metrics.jsonl holds each step once, and `tbrm report` builds from it."""
+    run = tmp_path / "run"
+    args = ["train", "--no-progress", f"model={tiny_model_path}", "algorithm=tbrm", *FAST, "save_every=0",
+            "eval_every=0"]
+    _kill_when(run, [*args, "steps=200"], lambda r: 1 in _logged_steps(r))
+    assert not list(run.glob("checkpoint-*")) and _logged_steps(run)[:2] == [0, 1]
+    run_cli(*args, "steps=2", "--out", str(run))
+    assert _logged_steps(run) == [0, 1, 2]
+    proc = run_cli("report", str(run), "--out", str(tmp_path / "report"))
+    assert (tmp_path / "report" / "report.md").exists(), proc.stdout
