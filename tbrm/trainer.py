@@ -124,6 +124,12 @@ class Trainer:
         # the run starts over, step-0 evaluation included, so no row is kept.
         rows = [r for r in read_jsonl(run_dir / "metrics.jsonl") if r["step"] <= self.start_step] if done else []
         atomic_write_jsonl(run_dir / "metrics.jsonl", rows)
+        # So are the held-out evaluations of those steps: evaluate() would read their files back instead of
+        # scoring the weights the resumed run trains.
+        for d in (run_dir / "evals").glob("step-*"):
+            tail = d.name.removeprefix("step-")
+            if tail.isdigit() and int(tail) > self.start_step:
+                shutil.rmtree(d)
         engine_used = engine_record(self.engine)
         if self.engine == "vllm":
             engine_used["dtype"] = self.generator.settings.dtype

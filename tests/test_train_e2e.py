@@ -279,3 +279,19 @@ def test_run_killed_before_its_first_checkpoint_resumes_and_reports(tiny_model_p
     assert _logged_steps(run) == [0, 1, 2]
     proc = run_cli("report", str(run), "--out", str(tmp_path / "report"))
     assert (tmp_path / "report" / "report.md").exists(), proc.stdout
+
+
+def test_resume_discards_evaluations_of_steps_after_the_checkpoint(tiny_model_path, tmp_path):
+    """Killed after step 3's held-out evaluation with checkpoint-2 the last: the resumed run redoes step 3, so it
+    must evaluate step 3's new weights, not read back the evaluation files the killed run left."""
+    run = tmp_path / "run"
+    args = ["train", "--no-progress", f"model={tiny_model_path}", "algorithm=tbrm", *FAST, "save_every=2"]
+    _kill_when(run, [*args, "steps=200"], lambda r: 3 in _logged_steps(r))
+    assert [s for s, _ in __import__("tbrm.trainer").trainer.checkpoints(run)] == [2]
+    stale = run / "evals" / "step-3" / "heldout.jsonl"
+    rows = [json.loads(x) for x in stale.read_text().splitlines()]
+    stale.write_text("".join(json.dumps({**r, "response": "STALE", "outcome": "correct"}) + "\n" for r in rows))
+    run_cli(*args, "steps=3", "--out", str(run))
+    redone = [json.loads(x) for x in stale.read_text().splitlines()]
+    assert len(redone) == len(rows) and not any(r["response"] == "STALE" for r in redone)
+    assert _logged_steps(run) == [0, 1, 2, 3] and not (run / "evals" / "step-4").exists()
