@@ -13,7 +13,6 @@ of the step, and metrics lines after that checkpoint are dropped, so the resumed
 from __future__ import annotations
 
 import os
-import random
 import resource
 import shutil
 import signal
@@ -25,6 +24,7 @@ import numpy as np
 import torch
 
 from tbrm.config import ConfigError, TrainConfig, to_dict
+from tbrm.state import STATE_FILE, capture_rng, load_trainer_state, restore_rng, save_trainer_state
 from evals.io import append_jsonl, atomic_write_json, atomic_write_jsonl, read_json, read_jsonl
 
 # Settings that may change between a run and its resumption (they do not change what is computed per step).
@@ -36,7 +36,7 @@ RESUMABLE_CHANGES = {"steps", "evaluate", "eval_every", "save_every", "keep_chec
 def checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
     out = []
     for p in run_dir.glob("checkpoint-*"):
-        if p.is_dir() and (p / "trainer_state.pt").exists() and p.name.split("-")[-1].isdigit():
+        if p.is_dir() and (p / STATE_FILE).exists() and p.name.split("-")[-1].isdigit():
             out.append((int(p.name.split("-")[-1]), p))
     return sorted(out)
 
@@ -109,13 +109,11 @@ class Trainer:
         warm = max(cfg.warmup_steps, 0)
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: min(1.0, (s + 1) / warm) if warm else 1.0)
         if done:
-            state = torch.load(done[-1][1] / "trainer_state.pt", weights_only=False, map_location=self.device)
+            state = load_trainer_state(done[-1][1])
             self.opt.load_state_dict(state["optimizer"])
             self.sched.load_state_dict(state["scheduler"])
             self.algo.load_state_dict(state.get("algorithm", {}))
-            torch.set_rng_state(state["rng"]["torch"])
-            random.setstate(state["rng"]["python"])
-            np.random.set_state(state["rng"]["numpy"])
+            restore_rng(state["rng"], self.device)
         self.engine = resolve_engine(cfg.engine, self.model_path, self.device)
         self.generator = self._make_generator(resumed=bool(done))
         self.verifier = Verifier(timeout_s=cfg.verifier_timeout, lenient=cfg.lenient)
@@ -317,10 +315,8 @@ class Trainer:
         shutil.rmtree(tmp, ignore_errors=True)
         self.policy.save_pretrained(tmp, safe_serialization=True)
         self.tokenizer.save_pretrained(tmp)
-        torch.save({"step": step, "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
-                    "algorithm": self.algo.state_dict(),
-                    "rng": {"torch": torch.get_rng_state(), "python": random.getstate(), "numpy": np.random.get_state()}},
-                   tmp / "trainer_state.pt")
+        save_trainer_state(tmp, {"step": step, "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
+                                 "algorithm": self.algo.state_dict(), "rng": capture_rng(self.device)})
         atomic_write_json(tmp / "train_config.json", to_dict(cfg))
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
