@@ -210,15 +210,17 @@ class Trainer:
     def _forward(self, model, batch):
         from tbrm.rollout import response_forward
 
-        return response_forward(model, batch, self.cfg.autocast, temperature=self.algo.logit_temperature)
+        return response_forward(model, batch, self.cfg.autocast, temperature=self.algo.logit_temperature,
+                                need_v_start=self.algo.needs_v_start)
 
     @torch.no_grad()
-    def _no_grad_forward(self, model, batch) -> tuple[torch.Tensor, torch.Tensor]:
-        """Micro-batched no-grad [B, T] response log-probs and [B] V(s_1) of `model`."""
+    def _no_grad_forward(self, model, batch) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Micro-batched no-grad [B, T] response log-probs and [B] V(s_1) of `model` (None where the algorithm
+        does not use V(s_1))."""
         parts = [self._forward(model, mb) for mb in self._micro_batches(batch)]
         T = batch.response_ids.shape[1]
         return (torch.cat([torch.nn.functional.pad(p.logprobs, (0, T - p.logprobs.shape[1])) for p in parts]),
-                torch.cat([p.v_start for p in parts]))
+                torch.cat([p.v_start for p in parts]) if self.algo.needs_v_start else None)
 
     def _no_grad_logprobs(self, model, batch) -> torch.Tensor:
         return self._no_grad_forward(model, batch)[0]
@@ -238,7 +240,9 @@ class Trainer:
             batch.extra["engine_logprobs"] = torch.tensor([lp + [0.0] * (T - len(lp)) for lp in info["engine_logprobs"]],
                                                           dtype=torch.float32, device=self.device)
         if self.ref is not None:
-            batch.extra["ref_logprobs"], batch.extra["ref_v_start"] = self._no_grad_forward(self.ref, batch)
+            batch.extra["ref_logprobs"], ref_v_start = self._no_grad_forward(self.ref, batch)
+            if ref_v_start is not None:
+                batch.extra["ref_v_start"] = ref_v_start
         t_ref = time.perf_counter()
         self.policy.train()
         prep = self.algo.prepare(batch, lambda b: self._no_grad_logprobs(self.policy, b))
