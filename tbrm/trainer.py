@@ -5,7 +5,7 @@ the shared verifier (the one evaluation uses) -> reference log-probs (frozen mod
 `prepare` (advantages, values, ...) -> micro-batched forward/backward of its loss -> clip -> AdamW step.
 
 Crash safety: metrics go to RUN_DIR/metrics.jsonl (one appended line per step) and TensorBoard; checkpoints
-(`checkpoint-N/`, HF format + optimizer/scheduler/RNG/critic state) are written to a temp folder and renamed.
+(`checkpoint-N/`, HF format + optimizer/scheduler/RNG/critic state in safetensors and JSON, tbrm/state.py) are written to a temp folder and renamed.
 Rerunning with the same RUN_DIR resumes from the last checkpoint; the prompts and sampling seeds are functions
 of the step, and metrics lines after that checkpoint are dropped, so the resumed run retraces the same steps.
 """
@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 from tbrm.config import ConfigError, TrainConfig, to_dict
-from tbrm.state import STATE_FILE, capture_rng, load_trainer_state, restore_rng, save_trainer_state
+from tbrm.state import LEGACY_STATE, capture_rng, has_trainer_state, load_trainer_state, restore_rng, save_trainer_state
 from evals.io import append_jsonl, atomic_write_json, atomic_write_jsonl, read_json, read_jsonl
 
 # Settings that may change between a run and its resumption (they do not change what is computed per step).
@@ -34,10 +34,18 @@ RESUMABLE_CHANGES = {"steps", "evaluate", "eval_every", "save_every", "keep_chec
 
 
 def checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
+    """(step, folder) of the complete checkpoints in `run_dir`, oldest first. One whose trainer state is a pickle
+    (trainer_state.pt, as earlier versions wrote) is refused rather than skipped: unpickling a file from someone
+    else can run code, and skipping it would silently restart the run."""
     out = []
     for p in run_dir.glob("checkpoint-*"):
-        if p.is_dir() and (p / STATE_FILE).exists() and p.name.split("-")[-1].isdigit():
+        if not (p.is_dir() and p.name.split("-")[-1].isdigit()):
+            continue
+        if has_trainer_state(p):
             out.append((int(p.name.split("-")[-1]), p))
+        elif (p / LEGACY_STATE).exists():
+            raise ConfigError(f"{p / LEGACY_STATE}: trainer state stored as a pickle, which is never loaded (it can "
+                              f"run code); resume only from checkpoints this version wrote, or use a new run directory")
     return sorted(out)
 
 

@@ -47,7 +47,8 @@ def test_every_algorithm_trains_and_checkpoints(tiny_model_path, tmp_path, algo,
     assert (run / "tensorboard").is_dir() and any((run / "tensorboard").iterdir())
     assert (run / "curves.png").stat().st_size > 10_000  # the plotted curves
     ckpt = run / "checkpoint-2"
-    assert (ckpt / "model.safetensors").exists() and (ckpt / "trainer_state.pt").exists()
+    assert (ckpt / "model.safetensors").exists() and (ckpt / "trainer_state.safetensors").exists()
+    assert not list(ckpt.glob("*.pt")) and not list(ckpt.glob("*.bin"))  # nothing a resume would unpickle
     before = load_file(str(Path(tiny_model_path) / "model.safetensors"))
     after = load_file(str(ckpt / "model.safetensors"))
     moved = any(not (before[k] == after[k]).all() for k in before)
@@ -295,3 +296,27 @@ def test_resume_discards_evaluations_of_steps_after_the_checkpoint(tiny_model_pa
     redone = [json.loads(x) for x in stale.read_text().splitlines()]
     assert len(redone) == len(rows) and not any(r["response"] == "STALE" for r in redone)
     assert _logged_steps(run) == [0, 1, 2, 3] and not (run / "evals" / "step-4").exists()
+
+
+def test_resume_never_unpickles_trainer_state(tiny_model_path, tmp_path):
+    """A run folder from someone else must not run code when resumed: a checkpoint whose trainer state is a pickle
+    that would create a file is refused with an error naming it, and the file never appears."""
+    import torch
+
+    run = tmp_path / "run"
+    args = ["train", "--no-progress", f"model={tiny_model_path}", *FAST, "evaluate=false"]
+    run_cli(*args, "steps=1", "--out", str(run))
+    ckpt = run / "checkpoint-1"
+    for f in ckpt.glob("trainer_state*"):
+        f.unlink()
+    marker = tmp_path / "code-ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (Path.touch, (marker,))
+
+    torch.save({"optimizer": Payload()}, ckpt / "trainer_state.pt")
+    proc = run_cli(*args, "steps=2", "--out", str(run), check=False)
+    assert not marker.exists()
+    assert proc.returncode == 2 and str(ckpt / "trainer_state.pt") in proc.stderr, proc.stderr[-2000:]
+
