@@ -27,7 +27,8 @@ from tbrm.config import ConfigError, TrainConfig, to_dict
 from tbrm.state import LEGACY_STATE, capture_rng, has_trainer_state, load_trainer_state, restore_rng, save_trainer_state
 from evals.io import append_jsonl, atomic_write_json, atomic_write_jsonl, read_json, read_jsonl
 
-# Settings that may change between a run and its resumption (they do not change what is computed per step).
+# Settings that may change between a run and its resumption (they do not change what is computed per step; the
+# engine and generation_batch_size only as long as the samples stay the same, see `check_resumed_sampler`).
 RESUMABLE_CHANGES = {"steps", "evaluate", "eval_every", "save_every", "keep_checkpoints", "device", "threads", "tensorboard",
                      "wandb", "wandb_project", "generation_batch_size", "engine", "engine_compile",
                      "engine_kv_cache_gb", "engine_gpu_memory_utilization"}
@@ -68,6 +69,27 @@ def check_run_config(run_dir: Path, cfg: TrainConfig, hint: str = "use a new run
         raise ConfigError(f"{path} belongs to a run with other settings ({details}); {hint}")
 
 
+def check_resumed_sampler(run_dir: Path, cfg: TrainConfig, engine: str) -> None:
+    """Refuse to resume a run with a sampler that would draw other rollouts than the uninterrupted run: another
+    engine, or, with the hf engine, another generation_batch_size (it seeds each batch, where vLLM seeds each
+    sequence). `engine` is what cfg.engine resolves to here; runs that predate the record used hf."""
+    path = run_dir / "train_config.json"
+    if not path.exists():
+        return
+    saved = read_json(path)
+    old_engine = (saved.get("engine_used") or {}).get("name", "hf")
+    old_size = saved.get("generation_batch_size", cfg.generation_batch_size)
+    why = None
+    if engine != old_engine:
+        why = f"it sampled with the {old_engine} engine, this resume would use {engine}"
+    elif engine == "hf" and cfg.generation_batch_size != old_size:
+        why = (f"the hf engine seeds each generation batch, so generation_batch_size={cfg.generation_batch_size} "
+               f"instead of {old_size} would change the rollouts")
+    if why:
+        raise ConfigError(f"{path}: cannot resume this run exactly: {why}; resume with engine={old_engine} "
+                          f"generation_batch_size={old_size}, or use a new run directory")
+
+
 def _peak_memory_gb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**30
@@ -99,6 +121,9 @@ class Trainer:
         self.model_path = resolve_model(cfg.model)
         done = checkpoints(run_dir)
         self.start_step = done[-1][0] if done else 0
+        self.engine = resolve_engine(cfg.engine, self.model_path, self.device)
+        if done and self.offline is None:  # off-policy runs read their trajectories, they sample none
+            check_resumed_sampler(run_dir, cfg, self.engine)
         if self.start_step > cfg.steps:
             raise ConfigError(f"{run_dir} already holds {done[-1][1].name}, beyond steps={cfg.steps}; train with "
                               f"steps>={self.start_step} to continue it, or use a new run folder")
@@ -122,7 +147,6 @@ class Trainer:
             self.sched.load_state_dict(state["scheduler"])
             self.algo.load_state_dict(state.get("algorithm", {}))
             restore_rng(state["rng"], self.device)
-        self.engine = resolve_engine(cfg.engine, self.model_path, self.device)
         self.generator = self._make_generator(resumed=bool(done))
         self.verifier = Verifier(timeout_s=cfg.verifier_timeout, lenient=cfg.lenient)
         self.render = lambda text: render_prompt(text, cfg.template, self.tokenizer)

@@ -320,3 +320,15 @@ def test_resume_never_unpickles_trainer_state(tiny_model_path, tmp_path):
     assert not marker.exists()
     assert proc.returncode == 2 and str(ckpt / "trainer_state.pt") in proc.stderr, proc.stderr[-2000:]
 
+
+def test_resume_refuses_a_sampler_that_would_change_the_rollouts(tiny_model_path, tmp_path):
+    """The hf engine seeds each generation batch, so its samples depend on generation_batch_size: resuming with
+    another size would sample other rollouts than the uninterrupted run. The same size resumes."""
+    run = tmp_path / "run"
+    args = ["train", "--no-progress", f"model={tiny_model_path}", *FAST, "evaluate=false", "engine=hf"]
+    run_cli(*args, "steps=1", "--out", str(run))
+    proc = run_cli(*args, "steps=2", "generation_batch_size=4", "--out", str(run), check=False)
+    assert proc.returncode == 2 and "generation_batch_size" in proc.stderr and "hf" in proc.stderr, proc.stderr[-2000:]
+    assert _logged_steps(run) == [1]
+    run_cli(*args, "steps=2", "--out", str(run))
+    assert _logged_steps(run) == [1, 2]
