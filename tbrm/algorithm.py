@@ -38,6 +38,8 @@ class Algorithm:
     # and TRL do. TBRM keeps raw logits: they are its Q-values and its loss defines pi = softmax(logits); sampling
     # at T is only exploration (it may even learn from another policy's trajectories).
     tempered_logprobs = False
+    # Whether the loss reads V(s_1) (`ResponseOutputs.v_start`); without it the forward skips it (tbrm/rollout.py).
+    needs_v_start = False
 
     def __init__(self, cfg: TrainConfig, policy, device: torch.device):
         self.cfg = cfg
@@ -76,6 +78,7 @@ class TBRM(Algorithm):
     freeze, and the batch may come from any policy (off-policy TBRM reads it from a file)."""
 
     name = "tbrm"
+    needs_v_start = True
 
     def loss(self, mb, out):
         v_ref = mb.extra["ref_v_start"] if self.cfg.subtract_ref_value else None  # ReVal's fix (config.py)

@@ -47,6 +47,7 @@ def _add_grade(sub) -> None:
                                       "(default: each row is its own problem)")
     add_dataclass_arguments(p, EvalConfig, only=("lenient", "audit", "verifier_timeout", "verifier_workers"))
     p.add_argument("--out", help="output folder (default: FILE's folder / FILE-stem.graded)")
+    p.add_argument("--no-progress", action="store_true")
     p.set_defaults(func=_run_grade)
 
 
@@ -56,7 +57,7 @@ def _run_grade(a) -> int:
     out = a.out or str(Path(a.file).with_name(Path(a.file).stem + ".graded"))
     grade_file(a.file, response_field=a.response_field, answer_field=a.answer_field, id_field=a.id_field,
                out_dir=out, lenient=a.lenient, audit=a.audit, timeout_s=a.verifier_timeout,
-               workers=a.verifier_workers)
+               workers=a.verifier_workers, progress=not a.no_progress)
     return 0
 
 

@@ -80,7 +80,7 @@ def collate(prompt_ids: list[list[int]], response_ids: list[list[int]], rewards:
 class ResponseOutputs:
     logits: torch.Tensor  # [B, T, V] fp32
     logprobs: torch.Tensor  # [B, T] fp32 log pi(response token)
-    v_start: torch.Tensor  # [B] fp32 V(s_1) = logsumexp of the raw logits before the first response token
+    v_start: torch.Tensor | None  # [B] fp32 V(s_1) = logsumexp of the raw logits before the first response token
     hidden: torch.Tensor | None = None  # [B, T, H] decoder states (the PPO critic reads these)
 
     def entropy(self) -> torch.Tensor:
@@ -88,11 +88,13 @@ class ResponseOutputs:
 
 
 def response_forward(model, batch: RolloutBatch, autocast: str = "none", keep_hidden: bool = False,
-                     temperature: float = 1.0) -> ResponseOutputs:
+                     temperature: float = 1.0, need_v_start: bool = True) -> ResponseOutputs:
     """Run `model` over the batch and return fp32 response logits, log-probs and V(s_1).
 
     `temperature` divides the logits before log-probs and entropy (GRPO/PPO: the ratio and KL then refer to the
     policy that sampled, as in verl and TRL); V(s_1) always comes from the raw logits (TBRM: logits are Q-values).
+    `need_v_start=False` (GRPO, PPO) skips V(s_1), which is then None: its backward would save a view of the raw
+    [B, T, V] logits and so keep that whole buffer alive beside the tempered one until backward.
 
     The decoder runs under the requested autocast; the LM head runs in fp32 on the response slice only
     (memory: B*T*V floats instead of B*(W+T)*V)."""
@@ -104,7 +106,7 @@ def response_forward(model, batch: RolloutBatch, autocast: str = "none", keep_hi
     hidden = out.last_hidden_state[:, W - 1 : W - 1 + T]
     head = model.get_output_embeddings()
     logits = F.linear(hidden.float(), head.weight.float(), None if head.bias is None else head.bias.float())
-    v_start = logsumexp_values(logits[:, :1]).squeeze(1)
+    v_start = logsumexp_values(logits[:, :1]).squeeze(1) if need_v_start else None
     if temperature != 1.0:
         logits = logits / temperature
     return ResponseOutputs(logits=logits, logprobs=token_logprobs(logits, batch.response_ids), v_start=v_start,

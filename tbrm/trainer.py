@@ -5,7 +5,7 @@ the shared verifier (the one evaluation uses) -> reference log-probs (frozen mod
 `prepare` (advantages, values, ...) -> micro-batched forward/backward of its loss -> clip -> AdamW step.
 
 Crash safety: metrics go to RUN_DIR/metrics.jsonl (one appended line per step) and TensorBoard; checkpoints
-(`checkpoint-N/`, HF format + optimizer/scheduler/RNG/critic state) are written to a temp folder and renamed.
+(`checkpoint-N/`, HF format + optimizer/scheduler/RNG/critic state in safetensors and JSON, tbrm/state.py) are written to a temp folder and renamed.
 Rerunning with the same RUN_DIR resumes from the last checkpoint; the prompts and sampling seeds are functions
 of the step, and metrics lines after that checkpoint are dropped, so the resumed run retraces the same steps.
 """
@@ -13,7 +13,6 @@ of the step, and metrics lines after that checkpoint are dropped, so the resumed
 from __future__ import annotations
 
 import os
-import random
 import resource
 import shutil
 import time
@@ -25,15 +24,24 @@ import torch
 
 from tbrm.algorithm import Algorithm, adamw
 from tbrm.config import RESUMABLE_CHANGES, ConfigError, TrainConfig, to_dict
+from tbrm.state import LEGACY_STATE, capture_rng, has_trainer_state, load_trainer_state, restore_rng, save_trainer_state
 from evals.io import append_jsonl, atomic_write_json, atomic_write_jsonl, read_json, read_jsonl
 
 
 
 def checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
+    """(step, folder) of the complete checkpoints in `run_dir`, oldest first. One whose trainer state is a pickle
+    (trainer_state.pt, as earlier versions wrote) is refused rather than skipped: unpickling a file from someone
+    else can run code, and skipping it would silently restart the run."""
     out = []
     for p in run_dir.glob("checkpoint-*"):
-        if p.is_dir() and (p / "trainer_state.pt").exists() and p.name.split("-")[-1].isdigit():
+        if not (p.is_dir() and p.name.split("-")[-1].isdigit()):
+            continue
+        if has_trainer_state(p):
             out.append((int(p.name.split("-")[-1]), p))
+        elif (p / LEGACY_STATE).exists():
+            raise ConfigError(f"{p / LEGACY_STATE}: trainer state stored as a pickle, which is never loaded (it can "
+                              f"run code); resume only from checkpoints this version wrote, or use a new run directory")
     return sorted(out)
 
 
@@ -54,6 +62,27 @@ def check_run_config(run_dir: Path, cfg: TrainConfig, hint: str = "use a new run
     if diff:
         details = "; ".join(f"{k}: on disk {a!r}, now {b!r}" for k, (a, b) in list(diff.items())[:6])
         raise ConfigError(f"{path} belongs to a run with other settings ({details}); {hint}")
+
+
+def check_resumed_sampler(run_dir: Path, cfg: TrainConfig, engine: str) -> None:
+    """Refuse to resume a run with a sampler that would draw other rollouts than the uninterrupted run: another
+    engine, or, with the hf engine, another generation_batch_size (it seeds each batch, where vLLM seeds each
+    sequence). `engine` is what cfg.engine resolves to here; runs that predate the record used hf."""
+    path = run_dir / "train_config.json"
+    if not path.exists():
+        return
+    saved = read_json(path)
+    old_engine = (saved.get("engine_used") or {}).get("name", "hf")
+    old_size = saved.get("generation_batch_size", cfg.generation_batch_size)
+    why = None
+    if engine != old_engine:
+        why = f"it sampled with the {old_engine} engine, this resume would use {engine}"
+    elif engine == "hf" and cfg.generation_batch_size != old_size:
+        why = (f"the hf engine seeds each generation batch, so generation_batch_size={cfg.generation_batch_size} "
+               f"instead of {old_size} would change the rollouts")
+    if why:
+        raise ConfigError(f"{path}: cannot resume this run exactly: {why}; resume with engine={old_engine} "
+                          f"generation_batch_size={old_size}, or use a new run directory")
 
 
 def _peak_memory_gb(device: torch.device) -> float:
@@ -94,6 +123,9 @@ class Trainer:
         self.model_path = resolve_model(cfg.model)
         done = checkpoints(run_dir)
         self.start_step = done[-1][0] if done else 0
+        self.engine = resolve_engine(cfg.engine, self.model_path, self.device)
+        if done and self.offline is None:  # off-policy runs read their trajectories, they sample none
+            check_resumed_sampler(run_dir, cfg, self.engine)
         if self.start_step > cfg.steps:
             raise ConfigError(f"{run_dir} already holds {done[-1][1].name}, beyond steps={cfg.steps}; train with "
                               f"steps>={self.start_step} to continue it, or use a new run folder")
@@ -112,23 +144,27 @@ class Trainer:
         warm = max(cfg.warmup_steps, 0)
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: min(1.0, (s + 1) / warm) if warm else 1.0)
         if done:
-            state = torch.load(done[-1][1] / "trainer_state.pt", weights_only=False, map_location=self.device)
+            state = load_trainer_state(done[-1][1])
             if "optimizer" not in state:
                 raise ConfigError(f"{done[-1][1]} keeps the final weights only (final_state=weights): it cannot be "
                                   f"trained further; train from its weights in a new run folder")
             self.opt.load_state_dict(state["optimizer"])
             self.sched.load_state_dict(state["scheduler"])
             self.algo.load_state_dict(state.get("algorithm", {}))
-            torch.set_rng_state(state["rng"]["torch"])
-            random.setstate(state["rng"]["python"])
-            np.random.set_state(state["rng"]["numpy"])
-        self.engine = resolve_engine(cfg.engine, self.model_path, self.device)
+            restore_rng(state["rng"], self.device)
         self.generator = self._make_generator(resumed=bool(done))
         self.verifier = Verifier(timeout_s=cfg.verifier_timeout, lenient=cfg.lenient)
         self.render = lambda text: render_prompt(text, cfg.template, self.tokenizer)
-        # Metrics after the checkpoint we resume from belong to steps that will be redone.
-        rows = [r for r in read_jsonl(run_dir / "metrics.jsonl") if r["step"] <= self.start_step]
+        # Metrics after the checkpoint we resume from belong to steps that will be redone. Without a checkpoint
+        # the run starts over, step-0 evaluation included, so no row is kept.
+        rows = [r for r in read_jsonl(run_dir / "metrics.jsonl") if r["step"] <= self.start_step] if done else []
         atomic_write_jsonl(run_dir / "metrics.jsonl", rows)
+        # So are the held-out evaluations of those steps: evaluate() would read their files back instead of
+        # scoring the weights the resumed run trains.
+        for d in (run_dir / "evals").glob("step-*"):
+            tail = d.name.removeprefix("step-")
+            if tail.isdigit() and int(tail) > self.start_step:
+                shutil.rmtree(d)
         engine_used = engine_record(self.engine)
         if self.engine == "vllm":
             engine_used["dtype"] = self.generator.settings.dtype
@@ -137,7 +173,7 @@ class Trainer:
         if cfg.tensorboard:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=self.start_step + 1)
+            self.writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=self.start_step + 1 if done else 0)
         self.wandb = None
         if cfg.wandb:
             import wandb
@@ -211,15 +247,17 @@ class Trainer:
     def _forward(self, model, batch):
         from tbrm.rollout import response_forward
 
-        return response_forward(model, batch, self.cfg.autocast, temperature=self.algo.logit_temperature)
+        return response_forward(model, batch, self.cfg.autocast, temperature=self.algo.logit_temperature,
+                                need_v_start=self.algo.needs_v_start)
 
     @torch.no_grad()
-    def _no_grad_forward(self, model, batch) -> tuple[torch.Tensor, torch.Tensor]:
-        """Micro-batched no-grad [B, T] response log-probs and [B] V(s_1) of `model`."""
+    def _no_grad_forward(self, model, batch) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Micro-batched no-grad [B, T] response log-probs and [B] V(s_1) of `model` (None where the algorithm
+        does not use V(s_1))."""
         parts = [self._forward(model, mb) for mb in self._micro_batches(batch)]
         T = batch.response_ids.shape[1]
         return (torch.cat([torch.nn.functional.pad(p.logprobs, (0, T - p.logprobs.shape[1])) for p in parts]),
-                torch.cat([p.v_start for p in parts]))
+                torch.cat([p.v_start for p in parts]) if self.algo.needs_v_start else None)
 
     def _no_grad_logprobs(self, model, batch) -> torch.Tensor:
         return self._no_grad_forward(model, batch)[0]
@@ -239,7 +277,9 @@ class Trainer:
             batch.extra["engine_logprobs"] = torch.tensor([lp + [0.0] * (T - len(lp)) for lp in info["engine_logprobs"]],
                                                           dtype=torch.float32, device=self.device)
         if self.ref is not None:
-            batch.extra["ref_logprobs"], batch.extra["ref_v_start"] = self._no_grad_forward(self.ref, batch)
+            batch.extra["ref_logprobs"], ref_v_start = self._no_grad_forward(self.ref, batch)
+            if ref_v_start is not None:
+                batch.extra["ref_v_start"] = ref_v_start
         t_ref = time.perf_counter()
         self.policy.train()
         prep = self.algo.prepare(batch, lambda b: self._no_grad_logprobs(self.policy, b))
@@ -320,10 +360,8 @@ class Trainer:
             state = {"step": step}
         else:
             state = {"step": step, "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
-                     "algorithm": self.algo.state_dict(),
-                     "rng": {"torch": torch.get_rng_state(), "python": random.getstate(),
-                             "numpy": np.random.get_state()}}
-        torch.save(state, tmp / "trainer_state.pt")
+                     "algorithm": self.algo.state_dict(), "rng": capture_rng(self.device)}
+        save_trainer_state(tmp, state)
         atomic_write_json(tmp / "train_config.json", to_dict(cfg))
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)

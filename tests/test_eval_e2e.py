@@ -125,6 +125,15 @@ def test_grade_scores_external_generations(tmp_path):
     assert (flip["problem_id"], flip["outcome"], flip["plain_outcome"]) == ("p3", "wrong", "correct")
 
 
+def test_grade_accepts_no_progress_as_eval_does(tmp_path):
+    f = tmp_path / "gens.jsonl"
+    f.write_text("".join(json.dumps({"response": f"\\boxed{{{i}}}", "answer": "1"}) + "\n" for i in range(3)))
+    shown = run_cli("grade", str(f), "--out", str(tmp_path / "a"))
+    quiet = run_cli("grade", str(f), "--no-progress", "--out", str(tmp_path / "b"))
+    assert "grading gens.jsonl" in shown.stderr and "grading" not in quiet.stderr
+    assert _rows(tmp_path / "a" / "graded.jsonl") == _rows(tmp_path / "b" / "graded.jsonl")
+
+
 def test_grade_missing_field_is_a_clear_error(tmp_path):
     f = tmp_path / "gens.jsonl"
     f.write_text(json.dumps({"response": "\\boxed{1}", "answer": "1"}) + "\n" + json.dumps({"answer": "2"}) + "\n")

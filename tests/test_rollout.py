@@ -62,6 +62,32 @@ def test_only_policy_gradient_methods_temper_their_logprobs(tiny):
         assert make_algorithm(cfg, tiny[0], torch.device("cpu")).logit_temperature == expected
 
 
+def test_only_tbrm_computes_v_start_and_policy_gradient_keeps_one_vocab_sized_buffer(tiny):
+    """GRPO and PPO never read V(s_1). Computing it saved a view of the raw fp32 [B, T, V] logits for backward,
+    which kept that whole buffer alive beside the tempered copy the log-probs use: two vocabulary-sized buffers
+    per micro-batch instead of one."""
+    from tbrm.algorithm import make_algorithm
+    from tbrm.config import load_config
+
+    model, tok = tiny
+    batch = collate([[5, 6, 7], [8]], [[9, 10, 11], [12, 13]], [1.0, 0.0], [0, 1], tok.pad_token_id)
+    vocab_sized = batch.size * batch.response_ids.shape[1] * model.config.vocab_size * 4
+    for recipe, expect_v_start in (("cpu-tbrm-n1", True), ("cpu-grpo-n4", False), ("cpu-ppo-n1", False)):
+        algo = make_algorithm(load_config(recipe), model, torch.device("cpu"))
+        assert algo.needs_v_start == expect_v_start
+        saved = {}
+
+        def pack(t):
+            saved[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            out = response_forward(model, batch, temperature=algo.logit_temperature, need_v_start=algo.needs_v_start)
+        assert (out.v_start is not None) == expect_v_start
+        assert sum(n == vocab_sized for n in saved.values()) == 1, recipe
+        out.logprobs.sum().backward()  # the graph is still complete
+
+
 def test_bf16_autocast_keeps_fp32_logprobs_close(tiny):
     model, tok = tiny
     batch = collate([[5, 6, 7]], [[8, 9, 10]], [1.0], [0], tok.pad_token_id)

@@ -7,7 +7,6 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
 from safetensors.torch import load_file
 
 from tests.conftest import kill_env, run_cli
@@ -48,7 +47,8 @@ def test_every_algorithm_trains_and_checkpoints(tiny_model_path, tmp_path, algo,
     assert (run / "tensorboard").is_dir() and any((run / "tensorboard").iterdir())
     assert (run / "curves.png").stat().st_size > 10_000  # the plotted curves
     ckpt = run / "checkpoint-2"
-    assert (ckpt / "model.safetensors").exists() and (ckpt / "trainer_state.pt").exists()
+    assert (ckpt / "model.safetensors").exists() and (ckpt / "trainer_state.safetensors").exists()
+    assert not list(ckpt.glob("*.pt")) and not list(ckpt.glob("*.bin"))  # nothing a resume would unpickle
     before = load_file(str(Path(tiny_model_path) / "model.safetensors"))
     after = load_file(str(ckpt / "model.safetensors"))
     moved = any(not (before[k] == after[k]).all() for k in before)
@@ -237,12 +237,116 @@ def test_final_state_weights_keeps_the_final_weights_only_and_refuses_to_continu
     run_cli("train", "--out", str(run), *common, "steps=2", "final_state=weights")
     assert sorted(p.name for p in run.glob("checkpoint-*")) == ["checkpoint-2"]  # the step-1 state was rotated away
     final = run / "checkpoint-2"
-    state = torch.load(final / "trainer_state.pt", weights_only=True)
-    assert state == {"step": 2}  # no optimizer, scheduler or RNG state
+    from tbrm.state import STATE_TENSORS, load_trainer_state
+
+    assert load_trainer_state(final) == {"step": 2}  # no optimizer, scheduler or RNG state
     full = tmp_path / "full"
     run_cli("train", "--out", str(full), *common, "steps=2")
-    assert (final / "trainer_state.pt").stat().st_size * 100 < (full / "checkpoint-2" / "trainer_state.pt").stat().st_size
+    assert (final / STATE_TENSORS).stat().st_size * 100 < (full / "checkpoint-2" / STATE_TENSORS).stat().st_size
     wa, wb = load_file(str(final / "model.safetensors")), load_file(str(full / "checkpoint-2" / "model.safetensors"))
     assert all((wa[k] == wb[k]).all() for k in wa)  # the same weights either way
     proc = run_cli("train", "--out", str(run), *common, "steps=3", "final_state=weights", check=False)
     assert proc.returncode == 2 and "final weights only" in proc.stderr and "checkpoint-2" in proc.stderr
+
+
+def _kill_when(run: Path, args: list[str], ready, timeout: float = 600) -> None:
+    """Start `tbrm train` as a real process and SIGKILL it as soon as `ready(run)` holds."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import REPO
+
+    proc = subprocess.Popen([sys.executable, "-m", "tbrm.cli", *args, "--out", str(run)], cwd=REPO,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    deadline = time.monotonic() + timeout
+    try:
+        while not ready(run):
+            if proc.poll() is not None:
+                raise AssertionError(f"training ended ({proc.returncode}) before it could be killed: "
+                                     f"{proc.stderr.read()[-3000:]}")
+            if time.monotonic() > deadline:
+                raise AssertionError("training did not get far enough in time")
+            time.sleep(0.05)
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        proc.stderr.close()
+
+
+def _logged_steps(run: Path) -> list[int]:
+    path = run / "metrics.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(x)["step"] for x in path.read_text().splitlines() if x.endswith("}")]
+
+
+def test_run_killed_before_its_first_checkpoint_resumes_and_reports(tiny_model_path, tmp_path):
+    """kill -9 after the step-0 evaluation and a step, before any checkpoint: the rerun starts over, its
+    metrics.jsonl holds each step once, and `tbrm report` builds from it."""
+    run = tmp_path / "run"
+    args = ["train", "--no-progress", f"model={tiny_model_path}", "algorithm=tbrm", *FAST, "save_every=0",
+            "eval_every=0"]
+    _kill_when(run, [*args, "steps=200"], lambda r: 1 in _logged_steps(r))
+    assert not list(run.glob("checkpoint-*")) and _logged_steps(run)[:2] == [0, 1]
+    run_cli(*args, "steps=2", "--out", str(run))
+    assert _logged_steps(run) == [0, 1, 2]
+    proc = run_cli("report", str(run), "--out", str(tmp_path / "report"))
+    assert (tmp_path / "report" / "report.md").exists(), proc.stdout
+
+
+def test_resume_discards_evaluations_of_steps_after_the_checkpoint(tiny_model_path, tmp_path):
+    """Killed after step 3's held-out evaluation with checkpoint-2 the last: the resumed run redoes step 3, so it
+    must evaluate step 3's new weights, not read back the evaluation files the killed run left."""
+    run = tmp_path / "run"
+    args = ["train", "--no-progress", f"model={tiny_model_path}", "algorithm=tbrm", *FAST, "save_every=2"]
+    _kill_when(run, [*args, "steps=200"], lambda r: 3 in _logged_steps(r))
+    assert [s for s, _ in __import__("tbrm.trainer").trainer.checkpoints(run)] == [2]
+    stale = run / "evals" / "step-3" / "heldout.jsonl"
+    rows = [json.loads(x) for x in stale.read_text().splitlines()]
+    stale.write_text("".join(json.dumps({**r, "response": "STALE", "outcome": "correct"}) + "\n" for r in rows))
+    run_cli(*args, "steps=3", "--out", str(run))
+    redone = [json.loads(x) for x in stale.read_text().splitlines()]
+    assert len(redone) == len(rows) and not any(r["response"] == "STALE" for r in redone)
+    assert _logged_steps(run) == [0, 1, 2, 3] and not (run / "evals" / "step-4").exists()
+
+
+def test_resume_never_unpickles_trainer_state(tiny_model_path, tmp_path):
+    """A run folder from someone else must not run code when resumed: a checkpoint whose trainer state is a pickle
+    that would create a file is refused with an error naming it, and the file never appears."""
+    import torch
+
+    run = tmp_path / "run"
+    args = ["train", "--no-progress", f"model={tiny_model_path}", *FAST, "evaluate=false"]
+    run_cli(*args, "steps=1", "--out", str(run))
+    ckpt = run / "checkpoint-1"
+    for f in ckpt.glob("trainer_state*"):
+        f.unlink()
+    marker = tmp_path / "code-ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (Path.touch, (marker,))
+
+    torch.save({"optimizer": Payload()}, ckpt / "trainer_state.pt")
+    proc = run_cli(*args, "steps=2", "--out", str(run), check=False)
+    assert not marker.exists()
+    assert proc.returncode == 2 and str(ckpt / "trainer_state.pt") in proc.stderr, proc.stderr[-2000:]
+
+
+def test_resume_refuses_a_sampler_that_would_change_the_rollouts(tiny_model_path, tmp_path):
+    """The hf engine seeds each generation batch, so its samples depend on generation_batch_size: resuming with
+    another size would sample other rollouts than the uninterrupted run. The same size resumes."""
+    run = tmp_path / "run"
+    args = ["train", "--no-progress", f"model={tiny_model_path}", *FAST, "evaluate=false", "engine=hf"]
+    run_cli(*args, "steps=1", "--out", str(run))
+    proc = run_cli(*args, "steps=2", "generation_batch_size=4", "--out", str(run), check=False)
+    assert proc.returncode == 2 and "generation_batch_size" in proc.stderr and "hf" in proc.stderr, proc.stderr[-2000:]
+    assert _logged_steps(run) == [1]
+    run_cli(*args, "steps=2", "--out", str(run))
+    assert _logged_steps(run) == [1, 2]
