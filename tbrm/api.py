@@ -106,8 +106,8 @@ def evaluate(*, out: PathLike, progress: bool = True, print_table: bool = True, 
     audit_disagreements.jsonl.
 
     Returns:
-        The summary dict, equal to summary.json: ``summary["benchmarks"][name]["metrics"]`` holds avg@n, pass@n
-        and maj@n with 95% intervals, ``["outcomes"]`` the verdict counts, ``["throughput"]`` tokens/s.
+        The summary dict, equal to summary.json: ``summary["benchmarks"][name]`` holds ``avg@n``, ``pass@k``
+        and ``maj@n`` with 95% intervals, ``outcomes`` (the verdict counts), ``lengths`` and ``throughput``.
     """
     from evals.runner import EvalConfig, run_eval
 
