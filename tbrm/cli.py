@@ -25,10 +25,12 @@ def _add_eval(sub) -> None:
 
 
 def _run_eval(a) -> int:
-    from evals.dataclass_args import dataclass_from_args
-    from evals.runner import EvalConfig, run_eval
+    from dataclasses import fields
 
-    run_eval(dataclass_from_args(EvalConfig, a), a.out, progress=not a.no_progress)
+    from evals.runner import EvalConfig
+    from tbrm import api
+
+    api.evaluate(out=a.out, progress=not a.no_progress, **{f.name: getattr(a, f.name) for f in fields(EvalConfig)})
     print(f"results: {Path(a.out) / 'summary.json'}")
     return 0
 
@@ -52,12 +54,11 @@ def _add_grade(sub) -> None:
 
 
 def _run_grade(a) -> int:
-    from evals.grade import grade_file
+    from tbrm import api
 
-    out = a.out or str(Path(a.file).with_name(Path(a.file).stem + ".graded"))
-    grade_file(a.file, response_field=a.response_field, answer_field=a.answer_field, id_field=a.id_field,
-               out_dir=out, lenient=a.lenient, audit=a.audit, timeout_s=a.verifier_timeout,
-               workers=a.verifier_workers, progress=not a.no_progress)
+    api.grade(a.file, out=a.out, response_field=a.response_field, answer_field=a.answer_field, id_field=a.id_field,
+              lenient=a.lenient, audit=a.audit, verifier_timeout=a.verifier_timeout,
+              verifier_workers=a.verifier_workers, progress=not a.no_progress)
     return 0
 
 

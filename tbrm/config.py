@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Mapping, Optional
 
 RECIPES_DIR = Path(__file__).parent / "recipes"
 ALGORITHMS = ("tbrm", "grpo", "ppo")
@@ -170,8 +170,10 @@ def recipe_path(name: str) -> Path:
     raise ConfigError(f"recipe {name!r} not found: give a YAML path or one of: {known}")
 
 
-def load_config(recipe: str | None = None, overrides: list[str] | None = None) -> TrainConfig:
-    """Recipe YAML (optional) + `key=value` overrides -> a validated TrainConfig."""
+def load_config(recipe: str | None = None, overrides: list[str] | None = None,
+                settings: Mapping[str, Any] | None = None) -> TrainConfig:
+    """Recipe YAML (optional) + `key=value` overrides + `settings` ({field: value}, from the Python API; applied
+    last) -> a validated TrainConfig."""
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
@@ -185,6 +187,8 @@ def load_config(recipe: str | None = None, overrides: list[str] | None = None) -
             layers.append((str(path), loaded))
         if overrides:
             layers.append(("command line", OmegaConf.from_dotlist(list(overrides))))
+        if settings:
+            layers.append(("keyword arguments", OmegaConf.create(dict(settings))))
         merged = base
         for where, layer in layers:
             try:

@@ -1,31 +1,17 @@
-"""`tbrm train`: the shared RL loop from a recipe plus key=value overrides, and the registry of algorithms.
+"""`tbrm train` and `tbrm recipes`: flags in, `tbrm.api.train` out.
 
-The registry lives here, in the entry layer: the training core (`tbrm.trainer`, `tbrm.algorithm`) sits below
-`baselines/`, and the loop receives the class of the algorithm to train instead of looking it up.
+The registry of algorithms (`algorithms`, `make_algorithm`) lives in `tbrm.api`, in the entry layer: the training
+core (`tbrm.trainer`, `tbrm.algorithm`) sits below `baselines/`, and the loop receives the class of the algorithm
+to train instead of looking it up.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from tbrm.algorithm import Algorithm
+from tbrm.api import algorithms, make_algorithm  # the registry, kept here too for callers of this module
 
-
-def algorithms() -> dict[str, type[Algorithm]]:
-    """Every algorithm the shared loop trains, by the name `TrainConfig.algorithm` gives it (imported on use:
-    `tbrm --help` loads no torch)."""
-    from baselines.grpo import GRPO
-    from baselines.ppo import PPO
-    from tbrm.algorithm import TBRM
-
-    return {a.name: a for a in (TBRM, GRPO, PPO)}
-
-
-def make_algorithm(cfg, policy, device) -> Algorithm:
-    """The algorithm `cfg.algorithm` names, built for `policy` on `device`."""
-    return algorithms()[cfg.algorithm](cfg, policy, device)
+__all__ = ["add_parsers", "algorithms", "make_algorithm"]
 
 
 def add_parsers(sub) -> None:
@@ -44,17 +30,17 @@ def add_parsers(sub) -> None:
 
 
 def _run_train(a) -> int:
-    import yaml
+    from tbrm import api
 
-    from tbrm.config import load_config, to_dict
-
-    cfg = load_config(a.recipe, a.overrides)  # validated before any model is loaded
+    cfg = api.train_config(a.recipe, a.overrides)  # validated before any model is loaded
     if a.print_config:
+        import yaml
+
+        from tbrm.config import to_dict
+
         print(yaml.safe_dump(to_dict(cfg), sort_keys=False))
         return 0
-    from tbrm.trainer import train
-
-    rows = train(cfg, a.out, progress=not a.no_progress, algorithm=algorithms()[cfg.algorithm])
+    rows = api.train(a.recipe, out=a.out, overrides=a.overrides, progress=not a.no_progress).metrics
     last = rows[-1] if rows else {}
     evals = {k: round(v, 4) for k, v in last.items() if k.startswith("eval/") and k.endswith("/accuracy")}
     print(f"trained {cfg.algorithm} for {last.get('step', 0)} steps; final held-out {evals}; "
