@@ -5,24 +5,22 @@ from __future__ import annotations
 import argparse
 
 
-def _alpha(text: str) -> float:
-    try:
-        x = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0.0 < x < 1.0:
-        raise argparse.ArgumentTypeError(f"must be in (0, 1), got {x}")
-    return x
+def _number_in(low: float, high: float, unit: str = ""):
+    """An argparse type: a float strictly between `low` and `high`."""
+    def parse(text: str) -> float:
+        try:
+            x = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+        if not low < x < high:
+            raise argparse.ArgumentTypeError(f"must be in ({low:g}, {high:g}){unit}, got {x}")
+        return x
+
+    return parse
 
 
-def _margin(text: str) -> float:
-    try:
-        x = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not 0.0 < x < 100.0:
-        raise argparse.ArgumentTypeError(f"must be in (0, 100) points, got {x}")
-    return x
+_alpha = _number_in(0.0, 1.0)
+_margin = _number_in(0.0, 100.0, " points")
 
 
 def add_parsers(sub) -> None:
