@@ -6,7 +6,7 @@ micro-batch (`loss`). That keeps TBRM, GRPO and PPO comparisons fair by construc
 verifier, same optimiser, same numerics.
 
 The loop receives the algorithm's class; it never looks one up by name. The registry of names
-(`tbrm.train_cli.algorithms`) lives in the entry layer, above `baselines/`, so the baselines build on this
+(`tbrm.api.algorithms`) lives in the entry layer, above `baselines/`, so the baselines build on this
 module without the training core importing them back.
 """
 

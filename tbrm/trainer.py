@@ -92,7 +92,7 @@ def _peak_memory_gb(device: torch.device) -> float:
 
 
 class Trainer:
-    """`algorithm`: the class of the algorithm `cfg.algorithm` names (`tbrm.train_cli.algorithms()`); it is
+    """`algorithm`: the class of the algorithm `cfg.algorithm` names (`tbrm.api.algorithms()`); it is
     built once the policy is loaded, as `algorithm(cfg, policy, device)`."""
 
     def __init__(self, cfg: TrainConfig, run_dir: str | Path, progress: bool = True, *,
