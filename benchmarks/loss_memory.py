@@ -59,7 +59,7 @@ def child(recipe: str, overrides: dict, need_v_start: bool, layers: int | None) 
     from transformers import AutoModelForCausalLM
 
     from evals.models import resolve_dtype, resolve_model
-    from tbrm.algorithm import make_algorithm
+    from tbrm.api import make_algorithm
     from tbrm.config import load_config
     from tbrm.rollout import collate, response_forward
 

@@ -1,17 +1,15 @@
 """`tbrm train` and `tbrm recipes`: flags in, `tbrm.api.train` out.
 
-The registry of algorithms (`algorithms`, `make_algorithm`) lives in `tbrm.api`, in the entry layer: the training
-core (`tbrm.trainer`, `tbrm.algorithm`) sits below `baselines/`, and the loop receives the class of the algorithm
-to train instead of looking it up.
+The registry of algorithms (`tbrm.api.algorithms`, `tbrm.api.make_algorithm`) lives in the entry layer: the
+training core (`tbrm.trainer`, `tbrm.algorithm`) sits below `baselines/`, and the loop receives the class of the
+algorithm to train instead of looking it up.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from tbrm.api import algorithms, make_algorithm  # the registry, kept here too for callers of this module
-
-__all__ = ["add_parsers", "algorithms", "make_algorithm"]
+__all__ = ["add_parsers"]
 
 
 def add_parsers(sub) -> None:

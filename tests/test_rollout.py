@@ -46,14 +46,14 @@ def test_temperature_scales_logprobs_but_not_v_start(tiny):
 
 def test_the_registry_trains_every_algorithm_the_config_accepts():
     from tbrm.config import ALGORITHMS
-    from tbrm.train_cli import algorithms
+    from tbrm.api import algorithms
 
     assert sorted(algorithms()) == sorted(ALGORITHMS)
     assert all(cls.name == name for name, cls in algorithms().items())
 
 
 def test_only_policy_gradient_methods_temper_their_logprobs(tiny):
-    from tbrm.train_cli import make_algorithm
+    from tbrm.api import make_algorithm
     from tbrm.config import load_config
 
     for recipe, expected in (("cpu-tbrm-n1", 1.0), ("cpu-grpo-n4", 0.7), ("cpu-ppo-n1", 0.7)):
@@ -66,7 +66,7 @@ def test_only_tbrm_computes_v_start_and_policy_gradient_keeps_one_vocab_sized_bu
     """GRPO and PPO never read V(s_1). Computing it saved a view of the raw fp32 [B, T, V] logits for backward,
     which kept that whole buffer alive beside the tempered copy the log-probs use: two vocabulary-sized buffers
     per micro-batch instead of one."""
-    from tbrm.algorithm import make_algorithm
+    from tbrm.api import make_algorithm
     from tbrm.config import load_config
 
     model, tok = tiny
@@ -161,7 +161,7 @@ def test_generation_plan_bounds_padding_and_tokens(tiny):
 def test_ppo_advantages_whitened_only_when_asked(tiny, whiten):
     """Raw GAE advantages are r - V (gamma = lambda = 1); whitening rescales them to zero mean, unit std."""
     from baselines.ppo_loss import gae, outcome_token_rewards
-    from tbrm.train_cli import make_algorithm
+    from tbrm.api import make_algorithm
     from tbrm.config import load_config
 
     model, tok = tiny

@@ -179,7 +179,7 @@ def test_engine_follows_the_policy_after_a_training_step(tiny_vllm_path, tmp_pat
     from tbrm.config import load_config
     from evals.generation import SamplingParams, generate
     from evals.models import load_model
-    from tbrm.train_cli import algorithms
+    from tbrm.api import algorithms
     from tbrm.trainer import Trainer
 
     cfg = load_config("cpu-tbrm-n1", [f"model={tiny_vllm_path}", "engine=vllm", "steps=1", "prompts_per_step=4",
