@@ -1,6 +1,6 @@
-"""`tbrm report` end to end on REAL run directories made by the real CLI on the tiny model: Table 1, paired
-significance wiring, mismatch flags, training curves / efficiency, clear errors for bad run files, and the HTML
-rendered in headless Chromium."""
+"""`tbrm report` end to end on REAL run directories made by the real trainer and evaluator on the tiny model:
+Table 1, paired significance wiring, mismatch flags, training curves / efficiency, clear errors for bad run files,
+and the HTML rendered in headless Chromium."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ import os
 import shutil
 import subprocess
 import tempfile
-from concurrent.futures import ThreadPoolExecutor
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -22,37 +21,32 @@ from tests.conftest import run_cli
 
 FAST = ["steps=2", "prompts_per_step=4", "max_new_tokens=6", "eval_problems=4", "eval_every=1", "save_every=2",
         "micro_batch_size=4", "arith_digits=[1,2]", "heldout_size=20", "generation_batch_size=8", "tensorboard=false"]
-MATH = ["--benchmarks", "math500", "--max-new-tokens", "4", "--no-progress", "--batch-size", "8"]
-AMC = ["--benchmarks", "amc23", "--limit", "3", "--samples", "4", "--temperature", "1.0", "--max-new-tokens", "4",
-       "--no-progress", "--batch-size", "12"]
-
-
-def _parallel(*calls):
-    with ThreadPoolExecutor(max_workers=2) as ex:
-        for f in [ex.submit(run_cli, *c) for c in calls]:
-            f.result()
+MATH = dict(benchmarks=["math500"], max_new_tokens=4, batch_size=8)
+AMC = dict(benchmarks=["amc23"], limit=3, samples=4, temperature=1.0, max_new_tokens=4, batch_size=12)
 
 
 @pytest.fixture(scope="module")
 def runs(tiny_model_path, tmp_path_factory) -> dict[str, Path]:
     """Two 2-step train runs (TBRM n=1, GRPO n=2) with held-out evals, and eval runs of the base model and both
     final checkpoints on a 3-problem MATH500 slice (greedy, 1 sample) and a 3-problem AMC23 slice (4 samples),
-    plus the GRPO checkpoint on a 2-problem MATH500 slice (a different problem set: the mismatch)."""
+    plus the GRPO checkpoint on a 2-problem MATH500 slice (a different problem set: the mismatch).
+
+    They are made in-process through `tbrm.api`, which is what the `tbrm train` and `tbrm eval` handlers call (the
+    CLI path itself is tested in test_train_e2e and test_eval_e2e); the report under test runs as a real process."""
+    from tbrm import api
+
     d = tmp_path_factory.mktemp("report-runs")
     r = {k: d / k for k in ("train-tbrm", "train-grpo", "base-math", "base-amc", "tbrm-math", "tbrm-amc",
                             "grpo-math", "grpo-amc", "grpo-math-l2")}
-    _parallel(("train", "--out", str(r["train-tbrm"]), "--no-progress", f"model={tiny_model_path}",
-               "algorithm=tbrm", *FAST),
-              ("train", "--out", str(r["train-grpo"]), "--no-progress", f"model={tiny_model_path}",
-               "algorithm=grpo", "rollouts_per_prompt=2", *FAST))
+    api.train(out=r["train-tbrm"], overrides=[f"model={tiny_model_path}", "algorithm=tbrm", *FAST], progress=False)
+    api.train(out=r["train-grpo"], overrides=[f"model={tiny_model_path}", "algorithm=grpo", "rollouts_per_prompt=2",
+                                               *FAST], progress=False)
     models = {"base": tiny_model_path, "tbrm": str(r["train-tbrm"] / "checkpoint-2"),
               "grpo": str(r["train-grpo"] / "checkpoint-2")}
-    calls = []
     for key, model in models.items():
-        calls.append(("eval", "--model", model, *MATH, "--limit", "3", "--out", str(r[f"{key}-math"])))
-        calls.append(("eval", "--model", model, *AMC, "--out", str(r[f"{key}-amc"])))
-    calls.append(("eval", "--model", models["grpo"], *MATH, "--limit", "2", "--out", str(r["grpo-math-l2"])))
-    _parallel(*calls)
+        api.evaluate(out=r[f"{key}-math"], model=model, **MATH, limit=3, progress=False, print_table=False)
+        api.evaluate(out=r[f"{key}-amc"], model=model, **AMC, progress=False, print_table=False)
+    api.evaluate(out=r["grpo-math-l2"], model=models["grpo"], **MATH, limit=2, progress=False, print_table=False)
     return r
 
 
