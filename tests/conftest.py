@@ -8,6 +8,7 @@ import importlib.util
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -109,3 +110,39 @@ def run_cli(*args: str, env: dict | None = None, check: bool = True, timeout: fl
         raise AssertionError(f"tbrm {' '.join(args)} exited {proc.returncode}\nstdout:\n{proc.stdout[-3000:]}\n"
                              f"stderr:\n{proc.stderr[-5000:]}")
     return proc
+
+
+def _descendants() -> dict[int, str]:
+    """pid -> command line of every live process below this one (Linux /proc; empty elsewhere)."""
+    children: dict[int, list[int]] = {}
+    for d in os.listdir("/proc") if os.path.isdir("/proc") else []:
+        try:
+            stat = Path(f"/proc/{d}/stat").read_text()
+        except (OSError, ValueError):
+            continue
+        fields = stat.rsplit(")", 1)[-1].split()
+        if d.isdigit() and fields[0] != "Z":  # a zombie is gone; its parent just has not reaped it yet
+            children.setdefault(int(fields[1]), []).append(int(d))
+    found, todo = {}, [os.getpid()]
+    while todo:
+        for pid in children.get(todo.pop(), []):
+            try:
+                found[pid] = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            todo.append(pid)
+    return found
+
+
+@pytest.fixture
+def no_leaked_workers():
+    """Fail a test that leaves a process (a grader pool's workers, an engine) or a thread running behind it, for
+    tests that train or evaluate in the test process. The multiprocessing forkserver and resource tracker are
+    exempt: each is started once per process by design and serves every later pool."""
+    singletons = ("multiprocessing.forkserver", "multiprocessing.resource_tracker")
+    threads, procs = set(threading.enumerate()), set(_descendants())
+    yield
+    left = {pid: cmd for pid, cmd in _descendants().items()
+            if pid not in procs and not any(s in cmd for s in singletons)}
+    extra = [t.name for t in threading.enumerate() if t not in threads and t.is_alive()]
+    assert not left and not extra, f"left running: processes {left}, threads {extra}"

@@ -1,4 +1,9 @@
-"""End-to-end `tbrm eval` / `tbrm grade` through the real CLI, real model classes, real verifier processes."""
+"""End-to-end `tbrm eval` / `tbrm grade`: real model classes, real verifier processes.
+
+Evaluations and gradings run in-process through `tbrm.api.evaluate` / `tbrm.api.grade` (what the commands call), so
+the test process pays the imports once; a real `tbrm` process runs where the process is what is tested: the run a
+SIGKILL interrupts, the exit code and one-line message of a refused start, the command's own output (the summary
+table, --no-progress), and one plain run of each command."""
 
 from __future__ import annotations
 
@@ -7,7 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from tbrm import api
 from tests.conftest import kill_env, run_cli
+
+pytestmark = pytest.mark.usefixtures("no_leaked_workers")
 
 
 def _rows(path: Path) -> list[dict]:
@@ -38,7 +46,9 @@ def test_eval_tiny_model_writes_samples_and_summary(tiny_model_path, tmp_path):
     assert "math500" in proc.stdout and "avg@2" in proc.stdout  # the summary table
 
 
-def test_killed_eval_resumes_without_regenerating(tiny_model_path, tmp_path):
+def test_killed_eval_resumes_without_regenerating(tiny_model_path, tmp_path, capsys):
+    settings = dict(model=tiny_model_path, benchmarks=["amc23"], limit=5, samples=2, temperature=1.0,
+                    max_new_tokens=10, batch_size=3)
     args = ["eval", "--model", tiny_model_path, "--benchmarks", "amc23", "--limit", "5", "--samples", "2",
             "--temperature", "1.0", "--max-new-tokens", "10", "--batch-size", "3", "--no-progress"]
     killed = tmp_path / "killed"
@@ -47,14 +57,15 @@ def test_killed_eval_resumes_without_regenerating(tiny_model_path, tmp_path):
     partial = _rows(killed / "samples" / "amc23.jsonl")
     assert len(partial) == 6 and not (killed / "summary.json").exists()
 
-    resumed = run_cli(*args, "--out", str(killed))
-    assert "resuming, 2/4 batches already on disk" in resumed.stdout
+    capsys.readouterr()
+    api.evaluate(out=killed, progress=False, **settings)  # what `tbrm eval ... --out KILLED` runs
+    assert "resuming, 2/4 batches already on disk" in capsys.readouterr().out
     rows = _rows(killed / "samples" / "amc23.jsonl")
     assert rows[:6] == partial  # finished batches kept byte-for-byte, not regenerated
     assert len(rows) == 10 and len({(r["problem_id"], r["sample_index"]) for r in rows}) == 10
 
     fresh = tmp_path / "fresh"
-    run_cli(*args, "--out", str(fresh))
+    api.evaluate(out=fresh, progress=False, print_table=False, **settings)
     a = json.loads((killed / "summary.json").read_text())["benchmarks"]["amc23"]
     b = json.loads((fresh / "summary.json").read_text())["benchmarks"]["amc23"]
     for key in ("avg@2", "pass@1", "pass@2", "maj@2", "outcomes", "lengths"):
@@ -64,11 +75,13 @@ def test_killed_eval_resumes_without_regenerating(tiny_model_path, tmp_path):
 
 
 def test_resume_with_other_settings_is_refused(tiny_model_path, tmp_path):
-    base = ["eval", "--model", tiny_model_path, "--benchmarks", "math500", "--limit", "2", "--max-new-tokens", "4",
-            "--no-progress", "--out", str(tmp_path / "r")]
-    run_cli(*base)
-    proc = run_cli(*base[:-2], "--seed", "7", "--out", str(tmp_path / "r"), check=False)
+    api.evaluate(model=tiny_model_path, benchmarks=["math500"], limit=2, max_new_tokens=4, out=tmp_path / "r",
+                 progress=False, print_table=False)
+    before = (tmp_path / "r" / "samples" / "math500.jsonl").read_text()
+    proc = run_cli("eval", "--model", tiny_model_path, "--benchmarks", "math500", "--limit", "2", "--max-new-tokens",
+                   "4", "--no-progress", "--seed", "7", "--out", str(tmp_path / "r"), check=False)
     assert proc.returncode == 2 and "seed" in proc.stderr and "another --out" in proc.stderr
+    assert (tmp_path / "r" / "samples" / "math500.jsonl").read_text() == before  # the run is left as it was
 
 
 def test_bad_user_file_names_file_line_and_field(tiny_model_path, tmp_path):
@@ -83,8 +96,8 @@ def test_bad_user_file_names_file_line_and_field(tiny_model_path, tmp_path):
 def test_eval_user_file(tiny_model_path, tmp_path):
     data = tmp_path / "mine.jsonl"
     data.write_text("".join(json.dumps({"q": f"What is {i}+1?", "gold": i + 1}) + "\n" for i in range(3)))
-    run_cli("eval", "--model", tiny_model_path, "--data-file", str(data), "--problem-field", "q", "--answer-field",
-            "gold", "--max-new-tokens", "6", "--out", str(tmp_path / "r"), "--no-progress", "--audit")
+    api.evaluate(model=tiny_model_path, data_file=data, problem_field="q", answer_field="gold", max_new_tokens=6,
+                 out=tmp_path / "r", progress=False, print_table=False, audit=True)
     summary = json.loads((tmp_path / "r" / "summary.json").read_text())
     bench = summary["benchmarks"]["mine"]
     assert bench["n_problems"] == 3 and bench["lenient_verdicts"] == 0
@@ -109,8 +122,10 @@ def test_grade_scores_external_generations(tmp_path):
     ]
     f = tmp_path / "gens.jsonl"
     f.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    run_cli("grade", str(f), "--answer-field", "gold", "--id-field", "id", "--audit", "--out", str(tmp_path / "g"))
+    returned = api.grade(f, answer_field="gold", id_field="id", audit=True, out=tmp_path / "g", progress=False,
+                         print_table=False)
     graded = _rows(tmp_path / "g" / "graded.jsonl")
+    assert returned == graded
     assert [g["outcome"] for g in graded] == ["correct", "wrong", "correct", "unparsed", "wrong", "correct"]
     assert graded[4]["rules"] == ["unevaluated-arithmetic"]
     summary = json.loads((tmp_path / "g" / "summary.json").read_text())
@@ -125,12 +140,14 @@ def test_grade_scores_external_generations(tmp_path):
     assert (flip["problem_id"], flip["outcome"], flip["plain_outcome"]) == ("p3", "wrong", "correct")
 
 
-def test_grade_accepts_no_progress_as_eval_does(tmp_path):
+def test_grade_accepts_no_progress_as_eval_does(tmp_path, capsys):
     f = tmp_path / "gens.jsonl"
     f.write_text("".join(json.dumps({"response": f"\\boxed{{{i}}}", "answer": "1"}) + "\n" for i in range(3)))
-    shown = run_cli("grade", str(f), "--out", str(tmp_path / "a"))
-    quiet = run_cli("grade", str(f), "--no-progress", "--out", str(tmp_path / "b"))
-    assert "grading gens.jsonl" in shown.stderr and "grading" not in quiet.stderr
+    capsys.readouterr()
+    api.grade(f, out=tmp_path / "a")  # `tbrm grade FILE` without the flag: a progress bar
+    shown = capsys.readouterr()
+    quiet = run_cli("grade", str(f), "--no-progress", "--out", str(tmp_path / "b"))  # the plain `tbrm grade` process
+    assert "grading gens.jsonl" in shown.err and "grading" not in quiet.stderr
     assert _rows(tmp_path / "a" / "graded.jsonl") == _rows(tmp_path / "b" / "graded.jsonl")
 
 

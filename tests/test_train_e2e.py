@@ -1,15 +1,24 @@
 """`tbrm train` end to end on a tiny model: every algorithm, checkpoints that `tbrm eval` scores, resume after a
-real SIGKILL, off-policy TBRM from a file, and start-up validation."""
+real SIGKILL, off-policy TBRM from a file, and start-up validation.
+
+Trainings run in-process through `tbrm.api.train` (what `tbrm train` calls), so the test process pays the imports
+once; a real `tbrm` process runs where the process is what is tested: the run a SIGKILL interrupts, the exit code and
+one-line message of a refused start, and one plain `tbrm train` (the resume in
+test_run_killed_before_its_first_checkpoint_resumes_and_reports)."""
 
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 from safetensors.torch import load_file
 
+from tbrm import api
 from tests.conftest import kill_env, run_cli
+
+pytestmark = pytest.mark.usefixtures("no_leaked_workers")
 
 FAST = ["steps=2", "prompts_per_step=4", "max_new_tokens=6", "eval_problems=4", "eval_every=1", "save_every=1",
         "micro_batch_size=3", "arith_digits=[1,2]", "heldout_size=20", "temperature=1.0", "generation_batch_size=8"]
@@ -24,6 +33,25 @@ def _stable(row: dict) -> dict:
     return {k: v for k, v in row.items() if not k.startswith(VOLATILE)}
 
 
+def _train(run: Path, model: str, *overrides: str) -> api.TrainResult:
+    """`tbrm train --out RUN --no-progress model=MODEL OVERRIDES...`, in this process."""
+    return api.train(out=run, overrides=[f"model={model}", *overrides], progress=False)
+
+
+@pytest.fixture(scope="module")
+def plain_run(tiny_model_path, tmp_path_factory) -> Path:
+    """TBRM with the FAST settings (2 steps, a checkpoint and a held-out evaluation after each), trained once for
+    the tests that only read it or resume a copy of it."""
+    run = tmp_path_factory.mktemp("plain") / "run"
+    _train(run, tiny_model_path, "algorithm=tbrm", *FAST)
+    return run
+
+
+def _copy(run: Path, to: Path) -> Path:
+    shutil.copytree(run, to)
+    return to
+
+
 @pytest.mark.parametrize("algo,extra,diagnostic", [
     ("tbrm", [], "tbrm/residual_mean"),
     ("tbrm", ["rollouts_per_prompt=2"], "tbrm/v_start_mean"),
@@ -32,9 +60,12 @@ def _stable(row: dict) -> dict:
     ("grpo", ["rollouts_per_prompt=2", "scale_adv_by_std=false", "loss_agg=seq-mean-token-sum-norm"], "grpo/kl"),
     ("ppo", ["policy_epochs=2"], "ppo/value_loss"),
 ])
-def test_every_algorithm_trains_and_checkpoints(tiny_model_path, tmp_path, algo, extra, diagnostic):
-    run = tmp_path / "run"
-    run_cli("train", "--out", str(run), "--no-progress", f"model={tiny_model_path}", f"algorithm={algo}", *FAST, *extra)
+def test_every_algorithm_trains_and_checkpoints(tiny_model_path, tmp_path, request, algo, extra, diagnostic):
+    if algo == "tbrm" and not extra:
+        run = request.getfixturevalue("plain_run")
+    else:
+        run = tmp_path / "run"
+        _train(run, tiny_model_path, f"algorithm={algo}", *FAST, *extra)
     rows = _metrics(run)
     assert [r["step"] for r in rows] == [0, 1, 2]
     n = 4 * (2 if "rollouts_per_prompt=2" in extra else 1)
@@ -61,33 +92,34 @@ def test_every_algorithm_trains_and_checkpoints(tiny_model_path, tmp_path, algo,
         assert not moved and all(r["tbrm/residual_abs_mean"] == 0 for r in rows[1:])
     else:
         assert moved
-    run_cli("eval", "--model", str(ckpt), "--benchmarks", "math500", "--limit", "2", "--max-new-tokens", "4",
-            "--out", str(tmp_path / "eval"), "--no-progress")
+    api.evaluate(model=str(ckpt), benchmarks=["math500"], limit=2, max_new_tokens=4, out=tmp_path / "eval",
+                 progress=False, print_table=False)  # what `tbrm eval --model CKPT ...` runs
     assert json.loads((tmp_path / "eval" / "summary.json").read_text())["benchmarks"]["math500"]["n_problems"] == 2
 
 
-def test_resume_after_kill_equals_uninterrupted_run(tiny_model_path, tmp_path):
-    args = ["train", "--no-progress", f"model={tiny_model_path}", "algorithm=tbrm", *FAST, "steps=4", "lr=1e-3",
-            "eval_every=2"]
-    killed, fresh = tmp_path / "killed", tmp_path / "fresh"
-    proc = run_cli(*args, "--out", str(killed), env=kill_env(step=3), check=False)
+def test_resume_after_kill_equals_uninterrupted_run(tiny_model_path, tmp_path, plain_run):
+    """`tbrm train` SIGKILLed as step 2 begins (step 1 logged and checkpointed), then resumed: the same metrics and
+    bit-identical final weights as the uninterrupted run of the same settings (`plain_run`)."""
+    killed = tmp_path / "killed"
+    args = ["train", "--no-progress", f"model={tiny_model_path}", "algorithm=tbrm", *FAST]
+    proc = run_cli(*args, "--out", str(killed), env=kill_env(step=1), check=False)
     assert proc.returncode == -9
-    assert [r["step"] for r in _metrics(killed)] == [0, 1, 2, 3]
-    run_cli(*args, "--out", str(killed))
-    run_cli(*args, "--out", str(fresh))
-    a, b = _metrics(killed), _metrics(fresh)
-    assert [r["step"] for r in a] == [0, 1, 2, 3, 4]
+    assert [r["step"] for r in _metrics(killed)] == [0, 1] and not (killed / "checkpoint-2").exists()
+    _train(killed, tiny_model_path, "algorithm=tbrm", *FAST)
+    a, b = _metrics(killed), _metrics(plain_run)
+    assert [r["step"] for r in a] == [0, 1, 2]
     assert [_stable(r) for r in a] == [_stable(r) for r in b]
-    wa, wb = load_file(str(killed / "checkpoint-4" / "model.safetensors")), load_file(str(fresh / "checkpoint-4" / "model.safetensors"))
+    wa = load_file(str(killed / "checkpoint-2" / "model.safetensors"))
+    wb = load_file(str(plain_run / "checkpoint-2" / "model.safetensors"))
     assert all((wa[k] == wb[k]).all() for k in wa)
 
 
-def test_resume_with_changed_settings_is_refused(tiny_model_path, tmp_path):
-    run = tmp_path / "run"
-    run_cli("train", "--out", str(run), "--no-progress", f"model={tiny_model_path}", *FAST, "steps=1")
-    proc = run_cli("train", "--out", str(run), "--no-progress", f"model={tiny_model_path}", *FAST, "steps=2",
+def test_resume_with_changed_settings_is_refused(tiny_model_path, tmp_path, plain_run):
+    run = _copy(plain_run, tmp_path / "run")
+    proc = run_cli("train", "--out", str(run), "--no-progress", f"model={tiny_model_path}", *FAST, "steps=3",
                    "lr=1e-3", check=False)
     assert proc.returncode == 2 and "lr" in proc.stderr and "new run directory" in proc.stderr
+    assert _logged_steps(run) == [0, 1, 2]  # refused before it trained
 
 
 def test_config_fields_added_after_a_run_resume_at_their_default():
@@ -109,8 +141,8 @@ def test_off_policy_tbrm_learns_from_a_trajectory_file(tiny_model_path, tmp_path
             for a in range(1, 5)]
     traj.write_text("".join(json.dumps(r) + "\n" for r in rows))
     run = tmp_path / "run"
-    run_cli("train", "--out", str(run), "--no-progress", f"model={tiny_model_path}", f"offline_trajectories={traj}",
-            *FAST, "steps=6", "lr=3e-3", "beta=0.5", "eval_every=0", "save_every=0", "grad_clip=10")
+    _train(run, tiny_model_path, f"offline_trajectories={traj}", *FAST, "steps=6", "lr=3e-3", "beta=0.5",
+           "eval_every=0", "save_every=0", "grad_clip=10")
     m = [r for r in _metrics(run) if r["step"] > 0]
     assert [r["reward/mean"] for r in m] == [0.5] * 6  # rewards come from the file, not from a verifier
     assert all(r["time/generation"] < 0.05 for r in m)  # nothing is sampled
@@ -124,12 +156,12 @@ def test_zero_reward_moves_plain_tbrm_off_the_reference_but_not_the_ref_value_va
     traj = tmp_path / "zero.jsonl"
     traj.write_text("".join(json.dumps({"prompt": f"What is {a} + 1?", "response": f"{a + 1}", "reward": 0.0}) + "\n"
                             for a in range(4)))
-    common = ["--no-progress", f"model={tiny_model_path}", f"offline_trajectories={traj}", *FAST, "steps=2",
-              "evaluate=false", "save_every=2", "lr=1e-3", "tensorboard=false"]
+    common = [f"offline_trajectories={traj}", *FAST, "steps=2", "evaluate=false", "save_every=2", "lr=1e-3",
+              "tensorboard=false"]
     seen = {}
     for name, extra in (("plain", []), ("vref", ["subtract_ref_value=true"])):
         run = tmp_path / name
-        run_cli("train", "--out", str(run), *common, *extra)
+        _train(run, tiny_model_path, *common, *extra)
         m = [r for r in _metrics(run) if r["step"] > 0]
         seen[name] = [(r["loss"], r["tbrm/residual_mean"], r["kl/seq_log_ratio_mean"], r["optim/grad_norm"]) for r in m]
         if name == "plain":
@@ -231,21 +263,22 @@ def test_optimizer_is_fused_adamw_with_the_same_update_as_the_plain_one():
     assert torch.allclose(a, b, atol=1e-6) and not torch.equal(a, torch.zeros_like(a))
 
 
-def test_final_state_weights_keeps_the_final_weights_only_and_refuses_to_continue(tiny_model_path, tmp_path):
+def test_final_state_weights_keeps_the_final_weights_only_and_refuses_to_continue(tiny_model_path, tmp_path,
+                                                                                   plain_run):
     run = tmp_path / "run"
-    common = ["--no-progress", f"model={tiny_model_path}", *FAST, "save_every=1", "keep_checkpoints=1"]
-    run_cli("train", "--out", str(run), *common, "steps=2", "final_state=weights")
+    common = [*FAST, "save_every=1", "keep_checkpoints=1"]
+    _train(run, tiny_model_path, *common, "steps=2", "final_state=weights")
     assert sorted(p.name for p in run.glob("checkpoint-*")) == ["checkpoint-2"]  # the step-1 state was rotated away
     final = run / "checkpoint-2"
     from tbrm.state import STATE_TENSORS, load_trainer_state
 
     assert load_trainer_state(final) == {"step": 2}  # no optimizer, scheduler or RNG state
-    full = tmp_path / "full"
-    run_cli("train", "--out", str(full), *common, "steps=2")
-    assert (final / STATE_TENSORS).stat().st_size * 100 < (full / "checkpoint-2" / STATE_TENSORS).stat().st_size
-    wa, wb = load_file(str(final / "model.safetensors")), load_file(str(full / "checkpoint-2" / "model.safetensors"))
+    full = plain_run / "checkpoint-2"  # the same settings with final_state=full (the default)
+    assert (final / STATE_TENSORS).stat().st_size * 100 < (full / STATE_TENSORS).stat().st_size
+    wa, wb = load_file(str(final / "model.safetensors")), load_file(str(full / "model.safetensors"))
     assert all((wa[k] == wb[k]).all() for k in wa)  # the same weights either way
-    proc = run_cli("train", "--out", str(run), *common, "steps=3", "final_state=weights", check=False)
+    proc = run_cli("train", "--out", str(run), "--no-progress", f"model={tiny_model_path}", *common, "steps=3",
+                   "final_state=weights", check=False)
     assert proc.returncode == 2 and "final weights only" in proc.stderr and "checkpoint-2" in proc.stderr
 
 
@@ -294,10 +327,10 @@ def test_run_killed_before_its_first_checkpoint_resumes_and_reports(tiny_model_p
             "eval_every=0"]
     _kill_when(run, [*args, "steps=200"], lambda r: 1 in _logged_steps(r))
     assert not list(run.glob("checkpoint-*")) and _logged_steps(run)[:2] == [0, 1]
-    run_cli(*args, "steps=2", "--out", str(run))
-    assert _logged_steps(run) == [0, 1, 2]
-    proc = run_cli("report", str(run), "--out", str(tmp_path / "report"))
-    assert (tmp_path / "report" / "report.md").exists(), proc.stdout
+    proc = run_cli(*args, "steps=2", "--out", str(run))  # the plain `tbrm train` process of this file
+    assert _logged_steps(run) == [0, 1, 2] and "trained tbrm for 2 steps" in proc.stdout
+    paths = api.report(run, out=tmp_path / "report")  # what `tbrm report RUN --out ...` runs
+    assert paths.markdown == tmp_path / "report" / "report.md" and paths.markdown.exists()
 
 
 def test_resume_discards_evaluations_of_steps_after_the_checkpoint(tiny_model_path, tmp_path):
@@ -310,21 +343,19 @@ def test_resume_discards_evaluations_of_steps_after_the_checkpoint(tiny_model_pa
     stale = run / "evals" / "step-3" / "heldout.jsonl"
     rows = [json.loads(x) for x in stale.read_text().splitlines()]
     stale.write_text("".join(json.dumps({**r, "response": "STALE", "outcome": "correct"}) + "\n" for r in rows))
-    run_cli(*args, "steps=3", "--out", str(run))
+    _train(run, tiny_model_path, "algorithm=tbrm", *FAST, "save_every=2", "steps=3")
     redone = [json.loads(x) for x in stale.read_text().splitlines()]
     assert len(redone) == len(rows) and not any(r["response"] == "STALE" for r in redone)
     assert _logged_steps(run) == [0, 1, 2, 3] and not (run / "evals" / "step-4").exists()
 
 
-def test_resume_never_unpickles_trainer_state(tiny_model_path, tmp_path):
+def test_resume_never_unpickles_trainer_state(tiny_model_path, tmp_path, plain_run):
     """A run folder from someone else must not run code when resumed: a checkpoint whose trainer state is a pickle
     that would create a file is refused with an error naming it, and the file never appears."""
     import torch
 
-    run = tmp_path / "run"
-    args = ["train", "--no-progress", f"model={tiny_model_path}", *FAST, "evaluate=false"]
-    run_cli(*args, "steps=1", "--out", str(run))
-    ckpt = run / "checkpoint-1"
+    run = _copy(plain_run, tmp_path / "run")
+    ckpt = run / "checkpoint-2"  # the last one, which a resume would load
     for f in ckpt.glob("trainer_state*"):
         f.unlink()
     marker = tmp_path / "code-ran"
@@ -334,19 +365,21 @@ def test_resume_never_unpickles_trainer_state(tiny_model_path, tmp_path):
             return (Path.touch, (marker,))
 
     torch.save({"optimizer": Payload()}, ckpt / "trainer_state.pt")
-    proc = run_cli(*args, "steps=2", "--out", str(run), check=False)
+    proc = run_cli("train", "--no-progress", f"model={tiny_model_path}", *FAST, "evaluate=false", "steps=3", "--out",
+                   str(run), check=False)
     assert not marker.exists()
     assert proc.returncode == 2 and str(ckpt / "trainer_state.pt") in proc.stderr, proc.stderr[-2000:]
 
 
-def test_resume_refuses_a_sampler_that_would_change_the_rollouts(tiny_model_path, tmp_path):
+def test_resume_refuses_a_sampler_that_would_change_the_rollouts(tiny_model_path, tmp_path, plain_run):
     """The hf engine seeds each generation batch, so its samples depend on generation_batch_size: resuming with
     another size would sample other rollouts than the uninterrupted run. The same size resumes."""
-    run = tmp_path / "run"
-    args = ["train", "--no-progress", f"model={tiny_model_path}", *FAST, "evaluate=false", "engine=hf"]
-    run_cli(*args, "steps=1", "--out", str(run))
-    proc = run_cli(*args, "steps=2", "generation_batch_size=4", "--out", str(run), check=False)
+    run = _copy(plain_run, tmp_path / "run")
+    assert json.loads((run / "train_config.json").read_text())["engine_used"]["name"] == "hf"
+    args = [*FAST, "evaluate=false", "engine=hf", "steps=3"]
+    proc = run_cli("train", "--no-progress", f"model={tiny_model_path}", *args, "generation_batch_size=4", "--out",
+                   str(run), check=False)
     assert proc.returncode == 2 and "generation_batch_size" in proc.stderr and "hf" in proc.stderr, proc.stderr[-2000:]
-    assert _logged_steps(run) == [1]
-    run_cli(*args, "steps=2", "--out", str(run))
-    assert _logged_steps(run) == [1, 2]
+    assert _logged_steps(run) == [0, 1, 2]
+    _train(run, tiny_model_path, *args)
+    assert _logged_steps(run) == [0, 1, 2, 3]
