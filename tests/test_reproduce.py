@@ -90,26 +90,63 @@ def test_cpu_settings_are_validated(tmp_path):
     assert proc.returncode == 2 and "heldout_size" in proc.stderr
 
 
-TINY = ["--recipes", "cpu-tbrm-n1", "cpu-grpo-n4", "--steps", "2", "--math500-limit", "2", "--heldout-problems", "4",
+TINY = ["--recipes", "cpu-tbrm-n1", "--steps", "2", "--math500-limit", "2", "--heldout-problems", "4",
         "--set", "heldout_size=20", "--set", "heldout_max_new_tokens=4", "--set", "math500_max_new_tokens=4",
         "--set", "eval_batch_size=8", "--train-set", "prompts_per_step=2", "--train-set", "max_new_tokens=4",
         "--train-set", "eval_problems=4", "--train-set", "micro_batch_size=4", "--train-set", "generation_batch_size=8",
-        "--train-set", "save_every=1", "--train-set", "tensorboard=false"]
+        "--train-set", "save_every=1", "--train-set", "keep_checkpoints=2", "--train-set", "tensorboard=false"]
 
 
-def test_cpu_pipeline_end_to_end_with_kill_and_resume(tiny_model_path, tmp_path):
+def _cpu_plan(out: Path, model: str, args: list[str]) -> list:
+    """The stages `tbrm reproduce --out OUT --model MODEL ARGS` runs, planned in this process."""
+    from reports.reproduce import cpu_stages, resolve_settings
+
+    a = build_parser().parse_args(["reproduce", "--out", str(out), "--model", model, *args])
+    return cpu_stages(resolve_settings(a), Path(a.out).resolve())
+
+
+def _tbrm_here(capfd, *args: str) -> tuple[int, str, str]:
+    """`tbrm ARGS` run by the CLI's own `main` in this process (its stages are still subprocesses, whose output
+    is captured too): exit code, stdout, stderr. Saves a `tbrm` process's imports where the process itself is
+    not what a test checks."""
+    from tbrm.cli import main
+
+    capfd.readouterr()
+    rc = main(list(args))
+    out, err = capfd.readouterr()
+    return rc, out, err
+
+
+def test_cpu_plan_of_several_methods_follows_each_training_by_its_evaluations(tiny_model_path, tmp_path):
+    # the end-to-end run below trains one method; the plan of two, with the same settings, is validated here
+    stages = _cpu_plan(tmp_path / "r", tiny_model_path, [*TINY, "--recipes", "cpu-tbrm-n1", "cpu-grpo-n4"])
+    names = [st.name.split(" (")[0] for st in stages]
+    assert names == ["write 4 held-out arithmetic problems", "evaluate base on heldout", "evaluate base on math500",
+                     "train TBRM n=1", "evaluate tbrm-n1-step2 on heldout", "evaluate tbrm-n1-step2 on math500",
+                     "train GRPO n=4", "evaluate grpo-n4-step2 on heldout", "evaluate grpo-n4-step2 on math500",
+                     "write the report"]
+    report = stages[-1].argv
+    assert {"train/tbrm-n1", "train/grpo-n4", "evals/base-heldout-4", "evals/grpo-n4-step2-math500-2"} <= set(report)
+    assert "2 methods" in report[report.index("--title") + 1]
+
+
+def test_cpu_pipeline_end_to_end_with_kill_and_resume(tiny_model_path, tmp_path, capfd):
     out = tmp_path / "repro"
     args = ["reproduce", "--out", str(out), "--model", tiny_model_path, *TINY]
-    # a real SIGKILL of the first training after its first step: reproduce stops and says how to resume
+    # a real SIGKILL of the training process after its first step: reproduce (a real `tbrm` process, as a user
+    # runs it) stops with exit code 1 and says how to resume
     killed = run_cli(*args, env=kill_env(step=1), check=False)
-    assert killed.returncode == 1 and "stage 4/10" in killed.stderr and "Rerun the same command" in killed.stderr
+    assert killed.returncode == 1 and "stage 4/7" in killed.stderr and "Rerun the same command" in killed.stderr
     assert (out / "train" / "tbrm-n1" / "checkpoint-1").is_dir()
     # the base model is evaluated first; each training is followed by its own evaluations
     assert sorted(p.name for p in (out / "evals").iterdir()) == ["base-heldout-4", "base-math500-2"]
 
-    resumed = run_cli(*args)
-    assert "[1/10] write 4 held-out arithmetic problems: complete, skipped" in resumed.stdout
-    assert "[4/10] train TBRM n=1" in resumed.stdout and "all 10 stages complete" in resumed.stdout
+    # rerun (the reruns run `tbrm reproduce` in this process; every stage is still its own process)
+    rc, stdout, _ = _tbrm_here(capfd, *args)
+    assert rc == 0
+    skipped = [line for line in stdout.splitlines() if line.startswith("[") and "complete, skipped" in line]
+    assert len(skipped) == 3 and skipped[0].startswith("[1/7] write 4 held-out arithmetic problems: complete, skipped")
+    assert "[4/7] train TBRM n=1" in stdout and "all 7 stages complete" in stdout
     rows = [json.loads(x) for x in (out / "train" / "tbrm-n1" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [0, 1, 2]  # resumed from checkpoint-1, not restarted or duplicated
     held = [json.loads(x) for x in (out / "data" / "arith-heldout-4.jsonl").read_text().splitlines()]
@@ -117,56 +154,56 @@ def test_cpu_pipeline_end_to_end_with_kill_and_resume(tiny_model_path, tmp_path)
 
     cfg = load_config("cpu-tbrm-n1", ["heldout_size=20", "eval_problems=4"])
     assert [h["id"] for h in held] == [p.id for p in heldout_sets(cfg)["heldout"]]  # the trainer's split
-    for key in ("base", "tbrm-n1-step2", "grpo-n4-step2"):
+    for key in ("base", "tbrm-n1-step2"):
         for bench in ("heldout-4", "math500-2"):
             assert (out / "evals" / f"{key}-{bench}" / "summary.json").is_file()
     report = out / "report-cpu"
     assert (report / "report.html").is_file() and (report / "figures" / "curves_vs_rollouts.png").is_file()
     with open(report / "tables" / "table1.csv", newline="") as f:
         t1 = list(csv.DictReader(f))
-    assert [r["label"] for r in t1] == [f"{Path(tiny_model_path).name} (base)", "TBRM n=1", "GRPO n=4"]
+    assert [r["label"] for r in t1] == [f"{Path(tiny_model_path).name} (base)", "TBRM n=1"]
     assert all(r["arith-heldout-4_n_problems"] == "4" and r["math500_n_problems"] == "2" for r in t1)
     assert all(r["average"] != "" for r in t1)  # same problems and settings everywhere: averaged
     timings = json.loads((out / "stages.json").read_text())
-    assert len(timings) == 10 and all(v >= 0 for v in timings.values())
+    assert len(timings) == 7 and all(v >= 0 for v in timings.values())
+    # run again, every stage but the report is found complete (the rerun below, without weights, runs it)
+    assert [st.done() for st in _cpu_plan(out, tiny_model_path, TINY)] == [True] * 6 + [False]
 
-    again = run_cli(*args)
-    skipped = [line for line in again.stdout.splitlines() if line.endswith(")") and "complete, skipped" in line]
-    assert len(skipped) == 9 and "[10/10] write the report" in again.stdout  # only the report is redone
-
-    # a longer preset on the same folder (as cpu-full after cpu) continues the trainings instead of restarting,
+    # a longer preset on the same folder (as cpu-full after cpu) continues the training instead of restarting,
     # and evaluates its own slices beside the finished ones
-    longer = run_cli(*args, "--steps", "3", "--heldout-problems", "5")
-    assert "[1/10] write 5 held-out arithmetic problems: done" in longer.stdout
-    for run in ("tbrm-n1", "grpo-n4"):
-        rows = [json.loads(x) for x in (out / "train" / run / "metrics.jsonl").read_text().splitlines()]
-        assert [r["step"] for r in rows] == [0, 1, 2, 3]
-        assert (out / "evals" / f"{run}-step3-heldout-5" / "summary.json").is_file()
+    longer = [*args, "--steps", "3", "--heldout-problems", "5", "--math500-limit", "0"]
+    rc, stdout, _ = _tbrm_here(capfd, *longer)
+    assert rc == 0 and "[1/5] write 5 held-out arithmetic problems: done" in stdout
+    rows = [json.loads(x) for x in (out / "train" / "tbrm-n1" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [0, 1, 2, 3]
+    for key in ("base", "tbrm-n1-step3"):
+        assert (out / "evals" / f"{key}-heldout-5" / "summary.json").is_file()
     assert (out / "evals" / "tbrm-n1-step2-heldout-4" / "summary.json").is_file()  # the shorter run's, kept
     with open(report / "tables" / "table1.csv", newline="") as f:
-        assert all(r["arith-heldout-5_n_problems"] == "5" for r in csv.DictReader(f))
+        assert [r["arith-heldout-5_n_problems"] for r in csv.DictReader(f)] == ["5", "5"]
 
-    assert (out / "train" / "tbrm-n1" / "checkpoint-2").is_dir()  # the shorter run's final checkpoint is kept
-    # ...unless rotated away by a much longer run: going back to it is refused before anything runs
-    run_cli(*args, "--steps", "5", "--math500-limit", "0")
-    assert not (out / "train" / "tbrm-n1" / "checkpoint-2").exists()
-    shorter = run_cli(*args, "--steps", "2", check=False)
-    assert shorter.returncode == 2 and "checkpoint-2" in shorter.stderr and "[1/10]" not in shorter.stdout
+    # the shorter run's final checkpoint is kept (keep_checkpoints=2 here; the presets keep 3, so that cpu-full's
+    # step 40 keeps cpu's checkpoint-20)...
+    assert sorted(p.name for p in (out / "train" / "tbrm-n1").glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-3"]
+    # ...unless a longer run rotated it away (here checkpoint-1): going back to it is refused before anything runs
+    rc, stdout, stderr = _tbrm_here(capfd, *args, "--steps", "1")
+    assert rc == 2 and "checkpoint-1 was rotated away" in stderr and "[1/" not in stdout
     train_args = ["train", "--recipe", "cpu-tbrm-n1", "--out", str(out / "train" / "tbrm-n1"), "--no-progress",
                   "steps=1", "heldout_size=20", f"model={tiny_model_path}",
                   *[v for k, v in zip(TINY, TINY[1:]) if k == "--train-set"]]
-    proc = run_cli(*train_args, check=False)
-    assert proc.returncode == 2 and "beyond steps=1" in proc.stderr
+    rc, _, stderr = _tbrm_here(capfd, *train_args)
+    assert rc == 2 and "beyond steps=1" in stderr
 
     # evaluated trainings are finished without their weights: a run folder kept (or committed) without the
-    # checkpoints reports again without retraining anything
+    # checkpoints reports again without retraining anything; only the report is redone
     import shutil
 
     for ckpt in (out / "train").glob("*/checkpoint-*"):
         shutil.rmtree(ckpt)
-    weightless = run_cli(*args, "--steps", "5", "--math500-limit", "0")
-    trains = [line for line in weightless.stdout.splitlines() if "] train " in line]
-    assert len(trains) == 2 and all(line.endswith(")") and "complete, skipped" in line for line in trains)
+    rc, stdout, _ = _tbrm_here(capfd, *longer)
+    skipped = [line for line in stdout.splitlines() if line.endswith(")") and "complete, skipped" in line]
+    assert rc == 0 and len(skipped) == 4 and any("] train TBRM n=1" in line for line in skipped)
+    assert "[5/5] write the report" in stdout and "all 5 stages complete" in stdout
     assert not list((out / "train").glob("*/checkpoint-*"))
 
 
@@ -225,60 +262,55 @@ def test_offpolicy_plan_samples_once_and_trains_from_files_at_equal_steps(tmp_pa
 
 TINY_OFF = ["--preset", "offpolicy", "--seeds", "2", "--steps", "2", "--heldout-problems", "4",
             "--set", "heldout_size=20", "--set", "heldout_max_new_tokens=4", "--set", "eval_batch_size=8",
-            "--set", "offpolicy_temperatures=[0.7,1.5]", "--train-set", "prompts_per_step=2",
+            "--set", "offpolicy_temperatures=[1.5]", "--train-set", "prompts_per_step=2",
             "--train-set", "max_new_tokens=4", "--train-set", "eval_problems=4", "--train-set", "micro_batch_size=4",
             "--train-set", "generation_batch_size=8", "--train-set", "eval_every=1", "--train-set", "tensorboard=false"]
 
 
-def test_offpolicy_preset_end_to_end_on_a_tiny_model(tiny_model_path, tmp_path):
+def test_offpolicy_preset_end_to_end_on_a_tiny_model(tiny_model_path, tmp_path, capfd):
+    # one off-policy temperature here (the preset's two, per seed, are planned in
+    # test_offpolicy_plan_samples_once_and_trains_from_files_at_equal_steps); two seeds, for the seeds' tables
     from evals.portable import leaks
+    from reports.reproduce import stage_dependencies
 
     out = tmp_path / "off"
     # side by side (--jobs): each stage starts only once the stages writing its inputs are done
-    proc = run_cli("reproduce", "--out", str(out), "--model", tiny_model_path, *TINY_OFF, "--jobs", "3")
-    assert "all 25 stages complete" in proc.stdout
-    lines = proc.stdout.splitlines()
+    rc, stdout, _ = _tbrm_here(capfd, "reproduce", "--out", str(out), "--model", tiny_model_path, *TINY_OFF,
+                               "--jobs", "3")
+    assert rc == 0 and "all 17 stages complete" in stdout
+    lines = stdout.splitlines()
     when = {(m.group(1), m.group(2)): k for k, line in enumerate(lines)
-            if (m := re.match(r"\[(\d+)/25\] .*: (started|done)", line))}
+            if (m := re.match(r"\[(\d+)/17\] .*: (started|done)", line))}
     trains = [i for (i, what) in when if what == "started" and "train TBRM" in lines[when[(i, what)]]]
-    assert len(trains) == 6 and max(len([i for i in trains if when[(i, "started")] < when[(j, "done")]])
+    assert len(trains) == 4 and max(len([i for i in trains if when[(i, "started")] < when[(j, "done")]])
                                     for j in trains) >= 2  # trainings overlapped
-    for i, deps in enumerate(stage_deps(out, tiny_model_path, TINY_OFF)):
+    for i, deps in enumerate(stage_dependencies(_cpu_plan(out, tiny_model_path, TINY_OFF))):
         for j in deps:  # in-process stages only print "done"
             assert when[(str(j + 1), "done")] < when.get((str(i + 1), "started"), when[(str(i + 1), "done")])
-    # one log per subprocess stage: all but the in-process ones (held-out file; per seed prompts + 2 trajectories)
-    assert len(list((out / "logs").glob("*.log"))) == 25 - (1 + 2 * 3)
+    # one log per subprocess stage: all but the in-process ones (held-out file; per seed prompts + trajectories)
+    assert len(list((out / "logs").glob("*.log"))) == 17 - (1 + 2 * 2)
     for k in (0, 1):
         prompts = [json.loads(x) for x in (out / "data" / f"seed{k}" / "train-prompts-4.jsonl").read_text().splitlines()]
-        for t in ("0.7", "1.5"):
-            traj = [json.loads(x) for x in (out / "data" / f"seed{k}" / f"traj-base-t{t}.jsonl").read_text().splitlines()]
-            assert [r["prompt"] for r in traj] == [p["problem"] for p in prompts]  # one sample per training prompt
-            assert all(r["reward"] in (0.0, 1.0) and r["finish_reason"] in ("stop", "length") for r in traj)
-            run = out / "train" / (f"tbrm-n1-offpolicy-t{t}" + ("" if k == 0 else f"-seed{k}"))
-            rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
-            steps = [r for r in rows if r["step"] > 0]
-            assert [r["step"] for r in rows] == [0, 1, 2] and all(r["time/generation"] < 0.05 for r in steps)
-            assert [r["reward/mean"] for r in steps] == [sum(x["reward"] for x in traj[i:i + 2]) / 2 for i in (0, 2)]
-            assert all("tbrm/residual_abs_mean" in r and "eval/heldout/accuracy" in r for r in steps)
+        traj = [json.loads(x) for x in (out / "data" / f"seed{k}" / "traj-base-t1.5.jsonl").read_text().splitlines()]
+        assert [r["prompt"] for r in traj] == [p["problem"] for p in prompts]  # one sample per training prompt
+        assert all(r["reward"] in (0.0, 1.0) and r["finish_reason"] in ("stop", "length") for r in traj)
+        run = out / "train" / ("tbrm-n1-offpolicy-t1.5" + ("" if k == 0 else f"-seed{k}"))
+        rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+        steps = [r for r in rows if r["step"] > 0]
+        assert [r["step"] for r in rows] == [0, 1, 2] and all(r["time/generation"] < 0.05 for r in steps)
+        assert [r["reward/mean"] for r in steps] == [sum(x["reward"] for x in traj[i:i + 2]) / 2 for i in (0, 2)]
+        assert all("tbrm/residual_abs_mean" in r and "eval/heldout/accuracy" in r for r in steps)
     report = out / "report-offpolicy"
     with open(report / "tables" / "table1_seeds.csv", newline="") as f:
         t1 = {r["label"]: r for r in csv.DictReader(f)}
-    assert set(t1) == {f"{Path(tiny_model_path).name} (base)", "TBRM n=1", "TBRM n=1 off-policy (traj-base-t0.7)",
-                       "TBRM n=1 off-policy (traj-base-t1.5)"}
+    assert set(t1) == {f"{Path(tiny_model_path).name} (base)", "TBRM n=1", "TBRM n=1 off-policy (traj-base-t1.5)"}
     assert all(r["n_seeds"] == ("1" if r["base"] == "True" else "2") for r in t1.values())
     with open(report / "tables" / "paired_seeds.csv", newline="") as f:
-        assert len(list(csv.DictReader(f))) == 6  # every pair of the 4 methods on the held-out set, Holm over 6
+        assert len(list(csv.DictReader(f))) == 3  # every pair of the 3 methods on the held-out set, Holm over 3
     assert (report / "figures" / "curves_vs_step.png").is_file()
     for f in out.rglob("*"):
         if f.is_file() and f.suffix in (".json", ".jsonl", ".csv", ".md", ".html") and "checkpoint-" not in str(f):
             assert not leaks(f.read_text(errors="replace"), out), f"{f} holds a machine path"
-
-
-def stage_deps(out: Path, model: str, args: list[str]) -> list[set[int]]:
-    from reports.reproduce import cpu_stages, resolve_settings, stage_dependencies
-
-    a = build_parser().parse_args(["reproduce", "--out", str(out), "--model", model, *args])
-    return stage_dependencies(cpu_stages(resolve_settings(a), Path(a.out).resolve()))
 
 
 def test_stage_dependencies_follow_the_files_each_stage_reads(tmp_path):
