@@ -136,18 +136,16 @@ def _texts(groups) -> list[tuple]:
 
 
 def test_greedy_texts_equal_the_in_process_vllm_engine(server, tmp_path):
-    """`tbrm eval` on a MATH500 slice (fixture data), fp32 greedy: the server's texts are the in-process engine's
-    (run through the Python API, which is what `tbrm eval --engine vllm` calls). The API key comes from the
-    environment and appears in no file the run writes."""
-    import tbrm.api
-
-    tbrm.api.evaluate(out=tmp_path / "vllm", progress=False, print_table=False, model=SERVED, benchmarks="math500",
-                      limit=4, max_new_tokens=48, dtype="float32", engine="vllm", kv_cache_gb=0.5)
+    """`tbrm eval` on a MATH500 slice (fixture data), fp32 greedy: the server's texts are the in-process engine's.
+    The API key comes from the environment and appears in no file the run writes. (The in-process engine runs in a
+    process of its own: a vLLM engine torn down in the test process would tear down vLLM's process-wide
+    parallel state under any other engine alive there.)"""
+    common = ["eval", "--model", SERVED, "--benchmarks", "math500", "--limit", "4", "--max-new-tokens", "48",
+              "--dtype", "float32", "--no-progress"]
+    run_cli(*common, "--engine", "vllm", "--kv-cache-gb", "0.5", "--out", str(tmp_path / "vllm"))
     key = "sk-test-" + "".join(random.choices("abcdefghijklmnop", k=24))
-    run_cli("eval", "--model", SERVED, "--benchmarks", "math500", "--limit", "4", "--max-new-tokens", "48", "--dtype",
-            "float32", "--no-progress", "--engine", "openai", "--base-url", server.base_url, "--concurrency", "4",
-            "--batch-size", "2", "--api-key-env", "TBRM_TEST_KEY", "--out", str(tmp_path / "openai"),
-            env={"TBRM_TEST_KEY": key})
+    run_cli(*common, "--engine", "openai", "--base-url", server.base_url, "--concurrency", "4", "--batch-size", "2",
+            "--api-key-env", "TBRM_TEST_KEY", "--out", str(tmp_path / "openai"), env={"TBRM_TEST_KEY": key})
     rows = lambda d: [(r["problem_id"], r["response"], r["num_tokens"], r["finish_reason"], r["outcome"])  # noqa: E731
                       for r in map(json.loads, (tmp_path / d / "samples" / "math500.jsonl").read_text().splitlines())]
     ours, theirs = sorted(rows("openai")), sorted(rows("vllm"))
@@ -188,15 +186,19 @@ def test_seeded_sampling_repeats_and_thinking_is_kept_apart(server, tok):
 
 def test_retries_are_counted_and_the_samples_unchanged(server, tok):
     """429, 500, a connection reset and a stalled request (past the timeout) are each retried once and counted;
-    a slow answer within the timeout is not; the samples equal a run without faults. The stall costs the test the
-    whole request timeout, so that is short: still over ten times an 8-token answer's time on a busy machine."""
+    a slow answer within the timeout is not; the samples equal a run without faults."""
     from evals.generation import SamplingParams, generate
 
     params = SamplingParams(max_new_tokens=8)
     clean = _engine(server.base_url, tok, concurrency=2)
+    t0 = time.monotonic()
     want = generate(clean, [clean.render(p) for p in PROBLEMS[:3]], params)
-    with FaultProxy(server.root, ["429", "500", "reset", "stall", "slow"], stall_s=90, slow_s=1) as proxy:
-        engine = _engine(proxy.base_url, tok, concurrency=2, request_timeout=15, max_retries=3)
+    # The stall costs the test the whole request timeout, so it is short (10 s on an idle machine), yet five times
+    # what the clean run of the same requests took here and now: no real answer (1 s slower at most) runs past it
+    # while the machine stays about as busy, so the counts stay exact on a busy machine too.
+    timeout = max(10.0, 5 * (time.monotonic() - t0))
+    with FaultProxy(server.root, ["429", "500", "reset", "stall", "slow"], stall_s=timeout + 60, slow_s=1) as proxy:
+        engine = _engine(proxy.base_url, tok, concurrency=2, request_timeout=timeout, max_retries=3)
         got = generate(engine, [engine.render(p) for p in PROBLEMS[:3]], params)
     assert _texts(got) == _texts(want)
     assert engine.request_stats() == {"requests": 3 + 4, "retries": {"429": 1, "5xx": 1, "connection": 1, "timeout": 1},

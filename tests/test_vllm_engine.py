@@ -2,8 +2,8 @@
 
 One SmolLM2 engine (fp32, eager, in-process) is shared by the module; the training test starts its own engine on a
 tiny Llama, the kill -9 test runs `tbrm eval` as real processes, and the data-parallel tests start replica processes
-of their own (one core each). One uninterrupted single-engine eval on the tiny Llama (in-process, through
-`tbrm.api.evaluate`) is the reference of both the resumed run and the data-parallel run. Without vLLM installed the
+of their own (one core each). One uninterrupted single-engine `tbrm eval` on the tiny Llama is the reference of both
+the resumed run and the data-parallel run. Without vLLM installed the
 module is skipped with the install command; CI installs it (scripts/install.sh), so there these tests run.
 """
 
@@ -225,12 +225,11 @@ def _sampled_eval(model: str, tmp_path: Path) -> tuple[list[str], dict]:
 
 @pytest.fixture(scope="module")
 def single_engine_eval(tiny_vllm_path, tmp_path_factory) -> Path:
-    """The uninterrupted single-engine run of `_sampled_eval` (its folder)."""
-    import tbrm.api
-
+    """The uninterrupted single-engine run of `_sampled_eval` (its folder). A process of its own: a vLLM engine torn
+    down in the test process would tear down vLLM's process-wide parallel state under the module's SmolLM2 engine."""
     tmp = tmp_path_factory.mktemp("single-engine-eval")
-    _, settings = _sampled_eval(tiny_vllm_path, tmp)
-    tbrm.api.evaluate(out=tmp / "out", progress=False, print_table=False, **settings)
+    args, _ = _sampled_eval(tiny_vllm_path, tmp)
+    run_cli(*args, "--out", str(tmp / "out"))
     return tmp / "out"
 
 
