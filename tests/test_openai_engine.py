@@ -1,9 +1,11 @@
 """The OpenAI-compatible endpoint engine (`--engine openai`) against a real vLLM server.
 
 One `python -m vllm.entrypoints.openai.api_server` with the bundled SmolLM2 (fp32, eager) serves the session; the
-server-death test starts one of its own, since it kills it. A fault-injecting proxy of our own (tests/fault_proxy.py)
-sits in front of the real server for the retry tests. Without vLLM the server tests are skipped with the install
-command (CI sets TBRM_REQUIRE_VLLM=1, which turns the skip into a failure); the pure-function tests always run.
+server-death test SIGKILLs it and restarts it on the same port (a start is most of a minute, so the session pays one
+start and that one restart), and the `server` fixture restarts it for the next test if a test left it dead. A
+fault-injecting proxy of our own (tests/fault_proxy.py) sits in front of the real server for the retry tests.
+Without vLLM the server tests are skipped with the install command (CI sets TBRM_REQUIRE_VLLM=1, which turns the
+skip into a failure); the pure-function tests always run.
 """
 
 from __future__ import annotations
@@ -51,13 +53,18 @@ class Server:
 
     def start(self) -> "Server":
         cpus = ",".join(map(str, sorted(os.sched_getaffinity(0))))
-        env = {**os.environ, "VLLM_CPU_OMP_THREADS_BIND": cpus, "VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}
+        # The engine-core process runs the model itself ("uni" executor) instead of spawning a worker process that
+        # imports vLLM once more: one process start fewer (~15 s on 2 idle cores, minutes on busy ones). vLLM on
+        # CPU allows "uni" only with VLLM_ENABLE_V1_MULTIPROCESSING=0, which only the offline `LLM` reads: the API
+        # server's engine core is a process of its own either way.
+        env = {**os.environ, "VLLM_CPU_OMP_THREADS_BIND": cpus, "VLLM_CPU_NUM_OF_RESERVED_CPU": "0",
+               "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
         # The in-process engine's settings (evals.vllm_generation): fp32, eager, no chunked prefill (a per-request
         # seed with chunked prefill crashes vLLM 0.32 on CPU); vLLM's neutral sampling defaults, not the model's.
         cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", self.model_path,
                "--served-model-name", SERVED, "--dtype", "float32", "--enforce-eager", "--no-enable-chunked-prefill",
                "--max-model-len", "1024", "--kv-cache-memory-bytes", str(512 << 20), "--generation-config", "vllm",
-               "--seed", "0", "--host", "127.0.0.1", "--port", str(self.port)]
+               "--distributed-executor-backend", "uni", "--seed", "0", "--host", "127.0.0.1", "--port", str(self.port)]
         with open(self.log, "ab") as f:
             self.proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, start_new_session=True)
         deadline = time.monotonic() + START_TIMEOUT_S
@@ -80,13 +87,30 @@ class Server:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait(timeout=60)
 
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def restart(self) -> "Server":
+        """Stop the server if it runs and start it again on the same port (the same --base-url)."""
+        self.stop()
+        return self.start()
+
 
 @pytest.fixture(scope="session")
-def server(smollm2_path, tmp_path_factory):
+def _session_server(smollm2_path, tmp_path_factory):
     _needs_vllm()
     s = Server(smollm2_path, tmp_path_factory.mktemp("vllm-server") / "server.log").start()
     yield s
     s.stop()
+
+
+@pytest.fixture
+def server(_session_server):
+    """The session's server, up: restarted on its port if an earlier test killed it and failed before its restart."""
+    if not _session_server.alive:
+        _session_server.restart()
+    return _session_server
 
 
 @pytest.fixture(scope="session")
@@ -113,7 +137,9 @@ def _texts(groups) -> list[tuple]:
 
 def test_greedy_texts_equal_the_in_process_vllm_engine(server, tmp_path):
     """`tbrm eval` on a MATH500 slice (fixture data), fp32 greedy: the server's texts are the in-process engine's.
-    The API key comes from the environment and appears in no file the run writes."""
+    The API key comes from the environment and appears in no file the run writes. (The in-process engine runs in a
+    process of its own: a vLLM engine torn down in the test process would tear down vLLM's process-wide
+    parallel state under any other engine alive there.)"""
     common = ["eval", "--model", SERVED, "--benchmarks", "math500", "--limit", "4", "--max-new-tokens", "48",
               "--dtype", "float32", "--no-progress"]
     run_cli(*common, "--engine", "vllm", "--kv-cache-gb", "0.5", "--out", str(tmp_path / "vllm"))
@@ -165,9 +191,14 @@ def test_retries_are_counted_and_the_samples_unchanged(server, tok):
 
     params = SamplingParams(max_new_tokens=8)
     clean = _engine(server.base_url, tok, concurrency=2)
+    t0 = time.monotonic()
     want = generate(clean, [clean.render(p) for p in PROBLEMS[:3]], params)
-    with FaultProxy(server.root, ["429", "500", "reset", "stall", "slow"], stall_s=90, slow_s=1) as proxy:
-        engine = _engine(proxy.base_url, tok, concurrency=2, request_timeout=45, max_retries=3)
+    # The stall costs the test the whole request timeout, so it is short (10 s on an idle machine), yet five times
+    # what the clean run of the same requests took here and now: no real answer (1 s slower at most) runs past it
+    # while the machine stays about as busy, so the counts stay exact on a busy machine too.
+    timeout = max(10.0, 5 * (time.monotonic() - t0))
+    with FaultProxy(server.root, ["429", "500", "reset", "stall", "slow"], stall_s=timeout + 60, slow_s=1) as proxy:
+        engine = _engine(proxy.base_url, tok, concurrency=2, request_timeout=timeout, max_retries=3)
         got = generate(engine, [engine.render(p) for p in PROBLEMS[:3]], params)
     assert _texts(got) == _texts(want)
     assert engine.request_stats() == {"requests": 3 + 4, "retries": {"429": 1, "5xx": 1, "connection": 1, "timeout": 1},
@@ -200,64 +231,74 @@ def test_a_request_failing_past_its_retries_or_with_a_4xx_stops_with_one_error(s
 
 
 def test_wrong_model_and_unreachable_url_give_one_clear_error(server, tmp_path):
-    args = ["eval", "--engine", "openai", "--benchmarks", "math500", "--limit", "2", "--max-new-tokens", "8",
-            "--no-progress"]
-    wrong = run_cli(*args, "--base-url", server.base_url, "--model", "not-served", "--tokenizer", SERVED, "--out",
-                    str(tmp_path / "wrong"), check=False)
+    """The wrong model through the command line (its exit code and the one line it prints); the unreachable URL
+    through the Python API, whose error is the line the command line prints after "tbrm eval: error: "."""
+    import tbrm.api
+    from evals.openai_generation import EndpointError
+
+    wrong = run_cli("eval", "--engine", "openai", "--benchmarks", "math500", "--limit", "2", "--max-new-tokens", "8",
+                    "--no-progress", "--base-url", server.base_url, "--model", "not-served", "--tokenizer", SERVED,
+                    "--out", str(tmp_path / "wrong"), check=False)
     assert wrong.returncode != 0
     assert wrong.stderr.strip() == (f"tbrm eval: error: server {server.base_url} does not serve model 'not-served'; "
                                     f"it serves '{SERVED}' (pass one of them as --model)")
     port = _free_port()
-    gone = run_cli(*args, "--base-url", f"http://127.0.0.1:{port}/v1", "--model", SERVED, "--out",
-                   str(tmp_path / "gone"), check=False)
-    assert gone.returncode != 0
-    lines = gone.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith(f"tbrm eval: error: server http://127.0.0.1:{port}/v1: GET "
-                                                   f"/models failed: connection failed")
+    with pytest.raises(EndpointError) as gone:
+        tbrm.api.evaluate(out=tmp_path / "gone", progress=False, print_table=False, engine="openai",
+                          benchmarks="math500", limit=2, max_new_tokens=8, model=SERVED,
+                          base_url=[f"http://127.0.0.1:{port}/v1"])
+    message = str(gone.value)
+    assert "\n" not in message and message.startswith(f"server http://127.0.0.1:{port}/v1: GET /models failed: "
+                                                      f"connection failed")
     assert not (tmp_path / "wrong" / "summary.json").exists() and not (tmp_path / "gone" / "summary.json").exists()
 
 
-def test_killed_server_stops_the_run_and_a_rerun_resumes_to_the_same_summary(smollm2_path, server, tmp_path):
-    """A server of its own is SIGKILLed mid-run: one clear error naming it, the finished batches kept. Restarted on
-    the same port, the same command resumes and reaches the summary of an uninterrupted run (the shared server)."""
-    _needs_vllm()
-    own = Server(smollm2_path, tmp_path / "own-server.log").start()
+def test_killed_server_stops_the_run_and_a_rerun_resumes_to_the_same_summary(server, tmp_path):
+    """The server is SIGKILLed mid-run: one clear error naming it, the finished batches kept. Restarted on the same
+    port, the same command resumes and reaches the summary of an uninterrupted run (in-process, before the kill)."""
+    import tbrm.api
+
+    settings = dict(engine="openai", model=SERVED, benchmarks=["math500"], limit=6, samples=2, temperature=1.0,
+                    max_new_tokens=24, batch_size=2, concurrency=1, max_retries=2)
+    fresh = tmp_path / "fresh"
+    tbrm.api.evaluate(out=fresh, progress=False, print_table=False, base_url=[server.base_url], **settings)
+    args = ["eval", "--engine", "openai", "--model", SERVED, "--benchmarks", "math500", "--limit", "6",
+            "--samples", "2", "--temperature", "1.0", "--max-new-tokens", "24", "--batch-size", "2",
+            "--concurrency", "1", "--max-retries", "2", "--no-progress"]
+    out = tmp_path / "killed"
+    rows_file = out / "samples" / "math500.jsonl"
+    proc = subprocess.Popen([sys.executable, "-m", "tbrm.cli", *args, "--base-url", server.base_url, "--out",
+                             str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=Path(__file__).resolve().parents[1], env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
-        args = ["eval", "--engine", "openai", "--model", SERVED, "--benchmarks", "math500", "--limit", "6",
-                "--samples", "2", "--temperature", "1.0", "--max-new-tokens", "24", "--batch-size", "2",
-                "--concurrency", "1", "--max-retries", "2", "--no-progress"]
-        out = tmp_path / "killed"
-        rows_file = out / "samples" / "math500.jsonl"
-        proc = subprocess.Popen([sys.executable, "-m", "tbrm.cli", *args, "--base-url", own.base_url, "--out",
-                                 str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                cwd=Path(__file__).resolve().parents[1], env={**os.environ, "PYTHONUNBUFFERED": "1"})
         deadline = time.monotonic() + 600
         while not (rows_file.exists() and rows_file.read_text().count("\n") >= 2) and time.monotonic() < deadline:
             assert proc.poll() is None, proc.stderr.read()
             time.sleep(0.1)
-        own.stop()
+        server.stop()
         _, stderr = proc.communicate(timeout=300)
-        assert proc.returncode == 1
-        lines = stderr.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith(f"tbrm eval: error: server {own.base_url} still failing "
-                                                       f"after 2 retries"), stderr
-        assert "connection failed" in lines[0] and "rerun the same command to resume" in lines[0]
-        partial = rows_file.read_text().splitlines()
-        assert 2 <= len(partial) < 12 and len(partial) % 2 == 0 and not (out / "summary.json").exists()
-        own.start()
-        resumed = run_cli(*args, "--base-url", own.base_url, "--out", str(out))
-        assert f"resuming, {len(partial) // 2}/6 batches already on disk" in resumed.stdout, resumed.stdout
-        assert rows_file.read_text().splitlines()[: len(partial)] == partial  # finished batches kept, not redone
     finally:
-        own.stop()
-    run_cli(*args, "--base-url", server.base_url, "--out", str(tmp_path / "fresh"))
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 1
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"tbrm eval: error: server {server.base_url} still failing "
+                                                   f"after 2 retries"), stderr
+    assert "connection failed" in lines[0] and "rerun the same command to resume" in lines[0]
+    partial = rows_file.read_text().splitlines()
+    assert 2 <= len(partial) < 12 and len(partial) % 2 == 0 and not (out / "summary.json").exists()
+    server.restart()
+    resumed = run_cli(*args, "--base-url", server.base_url, "--out", str(out))
+    assert f"resuming, {len(partial) // 2}/6 batches already on disk" in resumed.stdout, resumed.stdout
+    assert rows_file.read_text().splitlines()[: len(partial)] == partial  # finished batches kept, not redone
     a = json.loads((out / "summary.json").read_text())["benchmarks"]["math500"]
-    b = json.loads((tmp_path / "fresh" / "summary.json").read_text())["benchmarks"]["math500"]
+    b = json.loads((fresh / "summary.json").read_text())["benchmarks"]["math500"]
     for key in ("avg@2", "pass@1", "pass@2", "maj@2", "outcomes", "lengths"):
         assert a[key] == b[key]
     responses = lambda d: sorted((r["problem_id"], r["sample_index"], r["response"])  # noqa: E731
                                  for r in map(json.loads, (d / "samples" / "math500.jsonl").read_text().splitlines()))
-    assert responses(out) == responses(tmp_path / "fresh")
+    assert responses(out) == responses(fresh)
 
 
 # ---------------------------------------------------------------------------------------------- pure functions

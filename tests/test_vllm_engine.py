@@ -2,8 +2,9 @@
 
 One SmolLM2 engine (fp32, eager, in-process) is shared by the module; the training test starts its own engine on a
 tiny Llama, the kill -9 test runs `tbrm eval` as real processes, and the data-parallel tests start replica processes
-of their own (one core each). Without vLLM installed the module is skipped
-with the install command; CI installs it (scripts/install.sh), so there these tests run.
+of their own (one core each). One uninterrupted single-engine `tbrm eval` on the tiny Llama is the reference of both
+the resumed run and the data-parallel run. Without vLLM installed the
+module is skipped with the install command; CI installs it (scripts/install.sh), so there these tests run.
 """
 
 from __future__ import annotations
@@ -208,18 +209,32 @@ def test_engine_follows_the_policy_after_a_training_step(tiny_vllm_path, tmp_pat
         trainer.verifier.close()
 
 
-def _sampled_eval_args(model: str, tmp_path: Path) -> list[str]:
-    """`tbrm eval` arguments for 5 additions x 2 samples at T=1.0 in 4 batches of 3 sequences (vLLM, small KV cache)."""
+def _sampled_eval(model: str, tmp_path: Path) -> tuple[list[str], dict]:
+    """5 additions x 2 samples at T=1.0 in 4 batches of 3 sequences (vLLM, small KV cache): the `tbrm eval`
+    arguments and the same settings for `tbrm.api.evaluate`."""
     data = tmp_path / "problems.jsonl"
     data.write_text("".join(json.dumps({"id": f"p{i}", "problem": f"What is {i} + {i}?", "answer": str(2 * i)}) + "\n"
                             for i in range(5)))
-    return ["eval", "--engine", "vllm", "--kv-cache-gb", "0.25", "--model", model, "--data-file", str(data),
+    args = ["eval", "--engine", "vllm", "--kv-cache-gb", "0.25", "--model", model, "--data-file", str(data),
             "--id-field", "id", "--samples", "2", "--temperature", "1.0", "--max-new-tokens", "10", "--batch-size",
             "3", "--no-progress"]
+    settings = dict(engine="vllm", kv_cache_gb=0.25, model=model, data_file=str(data), id_field="id", samples=2,
+                    temperature=1.0, max_new_tokens=10, batch_size=3)
+    return args, settings
 
 
-def test_killed_vllm_eval_resumes_to_the_same_summary(tiny_vllm_path, tmp_path):
-    args = _sampled_eval_args(tiny_vllm_path, tmp_path)
+@pytest.fixture(scope="module")
+def single_engine_eval(tiny_vllm_path, tmp_path_factory) -> Path:
+    """The uninterrupted single-engine run of `_sampled_eval` (its folder). A process of its own: a vLLM engine torn
+    down in the test process would tear down vLLM's process-wide parallel state under the module's SmolLM2 engine."""
+    tmp = tmp_path_factory.mktemp("single-engine-eval")
+    args, _ = _sampled_eval(tiny_vllm_path, tmp)
+    run_cli(*args, "--out", str(tmp / "out"))
+    return tmp / "out"
+
+
+def test_killed_vllm_eval_resumes_to_the_same_summary(tiny_vllm_path, single_engine_eval, tmp_path):
+    args, _ = _sampled_eval(tiny_vllm_path, tmp_path)
     killed = tmp_path / "killed"
     proc = run_cli(*args, "--out", str(killed), env=kill_env(batches=2), check=False)
     assert proc.returncode == -9  # a real SIGKILL mid-run
@@ -229,8 +244,7 @@ def test_killed_vllm_eval_resumes_to_the_same_summary(tiny_vllm_path, tmp_path):
     resumed = run_cli(*args, "--out", str(killed))
     assert "resuming, 2/4 batches already on disk" in resumed.stdout
     assert rows_file.read_text().splitlines()[:6] == partial  # finished batches kept, not regenerated
-    fresh = tmp_path / "fresh"
-    run_cli(*args, "--out", str(fresh))
+    fresh = single_engine_eval
     a = json.loads((killed / "summary.json").read_text())
     b = json.loads((fresh / "summary.json").read_text())
     assert a["engine"]["name"] == b["engine"]["name"] == "vllm" and a["engine"]["version"].startswith("vllm")
@@ -327,25 +341,27 @@ def test_data_parallel_replicas_die_with_a_killed_parent(tiny_vllm_path, tmp_pat
     assert not any(running(p) for p in pids)
 
 
-def test_data_parallel_eval_writes_the_single_engine_samples(tiny_vllm_path, tmp_path):
+def test_data_parallel_eval_writes_the_single_engine_samples(tiny_vllm_path, single_engine_eval, tmp_path):
     """`tbrm eval --data-parallel-size 2` end to end: batches finish out of order, rows and summary equal a single
-    engine's run; the HF engine and a bad replica count are refused with a clear message."""
-    args = _sampled_eval_args(tiny_vllm_path, tmp_path)
+    engine's run; the HF engine and a bad replica count are refused with a clear message (the ValueError that
+    `tbrm eval` prints as its one-line error, raised here through the Python API it calls)."""
+    import tbrm.api
+
+    args, settings = _sampled_eval(tiny_vllm_path, tmp_path)
     run_cli(*args, "--data-parallel-size", "2", "--out", str(tmp_path / "dp"))
-    run_cli(*args, "--out", str(tmp_path / "one"))
     rows = lambda d: sorted((r["problem_id"], r["sample_index"], r["response"], r["outcome"])  # noqa: E731
                             for r in map(json.loads, (d / "samples" / "problems.jsonl").read_text().splitlines()))
-    assert rows(tmp_path / "dp") == rows(tmp_path / "one")
+    assert rows(tmp_path / "dp") == rows(single_engine_eval)
     a = json.loads((tmp_path / "dp" / "summary.json").read_text())
-    b = json.loads((tmp_path / "one" / "summary.json").read_text())
+    b = json.loads((single_engine_eval / "summary.json").read_text())
     assert a["benchmarks"]["problems"]["avg@2"] == b["benchmarks"]["problems"]["avg@2"]
     assert a["config"]["data_parallel_size"] == 2 and a["benchmarks"]["problems"]["throughput"]["engine_replicas"] == 2
-    hf = run_cli(*[x if x != "vllm" else "hf" for x in args], "--data-parallel-size", "2", "--out",
-                 str(tmp_path / "hf"), check=False)
-    assert hf.returncode != 0 and "data_parallel_size > 1 needs the vllm engine" in hf.stderr
-    many = run_cli(*args, "--data-parallel-size", str(len(os.sched_getaffinity(0)) + 1), "--out",
-                   str(tmp_path / "many"), check=False)
-    assert many.returncode != 0 and "needs a core per replica" in many.stderr
+    quiet = dict(progress=False, print_table=False)
+    with pytest.raises(ValueError, match="data_parallel_size > 1 needs the vllm engine"):
+        tbrm.api.evaluate(out=tmp_path / "hf", **quiet, **{**settings, "engine": "hf"}, data_parallel_size=2)
+    with pytest.raises(ValueError, match="needs a core per replica"):
+        tbrm.api.evaluate(out=tmp_path / "many", **quiet, **settings,
+                          data_parallel_size=len(os.sched_getaffinity(0)) + 1)
 
 
 def test_replica_devices_split_the_visible_gpus_and_the_cores(monkeypatch):
