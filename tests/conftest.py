@@ -5,10 +5,12 @@ minutes)."""
 from __future__ import annotations
 
 import importlib.util
+import io
 import os
 import subprocess
 import sys
 import threading
+from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import pytest
@@ -111,6 +113,25 @@ def run_cli(*args: str, env: dict | None = None, check: bool = True, timeout: fl
                              f"stderr:\n{proc.stderr[-5000:]}")
     return proc
 
+
+def run_cli_here(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    """`tbrm ARGS` through the CLI's own `main` in this process: what `run_cli` returns (exit code, stdout, stderr),
+    without a new interpreter's seconds of imports. For the checks of arguments, configs and input files, whose
+    exit code and one-line message are what a test asserts; `run_cli` stays where the process itself is under test
+    (a kill, a resume, an engine) and for one error of each command, which shows the real process exits the same."""
+    from tbrm.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        try:
+            code = main(list(args))
+        except SystemExit as e:  # argparse's own usage errors
+            code = e.code if isinstance(e.code, int) else 1
+    proc = subprocess.CompletedProcess(["tbrm", *args], code, out.getvalue(), err.getvalue())
+    if check and code != 0:
+        raise AssertionError(f"tbrm {' '.join(args)} returned {code}\nstdout:\n{proc.stdout[-3000:]}\n"
+                             f"stderr:\n{proc.stderr[-5000:]}")
+    return proc
 
 def _descendants() -> dict[int, str]:
     """pid -> command line of every live process below this one (Linux /proc; empty elsewhere)."""

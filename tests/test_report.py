@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from reports.stats import describe, mcnemar
-from tests.conftest import run_cli
+from tests.conftest import run_cli, run_cli_here
 
 FAST = ["steps=2", "prompts_per_step=4", "max_new_tokens=6", "eval_problems=4", "eval_every=1", "save_every=2",
         "micro_batch_size=4", "arith_digits=[1,2]", "heldout_size=20", "generation_batch_size=8", "tensorboard=false"]
@@ -310,7 +310,7 @@ def test_corrupt_metrics_line_names_file_and_line(runs, tmp_path):
     lines = (run / "metrics.jsonl").read_text().splitlines(keepends=True)
     lines[1] = lines[1][: len(lines[1]) // 2] + "\n"
     (run / "metrics.jsonl").write_text("".join(lines))
-    proc = run_cli("report", str(run), "--out", str(tmp_path / "rep"), check=False)
+    proc = run_cli_here("report", str(run), "--out", str(tmp_path / "rep"), check=False)
     assert proc.returncode == 2 and f"{run / 'metrics.jsonl'}:2: not valid JSON" in proc.stderr
     assert "Traceback" not in proc.stderr
 
@@ -347,7 +347,7 @@ def test_damaged_eval_runs_name_the_file(runs, tmp_path, damage, message):
         rows = [json.loads(x) for x in samples.read_text().splitlines()]
         del rows[1]["outcome"]
         samples.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    proc = run_cli("report", str(run), "--out", str(tmp_path / "rep"), check=False)
+    proc = run_cli_here("report", str(run), "--out", str(tmp_path / "rep"), check=False)
     assert proc.returncode == 2 and message in proc.stderr and str(run) in proc.stderr, proc.stderr
 
 
@@ -374,31 +374,31 @@ def test_primaries_lead_the_report_and_a_smoke_run_gives_them_no_verdict(runs, t
 
 
 def test_a_primary_naming_a_method_not_in_the_runs_lists_the_methods(runs, tmp_path):
-    proc = run_cli("report", str(runs["tbrm-amc"]), str(runs["base-amc"]), "--out", str(tmp_path / "r"),
+    proc = run_cli_here("report", str(runs["tbrm-amc"]), str(runs["base-amc"]), "--out", str(tmp_path / "r"),
                    "--primary", "TBRM n=1:PPO n=1", check=False)
     assert proc.returncode == 2 and "no method named 'PPO n=1'" in proc.stderr
     assert "'TBRM n=1'" in proc.stderr and "(base)'" in proc.stderr and not (tmp_path / "r").exists()
-    proc = run_cli("report", str(runs["tbrm-amc"]), "--out", str(tmp_path / "r"), "--primary", "TBRM n=1",
+    proc = run_cli_here("report", str(runs["tbrm-amc"]), "--out", str(tmp_path / "r"), "--primary", "TBRM n=1",
                    check=False)
     assert proc.returncode == 2 and "expected 'METHOD A:METHOD B'" in proc.stderr
-    proc = run_cli("report", str(runs["tbrm-amc"]), "--out", str(tmp_path / "r"), "--main-benchmark", "aime24",
+    proc = run_cli_here("report", str(runs["tbrm-amc"]), "--out", str(tmp_path / "r"), "--main-benchmark", "aime24",
                    check=False)
     assert proc.returncode == 2 and "'amc23'" in proc.stderr
-    proc = run_cli("report", str(runs["tbrm-amc"]), "--out", str(tmp_path / "r"), "--margin", "0", check=False)
+    proc = run_cli_here("report", str(runs["tbrm-amc"]), "--out", str(tmp_path / "r"), "--margin", "0", check=False)
     assert proc.returncode == 2 and "--margin" in proc.stderr
 
 
 def test_bad_arguments(runs, tmp_path):
     not_run = tmp_path / "empty"
     not_run.mkdir()
-    proc = run_cli("report", str(not_run), "--out", str(tmp_path / "r"), check=False)
+    proc = run_cli_here("report", str(not_run), "--out", str(tmp_path / "r"), check=False)
     assert proc.returncode == 2 and "not a run directory" in proc.stderr
-    proc = run_cli("report", str(runs["base-math"]), "--out", str(tmp_path / "r"), "--label", "/elsewhere=X",
+    proc = run_cli_here("report", str(runs["base-math"]), "--out", str(tmp_path / "r"), "--label", "/elsewhere=X",
                    check=False)
     assert proc.returncode == 2 and "not one of the run directories" in proc.stderr
-    proc = run_cli("report", str(runs["base-math"]), "--out", str(runs["base-math"]), check=False)
+    proc = run_cli_here("report", str(runs["base-math"]), "--out", str(runs["base-math"]), check=False)
     assert proc.returncode == 2 and "is one of the run directories" in proc.stderr
-    proc = run_cli("report", str(runs["base-math"]), "--out", str(tmp_path / "r"), "--alpha", "1.5", check=False)
+    proc = run_cli_here("report", str(runs["base-math"]), "--out", str(tmp_path / "r"), "--alpha", "1.5", check=False)
     assert proc.returncode == 2 and "--alpha" in proc.stderr
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import kill_env, run_cli
+from tests.conftest import kill_env, run_cli, run_cli_here
 from tbrm.cli import build_parser
 from tbrm.config import RECIPES_DIR, load_config
 
@@ -54,12 +54,12 @@ def test_paper_preset_writes_valid_commands_of_existing_recipes(tmp_path):
 
 
 def test_paper_preset_rejects_cpu_knobs(tmp_path):
-    proc = run_cli("reproduce", "--preset", "paper", "--steps", "3", "--out", str(tmp_path / "p"), check=False)
+    proc = run_cli_here("reproduce", "--preset", "paper", "--steps", "3", "--out", str(tmp_path / "p"), check=False)
     assert proc.returncode == 2 and "--steps" in proc.stderr and not (tmp_path / "p").exists()
 
 
 def test_cpu_plan_is_an_equal_budget_comparison(tmp_path):
-    proc = run_cli("reproduce", "--out", str(tmp_path / "r"), "--dry-run", "--steps", "7", "--math500-limit", "5")
+    proc = run_cli_here("reproduce", "--out", str(tmp_path / "r"), "--dry-run", "--steps", "7", "--math500-limit", "5")
     cmds = _tbrm_commands("\n".join(line.strip() for line in proc.stdout.splitlines()))
     parser = build_parser()
     parsed = [parser.parse_args(c) for c in cmds]
@@ -84,9 +84,9 @@ def test_cpu_plan_is_an_equal_budget_comparison(tmp_path):
 
 
 def test_cpu_settings_are_validated(tmp_path):
-    proc = run_cli("reproduce", "--out", str(tmp_path / "r"), "--dry-run", "--set", "nope=1", check=False)
+    proc = run_cli_here("reproduce", "--out", str(tmp_path / "r"), "--dry-run", "--set", "nope=1", check=False)
     assert proc.returncode == 2 and "nope" in proc.stderr
-    proc = run_cli("reproduce", "--out", str(tmp_path / "r"), "--dry-run", "--heldout-problems", "500", check=False)
+    proc = run_cli_here("reproduce", "--out", str(tmp_path / "r"), "--dry-run", "--heldout-problems", "500", check=False)
     assert proc.returncode == 2 and "heldout_size" in proc.stderr
 
 
@@ -217,12 +217,12 @@ def test_changed_settings_on_rerun_are_refused(tiny_model_path, tmp_path):
 
 @pytest.mark.parametrize("preset,stages", [("cpu", 19), ("cpu-full", 49), ("offpolicy", 36)])
 def test_presets_load(preset, stages, tmp_path):
-    proc = run_cli("reproduce", "--preset", preset, "--out", str(tmp_path / "r"), "--dry-run")
+    proc = run_cli_here("reproduce", "--preset", preset, "--out", str(tmp_path / "r"), "--dry-run")
     assert f"[1/{stages}]" in proc.stdout and "write the report" in proc.stdout
 
 
 def _plan(*args: str) -> list:
-    proc = run_cli("reproduce", *args, "--dry-run")
+    proc = run_cli_here("reproduce", *args, "--dry-run")
     parser = build_parser()
     return [parser.parse_args(c) for c in _tbrm_commands("\n".join(x.strip() for x in proc.stdout.splitlines()))]
 
@@ -238,7 +238,7 @@ def test_seeds_train_every_method_with_each_seed(tmp_path):
     assert len(evals) == 1 + 6 and {e.model for e in evals} == {"smollm2"} | {f"{t.out}/checkpoint-20" for t in trains}
     (rep,) = [p for p in parsed if p.command == "report"]
     assert set(rep.runs) == {e.out for e in evals} | {t.out for t in trains}
-    proc = run_cli("reproduce", "--out", str(tmp_path / "r"), "--seeds", "0", "--dry-run", check=False)
+    proc = run_cli_here("reproduce", "--out", str(tmp_path / "r"), "--seeds", "0", "--dry-run", check=False)
     assert proc.returncode == 2 and "seeds must be a positive integer" in proc.stderr
 
 
@@ -333,7 +333,7 @@ def test_stage_dependencies_follow_the_files_each_stage_reads(tmp_path):
         "train TBRM n=1 (cpu-tbrm-n1, off-policy from traj-base-t0.7.jsonl, seed 1, 20 steps x 8 prompts)"}
     assert by["write the report"] == {name(i) for i, st in enumerate(stages)
                                       if st.argv and st.argv[0] in ("train", "eval") and "sample" not in st.name}
-    proc = run_cli("reproduce", "--out", str(tmp_path / "r"), "--jobs", "0", "--dry-run", check=False)
+    proc = run_cli_here("reproduce", "--out", str(tmp_path / "r"), "--jobs", "0", "--dry-run", check=False)
     assert proc.returncode == 2 and "--jobs must be a positive integer" in proc.stderr
 
 

@@ -16,7 +16,7 @@ import pytest
 from safetensors.torch import load_file
 
 from tbrm import api
-from tests.conftest import kill_env, run_cli
+from tests.conftest import kill_env, run_cli, run_cli_here
 
 pytestmark = pytest.mark.usefixtures("no_leaked_workers")
 
@@ -197,7 +197,7 @@ def test_bad_trajectory_file_names_line_and_field(tiny_model_path, tmp_path):
     (["autocast=fp16"], "autocast must be none, bf16 or auto"),
 ])
 def test_bad_configs_fail_before_loading_a_model(tmp_path, overrides, message):
-    proc = run_cli("train", "--out", str(tmp_path / "r"), "model=/nonexistent/model", *overrides, check=False)
+    proc = run_cli_here("train", "--out", str(tmp_path / "r"), "model=/nonexistent/model", *overrides, check=False)
     assert proc.returncode == 2 and message in proc.stderr
     assert "Loading weights" not in proc.stderr and not (tmp_path / "r").exists()
 
