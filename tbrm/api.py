@@ -176,8 +176,9 @@ class TrainResult:
     @property
     def checkpoints(self) -> list[Path]:
         """The checkpoint-N folders the run kept, by step (the last one holds the final weights)."""
-        found = [p for p in self.path.glob("checkpoint-*") if p.is_dir() and p.name.split("-", 1)[1].isdigit()]
-        return sorted(found, key=lambda p: int(p.name.split("-", 1)[1]))
+        from tbrm.trainer import checkpoints
+
+        return [folder for _, folder in checkpoints(self.path)]
 
 
 def train_config(recipe: str | None = None, overrides: Sequence[str] | Mapping[str, Any] | None = None,

@@ -30,18 +30,17 @@ def add_parsers(sub) -> None:
 def _run_train(a) -> int:
     from tbrm import api
 
-    cfg = api.train_config(a.recipe, a.overrides)  # validated before any model is loaded
     if a.print_config:
         import yaml
 
         from tbrm.config import to_dict
 
-        print(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        print(yaml.safe_dump(to_dict(api.train_config(a.recipe, a.overrides)), sort_keys=False))
         return 0
-    rows = api.train(a.recipe, out=a.out, overrides=a.overrides, progress=not a.no_progress).metrics
-    last = rows[-1] if rows else {}
+    result = api.train(a.recipe, out=a.out, overrides=a.overrides, progress=not a.no_progress)  # validates first
+    last = result.metrics[-1] if result.metrics else {}
     evals = {k: round(v, 4) for k, v in last.items() if k.startswith("eval/") and k.endswith("/accuracy")}
-    print(f"trained {cfg.algorithm} for {last.get('step', 0)} steps; final held-out {evals}; "
+    print(f"trained {result.config['algorithm']} for {last.get('step', 0)} steps; final held-out {evals}; "
           f"checkpoints and metrics in {Path(a.out)}")
     return 0
 

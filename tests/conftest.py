@@ -114,11 +114,26 @@ def run_cli(*args: str, env: dict | None = None, check: bool = True, timeout: fl
     return proc
 
 
+def eval_flags(settings: dict) -> list[str]:
+    """The `tbrm eval` flags for `tbrm.api.evaluate` keyword settings (each flag is its EvalConfig field's name,
+    evals/dataclass_args.py), so a test that runs the same evaluation both ways writes its settings once."""
+    flags: list[str] = []
+    for name, value in settings.items():
+        flag = "--" + name.replace("_", "-")
+        if value is True:
+            flags.append(flag)
+        elif isinstance(value, (list, tuple)):
+            flags += [flag, *map(str, value)]
+        else:
+            flags += [flag, str(value)]
+    return flags
+
 def run_cli_here(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     """`tbrm ARGS` through the CLI's own `main` in this process: what `run_cli` returns (exit code, stdout, stderr),
     without a new interpreter's seconds of imports. For the checks of arguments, configs and input files, whose
     exit code and one-line message are what a test asserts; `run_cli` stays where the process itself is under test
-    (a kill, a resume, an engine) and for one error of each command, which shows the real process exits the same."""
+    (a kill, a resume, an engine) and for one error of each command, which shows the real process exits the same.
+    Processes the command starts (e.g. `tbrm reproduce`'s stages) write to the test's own file descriptors."""
     from tbrm.cli import main
 
     out, err = io.StringIO(), io.StringIO()
@@ -132,6 +147,7 @@ def run_cli_here(*args: str, check: bool = True) -> subprocess.CompletedProcess:
         raise AssertionError(f"tbrm {' '.join(args)} returned {code}\nstdout:\n{proc.stdout[-3000:]}\n"
                              f"stderr:\n{proc.stderr[-5000:]}")
     return proc
+
 
 def _descendants() -> dict[int, str]:
     """pid -> command line of every live process below this one (Linux /proc; empty elsewhere)."""

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tbrm import api
-from tests.conftest import kill_env, run_cli
+from tests.conftest import eval_flags, kill_env, run_cli
 
 pytestmark = pytest.mark.usefixtures("no_leaked_workers")
 
@@ -49,8 +49,7 @@ def test_eval_tiny_model_writes_samples_and_summary(tiny_model_path, tmp_path):
 def test_killed_eval_resumes_without_regenerating(tiny_model_path, tmp_path, capsys):
     settings = dict(model=tiny_model_path, benchmarks=["amc23"], limit=5, samples=2, temperature=1.0,
                     max_new_tokens=10, batch_size=3)
-    args = ["eval", "--model", tiny_model_path, "--benchmarks", "amc23", "--limit", "5", "--samples", "2",
-            "--temperature", "1.0", "--max-new-tokens", "10", "--batch-size", "3", "--no-progress"]
+    args = ["eval", *eval_flags(settings), "--no-progress"]
     killed = tmp_path / "killed"
     proc = run_cli(*args, "--out", str(killed), env=kill_env(batches=2), check=False)
     assert proc.returncode == -9  # really killed (SIGKILL), not a clean exit

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import run_cli
+from tests.conftest import eval_flags, run_cli
 from tests.fault_proxy import FaultProxy, _free_port
 
 SERVED = "smollm2"
@@ -262,9 +262,7 @@ def test_killed_server_stops_the_run_and_a_rerun_resumes_to_the_same_summary(ser
                     max_new_tokens=24, batch_size=2, concurrency=1, max_retries=2)
     fresh = tmp_path / "fresh"
     tbrm.api.evaluate(out=fresh, progress=False, print_table=False, base_url=[server.base_url], **settings)
-    args = ["eval", "--engine", "openai", "--model", SERVED, "--benchmarks", "math500", "--limit", "6",
-            "--samples", "2", "--temperature", "1.0", "--max-new-tokens", "24", "--batch-size", "2",
-            "--concurrency", "1", "--max-retries", "2", "--no-progress"]
+    args = ["eval", *eval_flags(settings), "--no-progress"]
     out = tmp_path / "killed"
     rows_file = out / "samples" / "math500.jsonl"
     proc = subprocess.Popen([sys.executable, "-m", "tbrm.cli", *args, "--base-url", server.base_url, "--out",

@@ -86,7 +86,8 @@ def test_cpu_plan_is_an_equal_budget_comparison(tmp_path):
 def test_cpu_settings_are_validated(tmp_path):
     proc = run_cli_here("reproduce", "--out", str(tmp_path / "r"), "--dry-run", "--set", "nope=1", check=False)
     assert proc.returncode == 2 and "nope" in proc.stderr
-    proc = run_cli_here("reproduce", "--out", str(tmp_path / "r"), "--dry-run", "--heldout-problems", "500", check=False)
+    proc = run_cli_here("reproduce", "--out", str(tmp_path / "r"), "--dry-run", "--heldout-problems", "500",
+                        check=False)
     assert proc.returncode == 2 and "heldout_size" in proc.stderr
 
 
@@ -105,18 +106,6 @@ def _cpu_plan(out: Path, model: str, args: list[str]) -> list:
     return cpu_stages(resolve_settings(a), Path(a.out).resolve())
 
 
-def _tbrm_here(capfd, *args: str) -> tuple[int, str, str]:
-    """`tbrm ARGS` run by the CLI's own `main` in this process (its stages are still subprocesses, whose output
-    is captured too): exit code, stdout, stderr. Saves a `tbrm` process's imports where the process itself is
-    not what a test checks."""
-    from tbrm.cli import main
-
-    capfd.readouterr()
-    rc = main(list(args))
-    out, err = capfd.readouterr()
-    return rc, out, err
-
-
 def test_cpu_plan_of_several_methods_follows_each_training_by_its_evaluations(tiny_model_path, tmp_path):
     # the end-to-end run below trains one method; the plan of two, with the same settings, is validated here
     stages = _cpu_plan(tmp_path / "r", tiny_model_path, [*TINY, "--recipes", "cpu-tbrm-n1", "cpu-grpo-n4"])
@@ -130,7 +119,7 @@ def test_cpu_plan_of_several_methods_follows_each_training_by_its_evaluations(ti
     assert "2 methods" in report[report.index("--title") + 1]
 
 
-def test_cpu_pipeline_end_to_end_with_kill_and_resume(tiny_model_path, tmp_path, capfd):
+def test_cpu_pipeline_end_to_end_with_kill_and_resume(tiny_model_path, tmp_path):
     out = tmp_path / "repro"
     args = ["reproduce", "--out", str(out), "--model", tiny_model_path, *TINY]
     # a real SIGKILL of the training process after its first step: reproduce (a real `tbrm` process, as a user
@@ -142,11 +131,10 @@ def test_cpu_pipeline_end_to_end_with_kill_and_resume(tiny_model_path, tmp_path,
     assert sorted(p.name for p in (out / "evals").iterdir()) == ["base-heldout-4", "base-math500-2"]
 
     # rerun (the reruns run `tbrm reproduce` in this process; every stage is still its own process)
-    rc, stdout, _ = _tbrm_here(capfd, *args)
-    assert rc == 0
-    skipped = [line for line in stdout.splitlines() if line.startswith("[") and "complete, skipped" in line]
+    resumed = run_cli_here(*args)
+    skipped = [line for line in resumed.stdout.splitlines() if line.startswith("[") and "complete, skipped" in line]
     assert len(skipped) == 3 and skipped[0].startswith("[1/7] write 4 held-out arithmetic problems: complete, skipped")
-    assert "[4/7] train TBRM n=1" in stdout and "all 7 stages complete" in stdout
+    assert "[4/7] train TBRM n=1" in resumed.stdout and "all 7 stages complete" in resumed.stdout
     rows = [json.loads(x) for x in (out / "train" / "tbrm-n1" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [0, 1, 2]  # resumed from checkpoint-1, not restarted or duplicated
     held = [json.loads(x) for x in (out / "data" / "arith-heldout-4.jsonl").read_text().splitlines()]
@@ -172,8 +160,7 @@ def test_cpu_pipeline_end_to_end_with_kill_and_resume(tiny_model_path, tmp_path,
     # a longer preset on the same folder (as cpu-full after cpu) continues the training instead of restarting,
     # and evaluates its own slices beside the finished ones
     longer = [*args, "--steps", "3", "--heldout-problems", "5", "--math500-limit", "0"]
-    rc, stdout, _ = _tbrm_here(capfd, *longer)
-    assert rc == 0 and "[1/5] write 5 held-out arithmetic problems: done" in stdout
+    assert "[1/5] write 5 held-out arithmetic problems: done" in run_cli_here(*longer).stdout
     rows = [json.loads(x) for x in (out / "train" / "tbrm-n1" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [0, 1, 2, 3]
     for key in ("base", "tbrm-n1-step3"):
@@ -186,13 +173,13 @@ def test_cpu_pipeline_end_to_end_with_kill_and_resume(tiny_model_path, tmp_path,
     # step 40 keeps cpu's checkpoint-20)...
     assert sorted(p.name for p in (out / "train" / "tbrm-n1").glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-3"]
     # ...unless a longer run rotated it away (here checkpoint-1): going back to it is refused before anything runs
-    rc, stdout, stderr = _tbrm_here(capfd, *args, "--steps", "1")
-    assert rc == 2 and "checkpoint-1 was rotated away" in stderr and "[1/" not in stdout
+    shorter = run_cli_here(*args, "--steps", "1", check=False)
+    assert shorter.returncode == 2 and "checkpoint-1 was rotated away" in shorter.stderr and "[1/" not in shorter.stdout
     train_args = ["train", "--recipe", "cpu-tbrm-n1", "--out", str(out / "train" / "tbrm-n1"), "--no-progress",
                   "steps=1", "heldout_size=20", f"model={tiny_model_path}",
                   *[v for k, v in zip(TINY, TINY[1:]) if k == "--train-set"]]
-    rc, _, stderr = _tbrm_here(capfd, *train_args)
-    assert rc == 2 and "beyond steps=1" in stderr
+    proc = run_cli_here(*train_args, check=False)
+    assert proc.returncode == 2 and "beyond steps=1" in proc.stderr
 
     # evaluated trainings are finished without their weights: a run folder kept (or committed) without the
     # checkpoints reports again without retraining anything; only the report is redone
@@ -200,10 +187,10 @@ def test_cpu_pipeline_end_to_end_with_kill_and_resume(tiny_model_path, tmp_path,
 
     for ckpt in (out / "train").glob("*/checkpoint-*"):
         shutil.rmtree(ckpt)
-    rc, stdout, _ = _tbrm_here(capfd, *longer)
-    skipped = [line for line in stdout.splitlines() if line.endswith(")") and "complete, skipped" in line]
-    assert rc == 0 and len(skipped) == 4 and any("] train TBRM n=1" in line for line in skipped)
-    assert "[5/5] write the report" in stdout and "all 5 stages complete" in stdout
+    weightless = run_cli_here(*longer)
+    skipped = [line for line in weightless.stdout.splitlines() if line.endswith(")") and "complete, skipped" in line]
+    assert len(skipped) == 4 and any("] train TBRM n=1" in line for line in skipped)
+    assert "[5/5] write the report" in weightless.stdout and "all 5 stages complete" in weightless.stdout
     assert not list((out / "train").glob("*/checkpoint-*"))
 
 
@@ -267,7 +254,7 @@ TINY_OFF = ["--preset", "offpolicy", "--seeds", "2", "--steps", "2", "--heldout-
             "--train-set", "generation_batch_size=8", "--train-set", "eval_every=1", "--train-set", "tensorboard=false"]
 
 
-def test_offpolicy_preset_end_to_end_on_a_tiny_model(tiny_model_path, tmp_path, capfd):
+def test_offpolicy_preset_end_to_end_on_a_tiny_model(tiny_model_path, tmp_path):
     # one off-policy temperature here (the preset's two, per seed, are planned in
     # test_offpolicy_plan_samples_once_and_trains_from_files_at_equal_steps); two seeds, for the seeds' tables
     from evals.portable import leaks
@@ -275,10 +262,9 @@ def test_offpolicy_preset_end_to_end_on_a_tiny_model(tiny_model_path, tmp_path, 
 
     out = tmp_path / "off"
     # side by side (--jobs): each stage starts only once the stages writing its inputs are done
-    rc, stdout, _ = _tbrm_here(capfd, "reproduce", "--out", str(out), "--model", tiny_model_path, *TINY_OFF,
-                               "--jobs", "3")
-    assert rc == 0 and "all 17 stages complete" in stdout
-    lines = stdout.splitlines()
+    proc = run_cli_here("reproduce", "--out", str(out), "--model", tiny_model_path, *TINY_OFF, "--jobs", "3")
+    assert "all 17 stages complete" in proc.stdout
+    lines = proc.stdout.splitlines()
     when = {(m.group(1), m.group(2)): k for k, line in enumerate(lines)
             if (m := re.match(r"\[(\d+)/17\] .*: (started|done)", line))}
     trains = [i for (i, what) in when if what == "started" and "train TBRM" in lines[when[(i, what)]]]

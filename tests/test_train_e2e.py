@@ -339,7 +339,9 @@ def test_resume_discards_evaluations_of_steps_after_the_checkpoint(tiny_model_pa
     run = tmp_path / "run"
     args = ["train", "--no-progress", f"model={tiny_model_path}", "algorithm=tbrm", *FAST, "save_every=2"]
     _kill_when(run, [*args, "steps=200"], lambda r: 3 in _logged_steps(r))
-    assert [s for s, _ in __import__("tbrm.trainer").trainer.checkpoints(run)] == [2]
+    from tbrm.trainer import checkpoints
+
+    assert [s for s, _ in checkpoints(run)] == [2]
     stale = run / "evals" / "step-3" / "heldout.jsonl"
     rows = [json.loads(x) for x in stale.read_text().splitlines()]
     stale.write_text("".join(json.dumps({**r, "response": "STALE", "outcome": "correct"}) + "\n" for r in rows))

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import kill_env, run_cli, save_tiny_llama
+from tests.conftest import eval_flags, kill_env, run_cli, save_tiny_llama
 
 # .ci/run sets TBRM_REQUIRE_VLLM=1: there a missing vLLM fails these tests instead of skipping them.
 pytestmark = pytest.mark.skipif(
@@ -215,12 +215,9 @@ def _sampled_eval(model: str, tmp_path: Path) -> tuple[list[str], dict]:
     data = tmp_path / "problems.jsonl"
     data.write_text("".join(json.dumps({"id": f"p{i}", "problem": f"What is {i} + {i}?", "answer": str(2 * i)}) + "\n"
                             for i in range(5)))
-    args = ["eval", "--engine", "vllm", "--kv-cache-gb", "0.25", "--model", model, "--data-file", str(data),
-            "--id-field", "id", "--samples", "2", "--temperature", "1.0", "--max-new-tokens", "10", "--batch-size",
-            "3", "--no-progress"]
     settings = dict(engine="vllm", kv_cache_gb=0.25, model=model, data_file=str(data), id_field="id", samples=2,
                     temperature=1.0, max_new_tokens=10, batch_size=3)
-    return args, settings
+    return ["eval", *eval_flags(settings), "--no-progress"], settings
 
 
 @pytest.fixture(scope="module")
