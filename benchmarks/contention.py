@@ -13,7 +13,7 @@ policy (fp32). Each setting runs in a fresh process (OpenMP reads its environmen
   passive      all-cores with OMP_WAIT_POLICY=PASSIVE: OpenMP threads sleep at barriers instead of spinning
   threads-1    one generation thread
   auto         the suite's default (VLLMSettings.threads=None): before each batch, one thread per core that other
-               processes left free (evals.vllm_generation.auto_threads)
+               processes left free (evals.engines.vllm_engine.auto_threads)
 
 Each process starts the engine, generates once to warm up, then generates --reps times alone and --reps times while a
 competing process spins on one core (a pure-Python busy loop: what another job on a shared machine does). It records
@@ -77,10 +77,10 @@ def worker(a) -> None:
     """One setting in this process: engine start, warm-up, --reps generations alone, --reps beside a busy process."""
     import torch
 
-    from evals.generation import SamplingParams, generate
+    from evals.engines.base import SamplingParams, generate
     from evals.models import load_tokenizer, resolve_model
     from evals.prompts import render_prompt
-    from evals.vllm_generation import VLLMGenerator, VLLMSettings
+    from evals.engines.vllm_engine import VLLMGenerator, VLLMSettings
 
     threads = SETTINGS[a.worker][1]
     path = resolve_model("smollm2-135m-instruct")
@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.worker:
         worker(a)
         return 0
-    from evals.vllm_generation import vllm_version
+    from evals.engines.vllm_engine import vllm_version
 
     path = Path(f"{a.out}.json")
     doc = read_json(path) if path.exists() else {}

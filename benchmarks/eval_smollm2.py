@@ -24,7 +24,7 @@ HERE = Path(__file__).resolve().parent
 
 def grading_throughput(sample_files: list[Path], workers: int | None) -> dict:
     """Re-grade every stored response in one batch: the verifier's steady-state answers/second."""
-    from evals.verifier import Verifier
+    from evals.grading.verifier import Verifier
     from evals.io import read_jsonl
 
     pairs = [(r["response"], r["gold"]) for f in sample_files for r in read_jsonl(f)]
@@ -44,7 +44,8 @@ def generate_parity(batch: int = 64, new_tokens: int = 64, dtype: str = "float32
     from transformers import GenerationConfig
 
     from evals.prompts import render_prompt
-    from evals.generation import HFGenerator, SamplingParams
+    from evals.engines.base import SamplingParams
+    from evals.engines.hf import HFGenerator
     from evals.models import load_model, load_tokenizer, resolve_model
     from tbrm.tasks import ArithmeticTask
 

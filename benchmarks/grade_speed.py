@@ -138,7 +138,7 @@ def _reaped_workers_cpu_s() -> float | None:
 
 def run_grader(name: str, rows: list[dict], workers: int, timeout_s: float, batch: int | None = None,
                **verifier_kwargs) -> dict:
-    from evals.verifier import Verifier
+    from evals.grading.verifier import Verifier
 
     pairs = [(r["response"], r["gold"]) for r in rows]
     with Verifier(workers=workers, timeout_s=timeout_s, **verifier_kwargs) as v:
@@ -177,7 +177,7 @@ def _time_in_process(name: str, sample: list[dict]) -> dict:
     if name == "plain":
         from math_verify import parse, verify
 
-        from evals.extraction import normalize_gold
+        from evals.grading.extraction import normalize_gold
 
         label = "plain Math-Verify, in process, 1 core"
         parse("\\boxed{1}")  # build the grammar first
@@ -185,8 +185,8 @@ def _time_in_process(name: str, sample: list[dict]) -> dict:
         def grade(r):
             return bool(verify(parse(f"\\boxed{{{normalize_gold(r['gold'])}}}"), parse(r["response"])))
     else:
-        import evals._warm_grader  # noqa: F401  (what a pool worker starts from: speed-ups on, parser warm)
-        from evals.verifier import judge
+        import evals.grading._warm_grader  # noqa: F401  (what a pool worker starts from: speed-ups on, parser warm)
+        from evals.grading.verifier import judge
 
         label = "ours, in process, 1 core"
         judge("\\boxed{1}", "1")
@@ -216,7 +216,7 @@ def run_in_process(rows: list[dict], n: int) -> list[dict]:
 
     Plain Math-Verify runs as users call it: `verify(parse(gold), parse(response))` with the library's own settings
     (signal-based timeouts). Ours is `judge` with the speed-ups its pool workers start with
-    (`evals.verifier._speed_up_math_verify`, the warmed parser).
+    (`evals.grading.verifier._speed_up_math_verify`, the warmed parser).
     """
     import multiprocessing
 

@@ -11,7 +11,7 @@ passes this script exactly what it passes our GRPO run; from the resulting `Trai
 - prompts: the same problems our loop draws (`prompt_source(cfg).batch(step)` for step 1..steps, in order,
   no shuffling), rendered to the same text by `evals.prompts.render_prompt` (passed to TRL as plain strings,
   which TRL tokenizes to the same ids as our generator: checked below and recorded);
-- rewards: OUR verifier (`evals.verifier.Verifier`, lenient fallback as `cfg.lenient`) with
+- rewards: OUR verifier (`evals.grading.verifier.Verifier`, lenient fallback as `cfg.lenient`) with
   `cfg.reward_correct` / `cfg.reward_wrong`, so rewards are identical in definition;
 - group size, completion length, temperature (top_p, top_k=0), lr (constant, no warm-up), AdamW (non-fused,
   weight decay), grad clip, KL coefficient (k3 estimator in both), clip epsilon, one update per batch,
@@ -25,7 +25,7 @@ whole `trainer.train()` time. Written atomically to DIR/trl_grpo_peer.json after
 no hub access, no reporting integrations.
 
 Heavy modules (torch, transformers, trl) are imported inside functions: the verifier's worker processes
-re-import this script as their `__main__` (see evals/verifier.py).
+re-import this script as their `__main__` (see evals/grading/verifier.py).
 """
 
 from __future__ import annotations
@@ -125,7 +125,7 @@ def build_grpo_config(cfg, out_dir: Path, progress: bool):
         max_completion_length=cfg.max_new_tokens,
         temperature=cfg.temperature,
         top_p=cfg.top_p,
-        top_k=0,  # pure temperature sampling, as evals/generation.py
+        top_k=0,  # pure temperature sampling, as evals/engines/base.py
         repetition_penalty=1.0,
         # --- optimisation
         learning_rate=cfg.lr,
@@ -192,7 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     from trl import GRPOTrainer
 
     from evals.prompts import render_prompt
-    from evals.verifier import Verifier
+    from evals.grading.verifier import Verifier
     from tbrm.data import prompt_source
     from evals.models import load_tokenizer, resolve_model, set_threads
 
@@ -207,7 +207,7 @@ def main(argv: list[str] | None = None) -> int:
             for step, problems in enumerate(per_step, start=1) for pr in problems]
     expected_prompts = {step: [r["prompt"] for r in rows if r["step"] == step] for step in range(1, cfg.steps + 1)}
     # TRL tokenizes plain-string prompts with `tokenizer(text=prompts)`; our generator with
-    # `tokenizer(prompt, add_special_tokens=not prompt.startswith(bos))` (evals/generation.py HFGenerator.encode).
+    # `tokenizer(prompt, add_special_tokens=not prompt.startswith(bos))` (evals/engines/base.py HFGenerator.encode).
     ours = [tok(r["prompt"], add_special_tokens=not (tok.bos_token and r["prompt"].startswith(tok.bos_token))).input_ids
             for r in rows]
     theirs = tok(text=[r["prompt"] for r in rows])["input_ids"]

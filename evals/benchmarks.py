@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
-from evals.latex import last_boxed
+from evals.grading.latex import last_boxed
 from evals.problem import Problem
 
 DATA_DIR_ENV = "TBRM_DATA_DIR"

@@ -61,7 +61,7 @@ class ProblemResult:
     answer_keys: list[str | None]
 
 
-# Every verdict the verifier gives (`evals.verifier.Outcome`); counts list all four, so a zero is never silent.
+# Every verdict the verifier gives (`evals.grading.verifier.Outcome`); counts list all four, so a zero is never silent.
 OUTCOMES = ("correct", "wrong", "unparsed", "timeout")
 
 

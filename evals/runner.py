@@ -5,7 +5,7 @@ A run directory holds:
   samples/<bench>.jsonl  one row per (problem, sample), appended batch by batch as generation goes
   summary.json           metrics per benchmark, throughput, package versions (rewritten atomically at the end)
 
-Resume: generation follows a deterministic plan of batches (`evals.generation`); a batch is written in one
+Resume: generation follows a deterministic plan of batches (`evals.engines.base`); a batch is written in one
 append after it is generated and graded, so rerunning the same command skips every batch already on disk and
 regenerates only the rest (a torn final batch is dropped and redone). The summary is computed from the rows
 on disk, so a resumed run reaches the same summary as an uninterrupted one.
@@ -25,11 +25,11 @@ from evals.metrics import length_stats, outcome_counts, problem_results, summari
 from evals.models import DEFAULT_MODEL
 from evals.problem import Problem
 from evals.prompts import DEFAULT_TEMPLATE, TEMPLATES
-from evals.generation import Generator, SamplingParams, run_batches
+from evals.engines.base import Generator, SamplingParams, run_batches
 from evals.io import append_jsonl, atomic_write_json, atomic_write_jsonl, read_json, read_jsonl
 
 if TYPE_CHECKING:  # the verifier pulls in sympy and Math-Verify: imported where grading starts
-    from evals.verifier import Verifier
+    from evals.grading.verifier import Verifier
 
 
 def _setting(default: Any = MISSING, *, identity: bool, help: str, default_factory: Any = MISSING, **flag) -> Any:
@@ -110,7 +110,7 @@ class EvalConfig:
     data_dir: str | None = _setting(None, identity=False,
                                     help="benchmark data folder (default: $TBRM_DATA_DIR or ../shared/data)")
 
-    # --engine openai: an OpenAI-compatible server generates (evals.openai_generation); `model` is the served name
+    # --engine openai: an OpenAI-compatible server generates (evals.engines.openai_engine); `model` is the served name
     base_url: list[str] = _setting(
         identity=False, group=_OPENAI, repeatable=True, default_factory=list,
         help="server URL such as http://HOST:8000/v1; repeat it to spread the requests over servers")
@@ -283,7 +283,7 @@ def summarize_rows(rows: Sequence[dict], params: SamplingParams | None = None) -
     counts (correct / wrong / unparsed / timeout: never a silent zero), lengths, truncation, throughput."""
     out = summarize(problem_results(rows))
     out["outcomes"] = outcome_counts(rows)
-    out["lenient_verdicts"] = sum(r["extraction"] == "lenient" for r in rows)  # opt-in fallback, see evals.extraction
+    out["lenient_verdicts"] = sum(r["extraction"] == "lenient" for r in rows)  # opt-in fallback, see evals.grading.extraction
     out["lengths"] = length_stats([r["num_tokens"] for r in rows], [r["finish_reason"] == "length" for r in rows])
     batches = {r["batch_index"]: (r["gen_seconds"], r["verify_seconds"]) for r in rows}
     gen_s = sum(g for g, _ in batches.values())
@@ -318,8 +318,8 @@ def run_eval(cfg: EvalConfig, out_dir: str | Path, *, progress: bool = True, con
     from evals.prompts import render_prompt, template_record
     from evals.models import fingerprint, load_tokenizer, resolve_device, resolve_model, set_threads
     from evals.portable import portable_model
-    from evals.verifier import Verifier
-    from evals.vllm_generation import engine_record, resolve_engine
+    from evals.grading.verifier import Verifier
+    from evals.engines.vllm_engine import engine_record, resolve_engine
 
     t_start = time.perf_counter()
     out_dir = Path(out_dir)
@@ -329,7 +329,7 @@ def run_eval(cfg: EvalConfig, out_dir: str | Path, *, progress: bool = True, con
     if cfg.base_url and cfg.engine != "openai":
         raise ValueError(f"--base-url is for --engine openai (got --engine {cfg.engine})")
     if cfg.engine == "openai":  # a server generates: `model` is its served name, the tokenizer is optional
-        from evals.openai_generation import OpenAIGenerator, resolve_served, served_template_record
+        from evals.engines.openai_engine import OpenAIGenerator, resolve_served, served_template_record
 
         if cfg.data_parallel_size > 1:
             raise ValueError("--engine openai: the servers do the data parallelism (vllm serve --data-parallel-size, "
@@ -389,7 +389,7 @@ def run_eval(cfg: EvalConfig, out_dir: str | Path, *, progress: bool = True, con
         if hasattr(generator, "close"):  # data-parallel replicas are processes of their own
             generator.close()
     if cfg.audit:  # over the rows on disk, so a resumed run audits everything it reports
-        from evals.audit import audit_rows, print_audit, write_audit
+        from evals.grading.audit import audit_rows, print_audit, write_audit
 
         audit, disagreements = audit_rows(all_rows, timeout_s=cfg.verifier_timeout,
                                           workers=cfg.verifier_workers, progress=progress)
@@ -415,7 +415,7 @@ def run_eval(cfg: EvalConfig, out_dir: str | Path, *, progress: bool = True, con
 
 
 def openai_settings(cfg: EvalConfig):
-    from evals.openai_generation import OpenAISettings
+    from evals.engines.openai_engine import OpenAISettings
 
     return OpenAISettings(base_urls=list(cfg.base_url), model=cfg.model, api=cfg.api, api_key_env=cfg.api_key_env,
                           concurrency=cfg.concurrency, request_timeout=cfg.request_timeout,
@@ -425,21 +425,21 @@ def openai_settings(cfg: EvalConfig):
 def make_eval_generator(cfg: EvalConfig, model_path: str, tokenizer, device):
     """The generation engine `cfg.engine` names (already resolved from auto)."""
     if cfg.engine == "vllm":
-        from evals.vllm_generation import VLLMGenerator, VLLMSettings
+        from evals.engines.vllm_engine import VLLMGenerator, VLLMSettings
 
         settings = VLLMSettings(dtype=cfg.dtype, compile=cfg.compile, kv_cache_gb=cfg.kv_cache_gb,
                                 gpu_memory_utilization=cfg.gpu_memory_utilization,
                                 tensor_parallel_size=cfg.tensor_parallel_size, threads=cfg.threads, seed=cfg.seed,
                                 logprobs=False)  # graded by text: per-token log-probs would cost every step
         if cfg.data_parallel_size > 1:
-            from evals.vllm_data_parallel import DataParallelVLLM
+            from evals.engines.vllm_data_parallel import DataParallelVLLM
 
             return DataParallelVLLM(model_path, tokenizer, settings, cfg.data_parallel_size,
                                     batch_size=cfg.batch_size, device=str(device))
         return VLLMGenerator(model_path, tokenizer, settings, batch_size=cfg.batch_size, device=device)
     if cfg.data_parallel_size > 1:
         raise ValueError("data_parallel_size > 1 needs the vllm engine (--engine vllm)")
-    from evals.generation import HFGenerator
+    from evals.engines.hf import HFGenerator
     from evals.models import load_model
 
     return HFGenerator(load_model(model_path, dtype=cfg.dtype, device=device), tokenizer, batch_size=cfg.batch_size)

@@ -10,7 +10,7 @@ benchmarks through one shared verifier, and compare runs.
         v.verify("... so the answer is \\boxed{1/2}", "\\frac{1}{2}").outcome  # Outcome.CORRECT
 
 `evaluate`, `grade`, `train` and `report` are `tbrm.api`'s (each `tbrm` subcommand's job, settings as keyword
-arguments); `Verifier` is `evals.verifier.Verifier` (`verify`, `verify_batch`), for reward functions elsewhere.
+arguments); `Verifier` is `evals.grading.verifier.Verifier` (`verify`, `verify_batch`), for reward functions elsewhere.
 Every name is imported on first use (PEP 562), so `import tbrm` loads no torch, transformers or vLLM.
 """
 
@@ -20,13 +20,13 @@ import importlib
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from evals.verifier import Verifier
+    from evals.grading.verifier import Verifier
     from tbrm.api import evaluate, grade, report, train
 
 __all__ = ["evaluate", "grade", "train", "report", "Verifier"]
 
 _HOME = {"evaluate": "tbrm.api", "grade": "tbrm.api", "train": "tbrm.api", "report": "tbrm.api",
-         "Verifier": "evals.verifier"}
+         "Verifier": "evals.grading.verifier"}
 
 
 def __getattr__(name: str):

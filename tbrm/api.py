@@ -151,7 +151,7 @@ def grade(file: PathLike, *, out: PathLike | None = None, response_field: str = 
         ``sample_index``, ``gold``, ``extracted`` answer, ``extraction``, ``outcome`` (correct, wrong, unparsed,
         timeout), ``answer_key`` and the ``rules`` that decided it, in the file's order.
     """
-    from evals.grade import grade_file
+    from evals.grading.grade import grade_file
     from evals.io import read_jsonl
 
     file = Path(file)

@@ -98,7 +98,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from evals.vllm_generation import EngineError
+    from evals.engines.vllm_engine import EngineError
 
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["verl"]:

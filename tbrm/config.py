@@ -134,7 +134,7 @@ class TrainConfig:
     final_state: str = resumable("full")
     generation_batch_size: int = resumable(64)
 
-    # --- generation engine (evals/vllm_generation.py) --------------------------------------------------------------
+    # --- generation engine (evals/engines/vllm_engine.py) --------------------------------------------------------------
     # hf = transformers generate; vllm = one colocated vLLM engine kept alive for the run, weights loaded in place
     # after every optimizer step (3-7x the rollout tokens/s on CPU); auto = vllm when installed and it supports the
     # model on this device. Rollouts sample from the engine's numerics (`engine_dtype`), so the logs carry

@@ -107,10 +107,10 @@ class Trainer:
     # ------------------------------------------------------------------ set-up
     def setup(self) -> None:
         from evals.prompts import render_prompt
-        from evals.verifier import Verifier
+        from evals.grading.verifier import Verifier
         from tbrm.data import heldout_sets, load_trajectories, prompt_source
         from evals.models import load_model, load_tokenizer, resolve_device, resolve_model, set_threads
-        from evals.vllm_generation import engine_record, resolve_engine
+        from evals.engines.vllm_engine import engine_record, resolve_engine
 
         cfg, run_dir = self.cfg, self.run_dir
         check_run_config(run_dir, cfg)
@@ -187,11 +187,11 @@ class Trainer:
         starts from the base weights and, when resuming, gets the checkpoint's weights loaded in place."""
         cfg = self.cfg
         if self.engine == "hf":
-            from evals.generation import HFGenerator
+            from evals.engines.hf import HFGenerator
 
             return HFGenerator(self.policy, self.tokenizer, batch_size=cfg.generation_batch_size, autocast=cfg.autocast)
         from evals.models import native_bf16
-        from evals.vllm_generation import VLLMGenerator, VLLMSettings, model_max_len, rollout_dtype
+        from evals.engines.vllm_engine import VLLMGenerator, VLLMSettings, model_max_len, rollout_dtype
 
         # prompts up to 1024 tokens (a longer one fails with a clear error naming it): the engine then reserves
         # memory for rollout-sized sequences, not for the model's full context
@@ -212,7 +212,7 @@ class Trainer:
     # ------------------------------------------------------------------ one step
     def rollouts(self, step: int):
         """Sample (or, off-policy, read) the step's trajectories and reward them with the shared verifier."""
-        from evals.generation import SamplingParams, generate
+        from evals.engines.base import SamplingParams, generate
 
         cfg, tok = self.cfg, self.tokenizer
         if self.offline is not None:
@@ -334,7 +334,7 @@ class Trainer:
     # ------------------------------------------------------------------ evaluation and checkpoints
     def evaluate(self, step: int) -> dict:
         from evals.runner import evaluate_problems, summarize_rows
-        from evals.generation import SamplingParams
+        from evals.engines.base import SamplingParams
 
         cfg = self.cfg
         params = SamplingParams(n=1, temperature=0.0, max_new_tokens=cfg.eval_max_new_tokens or cfg.max_new_tokens)

@@ -2,7 +2,7 @@
 
 verl calls ``compute_score(data_source=, solution_str=, ground_truth=, extra_info=, **reward_kwargs)`` once per
 response from its reward loop (``reward.custom_reward_function.path=pkg://tbrm_verl.reward``), in executor
-threads. All calls in a process share one ``evals.verifier.Verifier``: a pool of grader processes with a per-answer
+threads. All calls in a process share one ``evals.grading.verifier.Verifier``: a pool of grader processes with a per-answer
 time limit (math-verify's own timeout uses signal.alarm, which does not work off the main thread).
 """
 
@@ -16,7 +16,7 @@ _VERIFIERS: dict[tuple[float, bool], object] = {}
 
 
 def _verifier(timeout_s: float, lenient: bool):
-    from evals.verifier import Verifier
+    from evals.grading.verifier import Verifier
 
     key = (float(timeout_s), bool(lenient))
     with _LOCK:
@@ -36,7 +36,7 @@ def compute_score(data_source: str, solution_str: str, ground_truth: str, extra_
     Returns verl's dict form: ``score`` is the reward; ``acc`` (1.0/0.0), ``unparsed`` and ``timeout`` are logged
     by verl as reward extra info.
     """
-    from evals.verifier import Outcome
+    from evals.grading.verifier import Outcome
 
     verdict = _verifier(timeout_s, lenient).verify_batch([(solution_str, str(ground_truth))])[0]
     return {

@@ -55,7 +55,7 @@ def test_import_tbrm_loads_no_heavy_library():
 
 
 def test_facade_names_are_the_api_and_the_verifier():
-    from evals.verifier import Verifier
+    from evals.grading.verifier import Verifier
 
     assert sorted(tbrm.__all__) == sorted(["evaluate", "grade", "train", "report", "Verifier"])
     assert (tbrm.evaluate, tbrm.grade, tbrm.train, tbrm.report) == (tbrm.api.evaluate, tbrm.api.grade,

@@ -27,7 +27,7 @@ from evals.benchmarks import (
     problems_from_hub_rows,
     read_records,
 )
-from evals.latex import last_boxed
+from evals.grading.latex import last_boxed
 
 EXPECTED = {"math500": 500, "aime24": 30, "aime25": 30, "amc23": 40, "minerva": 272,
             "olympiadbench": 675, "gsm8k": 1319}
@@ -408,7 +408,7 @@ def test_registry_minerva_without_box_is_data_error(tmp_path):
 
 
 def test_read_records_and_field_value_for_graders(tmp_path):
-    """The record-level API `evals/grade.py` builds on: physical line numbers and per-kind validation."""
+    """The record-level API `evals/grading/grade.py` builds on: physical line numbers and per-kind validation."""
     path = tmp_path / "gen.jsonl"
     path.write_text(json.dumps({"response": "", "answer": 70, "id": 3, "o": {"g": [" 1.5 "]}}) + "\n\n"
                     + json.dumps({"response": 5, "answer": "", "id": None}) + "\n")

@@ -59,7 +59,7 @@ class Server:
         # server's engine core is a process of its own either way.
         env = {**os.environ, "VLLM_CPU_OMP_THREADS_BIND": cpus, "VLLM_CPU_NUM_OF_RESERVED_CPU": "0",
                "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
-        # The in-process engine's settings (evals.vllm_generation): fp32, eager, no chunked prefill (a per-request
+        # The in-process engine's settings (evals.engines.vllm_engine): fp32, eager, no chunked prefill (a per-request
         # seed with chunked prefill crashes vLLM 0.32 on CPU); vLLM's neutral sampling defaults, not the model's.
         cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", self.model_path,
                "--served-model-name", SERVED, "--dtype", "float32", "--enforce-eager", "--no-enable-chunked-prefill",
@@ -121,7 +121,7 @@ def tok(smollm2_path):
 
 
 def _engine(base_url: str, tok, **kw):
-    from evals.openai_generation import OpenAIGenerator, OpenAISettings
+    from evals.engines.openai_engine import OpenAIGenerator, OpenAISettings
 
     batch_size = kw.pop("batch_size", 3)
     return OpenAIGenerator(OpenAISettings([base_url] if isinstance(base_url, str) else base_url, SERVED, **kw), tok,
@@ -165,8 +165,8 @@ def test_greedy_texts_equal_the_in_process_vllm_engine(server, tmp_path):
 
 
 def test_seeded_sampling_repeats_and_thinking_is_kept_apart(server, tok):
-    from evals.generation import SamplingParams, generate
-    from evals.openai_generation import split_thinking
+    from evals.engines.base import SamplingParams, generate
+    from evals.engines.openai_engine import split_thinking
 
     params = SamplingParams(n=2, temperature=1.0, max_new_tokens=16, seed=11)
     engine = _engine(server.base_url, tok, concurrency=4)
@@ -187,7 +187,7 @@ def test_seeded_sampling_repeats_and_thinking_is_kept_apart(server, tok):
 def test_retries_are_counted_and_the_samples_unchanged(server, tok):
     """429, 500, a connection reset and a stalled request (past the timeout) are each retried once and counted;
     a slow answer within the timeout is not; the samples equal a run without faults."""
-    from evals.generation import SamplingParams, generate
+    from evals.engines.base import SamplingParams, generate
 
     params = SamplingParams(max_new_tokens=8)
     clean = _engine(server.base_url, tok, concurrency=2)
@@ -208,8 +208,8 @@ def test_retries_are_counted_and_the_samples_unchanged(server, tok):
 
 
 def test_a_request_failing_past_its_retries_or_with_a_4xx_stops_with_one_error(server, tok):
-    from evals.generation import SamplingParams, generate
-    from evals.openai_generation import EndpointError
+    from evals.engines.base import SamplingParams, generate
+    from evals.engines.openai_engine import EndpointError
 
     params = SamplingParams(max_new_tokens=4)
     with FaultProxy(server.root, always="503") as proxy:
@@ -234,7 +234,7 @@ def test_wrong_model_and_unreachable_url_give_one_clear_error(server, tmp_path):
     """The wrong model through the command line (its exit code and the one line it prints); the unreachable URL
     through the Python API, whose error is the line the command line prints after "tbrm eval: error: "."""
     import tbrm.api
-    from evals.openai_generation import EndpointError
+    from evals.engines.openai_engine import EndpointError
 
     wrong = run_cli("eval", "--engine", "openai", "--benchmarks", "math500", "--limit", "2", "--max-new-tokens", "8",
                     "--no-progress", "--base-url", server.base_url, "--model", "not-served", "--tokenizer", SERVED,
@@ -303,7 +303,7 @@ def test_killed_server_stops_the_run_and_a_rerun_resumes_to_the_same_summary(ser
 
 
 def test_backoff_is_exponential_with_full_jitter():
-    from evals.openai_generation import BACKOFF_BASE_S, BACKOFF_CAP_S, backoff_seconds
+    from evals.engines.openai_engine import BACKOFF_BASE_S, BACKOFF_CAP_S, backoff_seconds
 
     rng = random.Random(0)
     for attempt in range(12):
@@ -314,7 +314,7 @@ def test_backoff_is_exponential_with_full_jitter():
 
 
 def test_split_thinking_and_shown_urls():
-    from evals.openai_generation import OpenAISettings, shown_url, split_thinking
+    from evals.engines.openai_engine import OpenAISettings, shown_url, split_thinking
 
     assert split_thinking("a</think>b</think>  \\boxed{2}", "</think>") == ("\\boxed{2}", "a</think>b</think>")
     assert split_thinking("no block \\boxed{2}", "</think>") == ("no block \\boxed{2}", None)

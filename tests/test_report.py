@@ -229,7 +229,7 @@ def _rewrite(src: Path, dst: Path, outcomes: dict[str, list[bool]], reverse: boo
     """Copy a real eval run and rewrite its math500 samples as `outcomes` ({problem_id: per-sample verdicts}),
     recomputing summary.json with the runner's own summarize_rows (so the pair stays consistent)."""
     from evals.runner import summarize_rows
-    from evals.generation import SamplingParams
+    from evals.engines.base import SamplingParams
 
     shutil.copytree(src, dst)
     template = json.loads((dst / "samples" / "math500.jsonl").read_text().splitlines()[0])

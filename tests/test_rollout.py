@@ -101,7 +101,8 @@ def test_bf16_autocast_keeps_fp32_logprobs_close(tiny):
 def test_non_finite_logits_stop_generation_with_a_clear_error(tiny_model_path, greedy):
     """Weights gone NaN: sampling raises our error (not multinomial's, or CUDA's device-side assert), and greedy
     decoding raises instead of silently emitting token 0; a healthy model passes the same guard."""
-    from evals.generation import HFGenerator, NonFiniteLogitsError, SamplingParams, generate
+    from evals.engines.base import SamplingParams, generate
+    from evals.engines.hf import HFGenerator, NonFiniteLogitsError
 
     model, tok = load_model(tiny_model_path), load_tokenizer(tiny_model_path)
     params = SamplingParams(n=1, max_new_tokens=4, temperature=0.0 if greedy else 1.0, seed=0)
@@ -140,7 +141,8 @@ def test_micro_batch_selection_keeps_rows_aligned(tiny):
 
 
 def test_generation_plan_bounds_padding_and_tokens(tiny):
-    from evals.generation import HFGenerator, SamplingParams
+    from evals.engines.base import SamplingParams
+    from evals.engines.hf import HFGenerator
 
     model, tok = tiny
     gen = HFGenerator(model, tok, batch_size=4, max_batch_tokens=10 * 100)

@@ -129,7 +129,7 @@ def write_eval_run(path: Path, method: str, n: int, seed: int, outcomes: np.ndar
     """An eval run folder as `tbrm eval` writes it (summary.json + samples/<bench>.jsonl) for a checkpoint that is
     no longer on disk: its train_config travels in the summary (`trained_with`)."""
     from evals.runner import summarize_rows
-    from evals.generation import SamplingParams
+    from evals.engines.base import SamplingParams
 
     rows = [{"problem_id": f"{bench}/{i}", "sample_index": 0, "outcome": "correct" if ok else "wrong",
              "response": "", "num_tokens": 1, "finish_reason": "stop", "extraction": "boxed", "extracted": "1",

@@ -206,7 +206,7 @@ def test_rollout_engine_samples_in_bf16_only_where_bf16_is_native():
     """engine_dtype=auto: a CPU without AVX512-BF16/AMX-BF16 emulates bf16 (vLLM several times slower than fp32), so
     bf16 autocast gives bf16 rollouts only where bf16 is native; explicit settings are kept."""
     from evals.models import BF16_CPU_FLAGS, cpu_flags
-    from evals.vllm_generation import rollout_dtype
+    from evals.engines.vllm_engine import rollout_dtype
 
     assert rollout_dtype("auto", "bf16", "float32", native=True) == "bfloat16"
     assert rollout_dtype("auto", "bf16", "float32", native=False) == "float32"

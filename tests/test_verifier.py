@@ -16,8 +16,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from evals.extraction import lenient_answer, normalize_gold
-from evals.verifier import Outcome, Verdict, Verifier, judge
+from evals.grading.extraction import lenient_answer, normalize_gold
+from evals.grading.verifier import Outcome, Verdict, Verifier, judge
 
 TIMEOUT_S = 2.0
 # Grading this never finishes: sympy tries to evaluate a tower of powers when comparing it with 1.
@@ -396,7 +396,7 @@ def test_timeouts_are_never_cached_and_always_counted():
 def _parse_both(latex: str) -> tuple[str, str]:
     from latex2sympy2_extended.latex2sympy2 import latex2sympy
 
-    from evals.verifier import sll_first_latex2sympy
+    from evals.grading.verifier import sll_first_latex2sympy
 
     def run(f):
         try:
@@ -408,7 +408,7 @@ def _parse_both(latex: str) -> tuple[str, str]:
 
 
 def test_sll_first_parse_equals_the_stock_parse_on_typical_answers():
-    from evals.latex import WARMUP_ANSWERS
+    from evals.grading.latex import WARMUP_ANSWERS
 
     for line in WARMUP_ANSWERS.strip().splitlines() + ["x^3-3x^2+3x-3", "(x+8)(2x+15)", "-6x^2+36x-48"]:
         sll, stock = _parse_both(line)
@@ -446,7 +446,7 @@ def _same_parse(latex: str) -> None:
     from latex2sympy2_extended.latex2sympy2 import latex2sympy
     from sympy import srepr
 
-    from evals.verifier import sll_first_latex2sympy
+    from evals.grading.verifier import sll_first_latex2sympy
 
     def run(f):
         try:
@@ -480,7 +480,7 @@ def _number_latex(draw) -> str:
 @settings(max_examples=300, deadline=None)
 @given(_number_latex())
 def test_number_short_cut_builds_the_parsers_object(latex):
-    from evals.verifier import number_latex2sympy
+    from evals.grading.verifier import number_latex2sympy
 
     denominator = latex.rpartition("{" if "frac" in latex else "/")[2] if "/" in latex or "frac" in latex else "1"
     zero_denominator = not denominator.strip("-0}")
@@ -502,7 +502,7 @@ def test_near_numbers_parse_as_the_parser_parses_them(latex):
 
 def test_number_short_cut_on_benchmark_gold_answers():
     from evals.benchmarks import load_benchmark
-    from evals.verifier import number_latex2sympy
+    from evals.grading.verifier import number_latex2sympy
     from tests.conftest import find_real_data_dir
 
     root = find_real_data_dir()
@@ -526,7 +526,7 @@ def test_number_short_cut_on_benchmark_gold_answers():
 def _symbolic_eq_both(a, b) -> tuple[bool, bool]:
     from math_verify.grader import sympy_symbolic_eq
 
-    from evals.verifier import _stock_symbolic_eq, disproving_symbolic_eq
+    from evals.grading.verifier import _stock_symbolic_eq, disproving_symbolic_eq
 
     assert sympy_symbolic_eq is _stock_symbolic_eq  # this test process runs math-verify unpatched
     return disproving_symbolic_eq(a, b), _stock_symbolic_eq(a, b)
@@ -596,7 +596,7 @@ def test_disproving_symbolic_eq_on_benchmark_answers(math500_answers):
     # decides the unequal ones and agrees with simplify() on all of them.
     from latex2sympy2_extended.latex2sympy2 import latex2sympy
 
-    from evals.verifier import certainly_unequal
+    from evals.grading.verifier import certainly_unequal
 
     numbers = []
     for answer in math500_answers:
@@ -618,7 +618,7 @@ def test_disproving_symbolic_eq_on_benchmark_answers(math500_answers):
 def test_lenient_verdicts_are_counted_in_grade_summaries(tmp_path):
     import json
 
-    from evals.grade import grade_file
+    from evals.grading.grade import grade_file
 
     f = tmp_path / "gens.jsonl"
     rows = [{"response": r, "answer": g} for r, g, _ in UNFOUND] + [{"response": "\\boxed{4}", "answer": "4"}]

@@ -25,8 +25,8 @@ from pathlib import Path
 
 import pytest
 
-from evals.extraction import RULES
-from evals.verifier import Outcome, judge, judge_plain
+from evals.grading.extraction import RULES
+from evals.grading.verifier import Outcome, judge, judge_plain
 
 C, W = Outcome.CORRECT, Outcome.WRONG
 
@@ -145,7 +145,7 @@ PARITY = [
 
 @pytest.mark.parametrize("response, gold, ours, rule, plain", PARITY)
 def test_parity_forms(response, gold, ours, rule, plain):
-    from evals.extraction import GOLD_FORMS, normalize_gold
+    from evals.grading.extraction import GOLD_FORMS, normalize_gold
 
     v = judge(response, gold)
     assert v.outcome is ours
@@ -197,7 +197,7 @@ def test_pool_speed_ups_change_no_verdict(plain):
     import math_verify.parser
     from latex2sympy2_extended.latex2sympy2 import latex2sympy
 
-    from evals.verifier import Outcome, Verifier, _stock_symbolic_eq, judge, judge_plain
+    from evals.grading.verifier import Outcome, Verifier, _stock_symbolic_eq, judge, judge_plain
 
     assert math_verify.parser.latex2sympy is latex2sympy  # this process: math-verify as it ships
     assert math_verify.grader.sympy_symbolic_eq is _stock_symbolic_eq

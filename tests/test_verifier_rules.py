@@ -1,4 +1,4 @@
-"""Each of our verifier rules (`evals.extraction.RULES`) on its own: where plain Math-Verify gets an answer
+"""Each of our verifier rules (`evals.grading.extraction.RULES`) on its own: where plain Math-Verify gets an answer
 wrong and we get it right, and where the rule must stay out of the way. Plus the forms Math-Verify's own
 extraction already gets right (boxed first, display math, multi-box answers, \\tfrac, \\$, \\left( \\right),
 choice letters, "y = ...", approximations, bmatrix vs pmatrix, tuples vs sets), so that a change of library
@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import pytest
 
-from evals.extraction import RULES, apply_text_rules, is_bare_answer, is_bare_equation, is_unevaluated_arithmetic
-from evals.verifier import Outcome, judge, judge_plain
+from evals.grading.extraction import RULES, apply_text_rules, is_bare_answer, is_bare_equation, is_unevaluated_arithmetic
+from evals.grading.verifier import Outcome, judge, judge_plain
 
 C, W, U = Outcome.CORRECT, Outcome.WRONG, Outcome.UNPARSED
 
@@ -135,7 +135,7 @@ def test_forms_math_verify_reads_right(response, gold, outcome):
 
 
 def test_redundant_braces_collapse_only_groups_that_hold_one_group():
-    from evals.extraction import rule_redundant_braces
+    from evals.grading.extraction import rule_redundant_braces
 
     assert rule_redundant_braces("\\boxed{{{{7}}}}") == "\\boxed{7}"  # any depth, in one pass
     assert rule_redundant_braces("\\frac{{a}}{b}") == "\\frac{a}{b}"
@@ -183,8 +183,8 @@ def test_identical_parses_are_what_math_verify_calls_equal():
     # verify() agrees on every typical answer (each compared with its own parse).
     from math_verify import parse, verify
 
-    from evals.latex import WARMUP_ANSWERS
-    from evals.verifier import _identical
+    from evals.grading.latex import WARMUP_ANSWERS
+    from evals.grading.verifier import _identical
 
     for answer in WARMUP_ANSWERS.strip().splitlines():
         gold, pred = parse(f"\\boxed{{{answer}}}", parsing_timeout=None), parse(f"\\boxed{{{answer}}}", parsing_timeout=None)

@@ -32,7 +32,7 @@ ARITH = ["What is 7 + 5?", "What is 23 + 19?", "Compute 6 * 7.", "What is 100 - 
 @pytest.fixture(scope="module")
 def smollm2(smollm2_path):
     from evals.models import load_model, load_tokenizer
-    from evals.vllm_generation import VLLMGenerator, VLLMSettings
+    from evals.engines.vllm_engine import VLLMGenerator, VLLMSettings
 
     tok = load_tokenizer(smollm2_path)
     # A fixed thread count: the repeat checks below compare log-probs bit for bit, and another thread count (as
@@ -71,7 +71,8 @@ def _max_diff(a: list[list[float]], b: list[list[float]]) -> float:
 
 
 def test_greedy_outputs_equal_the_hf_engine_in_fp32(smollm2):
-    from evals.generation import HFGenerator, SamplingParams, generate
+    from evals.engines.base import SamplingParams, generate
+    from evals.engines.hf import HFGenerator
 
     engine, hf, tok = smollm2
     prompts = _prompts(tok)
@@ -87,7 +88,7 @@ def test_greedy_outputs_equal_the_hf_engine_in_fp32(smollm2):
 
 
 def test_sampled_logprobs_match_the_hf_model_within_1e4(smollm2):
-    from evals.generation import SamplingParams, generate
+    from evals.engines.base import SamplingParams, generate
 
     engine, hf, tok = smollm2
     samples = [s for g in generate(engine, _prompts(tok)[:4], SamplingParams(n=2, temperature=1.0,
@@ -99,7 +100,7 @@ def test_sampled_logprobs_match_the_hf_model_within_1e4(smollm2):
 
 
 def test_seeded_sampling_repeats_exactly_whatever_the_batching(smollm2):
-    from evals.generation import SamplingParams, generate
+    from evals.engines.base import SamplingParams, generate
 
     engine, _, tok = smollm2
     prompts = _prompts(tok)
@@ -128,7 +129,7 @@ def test_seeded_sampling_repeats_exactly_whatever_the_batching(smollm2):
 
 
 def test_batches_come_back_whole_and_an_abandoned_run_leaves_nothing_queued(smollm2):
-    from evals.generation import SamplingParams
+    from evals.engines.base import SamplingParams
 
     engine, _, tok = smollm2
     prompts = _prompts(tok)
@@ -158,7 +159,7 @@ def test_auto_threads_leave_the_cores_other_processes_hold():
     import subprocess
     import sys
 
-    from evals.vllm_generation import auto_threads, others_busy_cores
+    from evals.engines.vllm_engine import auto_threads, others_busy_cores
 
     assert auto_threads(2, 0.0) == 2 and auto_threads(2, 0.4) == 2  # an idle or lightly used machine: every core
     assert auto_threads(2, 0.6) == 1 and auto_threads(2, 1.0) == 1  # one busy process on 2 cores: one thread
@@ -178,7 +179,7 @@ def test_engine_follows_the_policy_after_a_training_step(tiny_vllm_path, tmp_pat
     """One real TBRM step with the colocated engine: the engine's log-probs then equal the updated policy's
     (tied lm_head included, prefix cache reset) and not the initial weights'."""
     from tbrm.config import load_config
-    from evals.generation import SamplingParams, generate
+    from evals.engines.base import SamplingParams, generate
     from evals.models import load_model
     from tbrm.api import algorithms
     from tbrm.trainer import Trainer
@@ -254,7 +255,7 @@ def test_killed_vllm_eval_resumes_to_the_same_summary(tiny_vllm_path, single_eng
 
 
 def test_auto_engine_picks_vllm_only_where_it_can_run(tiny_model_path, tiny_vllm_path, capsys):
-    from evals.vllm_generation import resolve_engine
+    from evals.engines.vllm_engine import resolve_engine
 
     assert resolve_engine("auto", tiny_vllm_path, "cpu") == "vllm"
     assert resolve_engine("hf", tiny_vllm_path, "cpu") == "hf"
@@ -276,9 +277,9 @@ def test_data_parallel_replicas_sample_what_one_engine_samples_and_a_dead_replic
     batches raise an EngineError naming it instead of waiting forever."""
     import signal
 
-    from evals.generation import SamplingParams, generate
-    from evals.vllm_data_parallel import DataParallelVLLM
-    from evals.vllm_generation import EngineError, VLLMSettings
+    from evals.engines.base import SamplingParams, generate
+    from evals.engines.vllm_data_parallel import DataParallelVLLM
+    from evals.engines.vllm_engine import EngineError, VLLMSettings
 
     engine, _, tok = smollm2
     prompts = _prompts(tok)
@@ -312,8 +313,8 @@ def test_data_parallel_replicas_die_with_a_killed_parent(tiny_vllm_path, tmp_pat
     script.write_text(
         "import os, signal\n"
         "from evals.models import load_tokenizer\n"
-        "from evals.vllm_data_parallel import DataParallelVLLM\n"
-        "from evals.vllm_generation import VLLMSettings\n"
+        "from evals.engines.vllm_data_parallel import DataParallelVLLM\n"
+        "from evals.engines.vllm_engine import VLLMSettings\n"
         "if __name__ == '__main__':\n"
         f"    path = {tiny_vllm_path!r}\n"
         "    dp = DataParallelVLLM(path, load_tokenizer(path), VLLMSettings(kv_cache_gb=0.25), 2, batch_size=4)\n"
@@ -362,7 +363,7 @@ def test_data_parallel_eval_writes_the_single_engine_samples(tiny_vllm_path, sin
 
 
 def test_replica_devices_split_the_visible_gpus_and_the_cores(monkeypatch):
-    from evals.vllm_data_parallel import replica_devices
+    from evals.engines.vllm_data_parallel import replica_devices
 
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3,4,5,6,7")
     assert replica_devices(2, 2, "cuda") == [{"CUDA_VISIBLE_DEVICES": "3,4"}, {"CUDA_VISIBLE_DEVICES": "5,6"}]

@@ -25,7 +25,7 @@ def test_verls_reward_manager_scores_with_this_suites_verifier(recipe, tiny_chat
     from verl import DataProto
     from verl.trainer.ppo.reward import load_reward_manager
 
-    from evals.verifier import judge
+    from evals.grading.verifier import judge
     from tbrm_verl.recipes import compose, verl_overrides
 
     cfg = load_config(recipe, ["reward_correct=2.0", "reward_wrong=-0.5"])

@@ -3,7 +3,7 @@
 Rows sharing a problem id are samples of one problem (avg@k / pass@k / maj@k over them); without an id field
 each row is its own problem. Writes `graded.jsonl` (one row per input row: its line, problem id, extracted
 answer, outcome, the rules that decided it) and `summary.json` (metrics) into the output folder; with
-``audit=True`` also `audit.json` and `audit_disagreements.jsonl` (`evals.audit`).
+``audit=True`` also `audit.json` and `audit_disagreements.jsonl` (`evals.grading.audit`).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from pathlib import Path
 
 from evals.benchmarks import DataError, field_value, read_records
 from evals.metrics import outcome_counts, problem_results, summarize
-from evals.verifier import Verifier
+from evals.grading.verifier import Verifier
 from evals.io import atomic_write_json, atomic_write_jsonl
 
 def grade_file(path: str | Path, *, response_field: str = "response", answer_field: str = "answer",
@@ -49,7 +49,7 @@ def grade_file(path: str | Path, *, response_field: str = "response", answer_fie
                "lenient_verdicts": sum(r["extraction"] == "lenient" for r in rows), "metrics": metrics}
     out_dir = Path(out_dir)
     if audit:
-        from evals.audit import audit_rows, print_audit, write_audit
+        from evals.grading.audit import audit_rows, print_audit, write_audit
 
         audit_summary, disagreements = audit_rows(
             [dict(r, benchmark=path.stem, response=resp) for r, (_, _, resp, _) in zip(rows, items)],

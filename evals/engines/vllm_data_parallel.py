@@ -25,7 +25,7 @@ import queue
 import time
 from typing import Iterator, Sequence
 
-from evals.vllm_plan import VLLMPlanning
+from evals.engines.vllm_plan import VLLMPlanning
 
 POLL_S = 0.5  # how often the parent checks that its replicas are alive while waiting for a batch
 
@@ -78,7 +78,7 @@ def _replica(rank: int, env: dict[str, str], model_path: str, settings, batch_si
     os.environ.update(env)  # before torch and vLLM are imported: they read it once
     try:
         from evals.models import load_tokenizer
-        from evals.vllm_generation import VLLMGenerator
+        from evals.engines.vllm_engine import VLLMGenerator
 
         if device_type == "cpu":
             settings.threads = len(env["VLLM_CPU_OMP_THREADS_BIND"].split(","))
@@ -126,7 +126,7 @@ class DataParallelVLLM(VLLMPlanning):
 
     def run_batches(self, prompts: Sequence[str], batches, params) -> Iterator[tuple[int, list]]:
         """(batch index, samples) for every (index, batch), in the order the replicas finish them."""
-        from evals.vllm_generation import EngineError
+        from evals.engines.vllm_engine import EngineError
 
         if self._closed:
             raise EngineError("the data-parallel engine is closed")
@@ -144,7 +144,7 @@ class DataParallelVLLM(VLLMPlanning):
     # ------------------------------------------------------------------ replica supervision
     def _next(self, doing: str) -> tuple:
         """The next message from a replica; an EngineError (and every replica stopped) if one failed or died."""
-        from evals.vllm_generation import EngineError
+        from evals.engines.vllm_engine import EngineError
 
         while True:
             try:

@@ -1,7 +1,7 @@
 """Answer extraction for the verifier: Math-Verify's own, our documented rules on top, and the opt-in
 lenient fallback; plus gold answers brought to one canonical form.
 
-The default path (``evals/verifier.py``) is Math-Verify's extraction, the one the paper and lighteval use:
+The default path (``evals/grading/verifier.py``) is Math-Verify's extraction, the one the paper and lighteval use:
 its LaTeX and plain-expression extractors with ``\\boxed{}`` answers first, over the whole response.
 Before that, `apply_text_rules` rewrites a few forms Math-Verify misreads; after it, the verifier applies
 the comparison rules. Every rule is named in `RULES` (with the reason it exists), reported in the
@@ -20,7 +20,7 @@ import math
 import re
 from decimal import Decimal
 
-from evals.latex import last_boxed
+from evals.grading.latex import last_boxed
 
 # name -> why the rule exists. Text rules rewrite the response before Math-Verify reads it; comparison rules
 # decide a verdict Math-Verify gets wrong. The verifier reports which of them touched each answer.

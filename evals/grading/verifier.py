@@ -3,12 +3,12 @@
 `judge` grades one (response, gold) pair in the current process:
 
 1. the gold is normalized (`normalize_gold`) and parsed whole, as if boxed, as verl and lighteval do;
-2. the response goes through our text rules (`evals.extraction.apply_text_rules`), then Math-Verify's own
+2. the response goes through our text rules (`evals.grading.extraction.apply_text_rules`), then Math-Verify's own
    extraction: LaTeX and plain expressions, ``\\boxed{}`` answers first (`MATH_VERIFY_EXTRACTION`);
 3. Math-Verify compares the two; our comparison rules then correct the cases it gets wrong
-   (`evals.extraction.RULES` lists every rule and why);
+   (`evals.grading.extraction.RULES` lists every rule and why);
 4. only in lenient mode, and only when steps 2-3 found no answer at all: the "answer phrase, else last
-   number" extraction (`evals.extraction.lenient_answer`), flagged ``extraction == "lenient"``.
+   number" extraction (`evals.grading.extraction.lenient_answer`), flagged ``extraction == "lenient"``.
 
 `judge_plain` is plain Math-Verify with library defaults, the reference for ``tbrm grade --audit``.
 
@@ -25,7 +25,7 @@ among rollouts, are graded once and cached. Every pair comes back with a `Verdic
 Speed (``benchmarks/grade_speed.py``): most of a grader's time is latex2sympy2's ANTLR parse of LaTeX
 answers, then sympy's simplify() in verify(). Workers (`_speed_up_math_verify`) keep a large parse cache,
 build plain numbers without the parser (`number_latex2sympy`), parse in ANTLR's SLL mode first where it can
-succeed (`sll_first_latex2sympy`), start from a warmed-up parser (`evals._warm_grader`), skip verify() when
+succeed (`sll_first_latex2sympy`), start from a warmed-up parser (`evals.grading._warm_grader`), skip verify() when
 both sides parse to the same object, and skip simplify() where evaluation already shows two answers differ
 (`certainly_unequal`). Each gives math-verify's own result, and each is tested against it.
 """
@@ -61,7 +61,7 @@ from sympy.functions import cos, exp, sin, tan
 from sympy.functions import log as ln  # "log" is this module's logger
 from sympy.matrices import MatrixBase
 
-from evals.extraction import (
+from evals.grading.extraction import (
     apply_text_rules,
     decimal_comma_value,
     is_number,
@@ -69,7 +69,7 @@ from evals.extraction import (
     lenient_answer,
     normalize_gold,
 )
-from evals.latex import last_boxed, warm_latex_parser
+from evals.grading.latex import last_boxed, warm_latex_parser
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ class Verdict:
         tell ("0.5", "\\frac{1}{2}" and "1/2" all give "1/2"), for grouping answers in majority voting;
         None when nothing was parsed.
     seconds: time spent grading (the timeout for TIMEOUT verdicts; a cached verdict keeps its first time).
-    rules: names of our rules (`evals.extraction.RULES`) that changed the text or the verdict.
+    rules: names of our rules (`evals.grading.extraction.RULES`) that changed the text or the verdict.
     """
 
     outcome: Outcome
@@ -457,7 +457,7 @@ def _init_worker(progress=None) -> None:
     if progress is not None:
         _PROGRESS = progress
     _speed_up_math_verify()
-    warm_latex_parser()  # a no-op in a worker forked from the forkserver, which `evals._warm_grader` warmed
+    warm_latex_parser()  # a no-op in a worker forked from the forkserver, which `evals.grading._warm_grader` warmed
     # The first parse builds math-verify's LaTeX grammar (~0.1 s): pay it at worker start, not per pair.
     judge("\\boxed{1}", "1")
 
@@ -465,7 +465,7 @@ def _init_worker(progress=None) -> None:
 def _mp_context():
     """forkserver (spawn where missing): forking a parent that runs torch threads / CUDA is unsafe.
 
-    The forkserver preloads this module and warms the LaTeX parser (`evals._warm_grader`), so a worker
+    The forkserver preloads this module and warms the LaTeX parser (`evals.grading._warm_grader`), so a worker
     (including each replacement for one killed by a timeout) starts with math-verify imported and warm
     instead of paying ~0.5 s of imports and slow first parses. The preload list is process-wide and only
     read when the forkserver first starts; "__main__" is the stdlib default.
@@ -473,7 +473,7 @@ def _mp_context():
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return multiprocessing.get_context("spawn")
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["__main__", __name__, "evals._warm_grader"])
+    ctx.set_forkserver_preload(["__main__", __name__, "evals.grading._warm_grader"])
     return ctx
 
 

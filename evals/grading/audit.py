@@ -1,9 +1,9 @@
 """Grader audit: every answer graded by our verifier and by plain Math-Verify, side by side.
 
 A reader of a score wants to know how much it depends on the grader. `audit_rows` regrades graded rows
-with plain Math-Verify (`evals.verifier.judge_plain`, library defaults) and reports, per benchmark, both
+with plain Math-Verify (`evals.grading.verifier.judge_plain`, library defaults) and reports, per benchmark, both
 scores, how far the score moves, how many verdicts flip each way, and which of our rules account for
-the flips (`evals.extraction.RULES`; "none" means Math-Verify's configuration alone: we read boxed answers
+the flips (`evals.grading.extraction.RULES`; "none" means Math-Verify's configuration alone: we read boxed answers
 before answer phrases, and our gold is parsed the same way in both). Used by ``tbrm grade --audit`` and
 ``tbrm eval --audit``.
 """
@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from evals.metrics import mean_accuracy, problem_results
-from evals.verifier import Verifier
+from evals.grading.verifier import Verifier
 
 def audit_rows(rows: Sequence[dict], *, timeout_s: float = 5.0, workers: int | None = None,
                progress: bool = True) -> tuple[dict, list[dict]]:

@@ -37,10 +37,10 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator, Sequence
 from urllib.parse import urlsplit, urlunsplit
 
-from evals.generation import Sample, SamplingParams, WorkItem
+from evals.engines.base import Sample, SamplingParams, WorkItem
 from evals.seeding import stable_seed
-from evals.vllm_generation import EngineError
-from evals.vllm_plan import plan_batches
+from evals.engines.vllm_engine import EngineError
+from evals.engines.vllm_plan import plan_batches
 
 APIS = ("completions", "chat")
 NO_KEY = "EMPTY"  # what a local vLLM/SGLang server without --api-key accepts (the client insists on some key)
@@ -280,7 +280,7 @@ class OpenAIGenerator:
 
     def plan(self, prompts: Sequence, params: SamplingParams) -> list[list[WorkItem]]:
         if self.tokenizer is not None and self.settings.api == "completions" and self.max_model_len:
-            from evals.generation import encode_prompt
+            from evals.engines.base import encode_prompt
 
             lengths = [len(encode_prompt(self.tokenizer, p)) for p in prompts]
             return plan_batches(lengths, params, self.max_model_len, self.batch_size)

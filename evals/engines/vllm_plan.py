@@ -1,5 +1,5 @@
 """Prompt encoding and the batch plan that both vLLM engines share: the in-process `VLLMGenerator`
-(evals.vllm_generation) and the data-parallel `DataParallelVLLM` (evals.vllm_data_parallel), so a run planned by
+(evals.engines.vllm_engine) and the data-parallel `DataParallelVLLM` (evals.engines.vllm_data_parallel), so a run planned by
 one can resume on the other.
 
 This module imports no torch or vLLM at its top: the data-parallel engine's replica processes import it before
@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Sequence
 
 
-WorkItem = tuple[int, int]  # (prompt index, sample index), as in evals.generation
+WorkItem = tuple[int, int]  # (prompt index, sample index), as in evals.engines.base
 
 
 def plan_batches(prompt_lengths: Sequence[int], params, max_model_len: int, batch_size: int) -> list[list[WorkItem]]:
@@ -39,13 +39,13 @@ class VLLMPlanning:
     _planned: dict[str, list[int]] = {}
 
     def encode(self, prompt: str) -> list[int]:
-        from evals.generation import encode_prompt
+        from evals.engines.base import encode_prompt
 
         ids = self._planned.get(prompt)
         return list(ids) if ids is not None else encode_prompt(self.tokenizer, prompt)
 
     def plan(self, prompts: Sequence[str], params) -> list[list[WorkItem]]:
-        from evals.generation import encode_prompt
+        from evals.engines.base import encode_prompt
 
         self._planned = {p: encode_prompt(self.tokenizer, p) for p in dict.fromkeys(prompts)}
         return plan_batches([len(self._planned[p]) for p in prompts], params, self.max_model_len, self.batch_size)

@@ -40,9 +40,9 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
-from evals.generation import Sample, SamplingParams, WorkItem, eos_token_ids, finish_response
+from evals.engines.base import Sample, SamplingParams, WorkItem, eos_token_ids, finish_response
 from evals.seeding import stable_seed
-from evals.vllm_plan import VLLMPlanning
+from evals.engines.vllm_plan import VLLMPlanning
 
 ENGINES = ("hf", "vllm", "auto")
 # Head sizes vLLM 0.32's CPU attention kernels support (vllm/v1/attention/backends/cpu_attn.py).
