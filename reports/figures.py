@@ -171,16 +171,7 @@ def efficiency_figure(records: list[dict], colors: dict[str, str]) -> Figure | N
 
 
 def write_bytes(path: Path, data: bytes) -> None:
-    """Write a file atomically (temp file in the same folder + rename)."""
-    import os
-    import tempfile
+    """Write a file atomically (temp file in the same folder + rename), with the mode a plain open() gives."""
+    from evals.io import atomic_write_bytes
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, data)

@@ -55,3 +55,30 @@ def test_missing_file_has_no_rows(tmp_path):
     assert read_jsonl(tmp_path / "nope.jsonl") == []
     with pytest.raises(ValueError, match="torn_tail"):
         read_jsonl(tmp_path / "nope.jsonl", torn_tail="fix")
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])
+def test_atomic_writes_get_the_mode_a_plain_open_gives(tmp_path, umask):
+    """Every atomic writer (run files, report figures) creates its file as `open(path, "w")` would: 0666 less the
+    umask, so a run on a shared machine is as readable as any other file its user writes (mkstemp made 0600)."""
+    import os
+    import stat
+
+    from evals.io import atomic_write_json, atomic_write_jsonl, atomic_write_text
+    from reports.figures import write_bytes
+
+    old = os.umask(umask)
+    try:
+        with open(tmp_path / "plain", "w") as f:
+            f.write("x")
+        writers = {"t.txt": lambda p: atomic_write_text(p, "x"), "j.json": lambda p: atomic_write_json(p, {"a": 1}),
+                   "r.jsonl": lambda p: atomic_write_jsonl(p, [{"a": 1}]), "f.png": lambda p: write_bytes(p, b"x")}
+        for name, write in writers.items():
+            write(tmp_path / name)
+            write(tmp_path / name)  # over an existing file too
+    finally:
+        os.umask(old)
+    want = stat.S_IMODE(os.stat(tmp_path / "plain").st_mode)
+    assert want == 0o666 & ~umask
+    assert {n: oct(stat.S_IMODE(os.stat(tmp_path / n).st_mode)) for n in writers} == {n: oct(want) for n in writers}
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*writers, "plain"])  # no temporary file left
