@@ -312,7 +312,15 @@ def _check_resume(run_dir: Path, identity: dict) -> None:
 
 
 def run_eval(cfg: EvalConfig, out_dir: str | Path, *, progress: bool = True, console=None) -> dict:
-    """Evaluate `cfg.model` on the configured benchmarks, resuming whatever `out_dir` already holds."""
+    """Evaluate `cfg.model` on the configured benchmarks, resuming whatever `out_dir` already holds; the one writer
+    of `out_dir` while it runs (evals.runlock: another one gets RunLockedError naming this process)."""
+    from evals.runlock import run_lock
+
+    with run_lock(out_dir):
+        return _run_eval(cfg, out_dir, progress=progress, console=console)
+
+
+def _run_eval(cfg: EvalConfig, out_dir: str | Path, *, progress: bool, console) -> dict:
     from dataclasses import replace
 
     from evals.prompts import render_prompt, template_record

@@ -85,9 +85,10 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from evals.runner import RunMismatchError
     from evals.io import CorruptFileError
     from evals.models import ModelNotAvailableError
+    from evals.runlock import RunLockedError
 
-    errs = [DataError, RunMismatchError, CorruptFileError, ModelNotAvailableError, FileNotFoundError, KeyError,
-            ValueError]
+    errs = [DataError, RunMismatchError, CorruptFileError, ModelNotAvailableError, RunLockedError, FileNotFoundError,
+            KeyError, ValueError]
     try:
         from tbrm.config import ConfigError
 

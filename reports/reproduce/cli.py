@@ -7,6 +7,7 @@ import json
 import shlex
 from pathlib import Path
 
+from evals.runlock import run_lock
 from reports.reproduce.executors import run_stages
 from reports.reproduce.paper import write_paper
 from reports.reproduce.plan import cpu_stages, resolve_settings
@@ -64,14 +65,17 @@ def run(a: argparse.Namespace) -> int:
                              f"it writes the paper's exact commands (edit the recipes to change them)")
         return write_paper(out)
     s = resolve_settings(a)
-    stages = cpu_stages(s, out)
     if a.dry_run:
+        stages = cpu_stages(s, out)
         for i, st in enumerate(stages, start=1):
             cmd = f"tbrm {shlex.join(st.argv)}" if st.argv else "(in-process)"
             print(f"[{i}/{len(stages)}] {st.name}\n    {cmd}")
         return 0
-    out.mkdir(parents=True, exist_ok=True)
-    print(f"tbrm reproduce --preset {a.preset}: {len(stages)} stages into {out}; settings: "
-          + json.dumps({k: v for k, v in s.items() if k != 'recipes'}) + f"; methods: {', '.join(s['recipes'])}",
-          flush=True)
-    return run_stages(stages, out, s["jobs"])
+    # one writer per folder (each stage also locks its own sub-folder); planned under the lock, so the outputs
+    # on disk it validates are not another writer's half-done ones
+    with run_lock(out):
+        stages = cpu_stages(s, out)
+        print(f"tbrm reproduce --preset {a.preset}: {len(stages)} stages into {out}; settings: "
+              + json.dumps({k: v for k, v in s.items() if k != 'recipes'}) + f"; methods: {', '.join(s['recipes'])}",
+              flush=True)
+        return run_stages(stages, out, s["jobs"])

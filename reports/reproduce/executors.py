@@ -1,5 +1,7 @@
 """Running a plan: the stages one after another in this process's order, or side by side (`--jobs N`) as soon as
-their inputs exist. Subprocess stages are `python -m tbrm.cli ...` run inside the output folder."""
+their inputs exist. Subprocess stages are `python -m tbrm.cli ...` run inside the output folder, each killed by the
+kernel if this process dies (a SIGKILL included), so no stage outlives the run that started it; each holds the
+writer's lock of its own sub-folder, below the lock `tbrm reproduce` holds on the output folder (evals.runlock)."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+from evals.runlock import die_with_parent
 from reports.reproduce.plan import Stage, stage_dependencies
 
 
@@ -67,7 +70,7 @@ def run_stages(stages: list[Stage], out: Path, jobs: int = 1) -> int:
         if st.func is not None:
             st.func()
         else:
-            rc = subprocess.run(_tbrm(st), env=env, cwd=out).returncode
+            rc = subprocess.run(_tbrm(st), env=env, cwd=out, preexec_fn=die_with_parent()).returncode
             if rc != 0:
                 return _failed(i, n, st, rc)
         dt = time.perf_counter() - t
@@ -111,7 +114,8 @@ def _run_parallel(stages: list[Stage], out: Path, jobs: int, env: dict, log: dic
                 slug = re.sub(r"[^A-Za-z0-9.=-]+", "-", st.name).strip("-")[:90]
                 path = out / "logs" / f"{i + 1:02d}-{slug}.log"
                 with open(path, "w") as fh:  # the child keeps its own descriptor
-                    proc = subprocess.Popen(_tbrm(st), env=env, cwd=out, stdout=fh, stderr=subprocess.STDOUT)
+                    proc = subprocess.Popen(_tbrm(st), env=env, cwd=out, stdout=fh, stderr=subprocess.STDOUT,
+                                            preexec_fn=die_with_parent())
                 running[i] = (proc, time.perf_counter(), path)
                 print(f"[{i + 1}/{n}] {st.name}: started  (elapsed {elapsed()}; log {path.relative_to(out)})",
                       flush=True)
