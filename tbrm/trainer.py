@@ -26,7 +26,7 @@ import torch
 from tbrm.algorithm import Algorithm, adamw
 from tbrm.config import RESUMABLE_CHANGES, ConfigError, TrainConfig, to_dict
 from tbrm.state import LEGACY_STATE, capture_rng, has_trainer_state, load_trainer_state, restore_rng, save_trainer_state
-from evals.io import append_jsonl, atomic_write_json, atomic_write_jsonl, read_json, read_jsonl
+from evals.io import append_jsonl, atomic_write_json, atomic_write_jsonl, atomic_write_text, read_json, read_jsonl
 
 
 
@@ -84,6 +84,19 @@ def check_resumed_sampler(run_dir: Path, cfg: TrainConfig, engine: str) -> None:
     if why:
         raise ConfigError(f"{path}: cannot resume this run exactly: {why}; resume with engine={old_engine} "
                           f"generation_batch_size={old_size}, or use a new run directory")
+
+
+def wandb_run_id(run_dir: Path) -> str:
+    """The W&B run id of a run folder: its name and a random suffix drawn once and kept in the folder (wandb_id),
+    so a resumed run continues its W&B run and two folders of the same name (other --out) never share one."""
+    import re
+    import secrets
+
+    path = Path(run_dir) / "wandb_id"
+    if not path.is_file():
+        name = re.sub(r"[^A-Za-z0-9_-]+", "-", Path(run_dir).name)[:48]  # the characters W&B takes in an id
+        atomic_write_text(path, f"{name}-{secrets.token_hex(4)}\n")
+    return path.read_text().strip()
 
 
 def _peak_memory_gb(device: torch.device) -> float:
@@ -161,10 +174,13 @@ class Trainer:
         rows = [r for r in read_jsonl(run_dir / "metrics.jsonl") if r["step"] <= self.start_step] if done else []
         atomic_write_jsonl(run_dir / "metrics.jsonl", rows)
         # So are the held-out evaluations of those steps: evaluate() would read their files back instead of
-        # scoring the weights the resumed run trains.
+        # scoring the weights the resumed run trains. A run that starts over keeps its step-0 evaluation only
+        # if the same sampler made it: another engine or generation_batch_size batches the problems otherwise,
+        # and a batch on disk would be taken for the new batch of that index.
+        keep = self.start_step if done or self._same_sampler() else -1
         for d in (run_dir / "evals").glob("step-*"):
             tail = d.name.removeprefix("step-")
-            if tail.isdigit() and int(tail) > self.start_step:
+            if tail.isdigit() and int(tail) > keep:
                 shutil.rmtree(d)
         engine_used = engine_record(self.engine)
         if self.engine == "vllm":
@@ -180,7 +196,14 @@ class Trainer:
             import wandb
 
             self.wandb = wandb.init(project=cfg.wandb_project, dir=str(run_dir), config=to_dict(cfg),
-                                    id=run_dir.name, resume="allow")
+                                    id=wandb_run_id(run_dir), resume="allow")
+
+    def _same_sampler(self) -> bool:
+        """The run folder's last training sampled with this engine and generation_batch_size."""
+        path = self.run_dir / "train_config.json"
+        saved = read_json(path) if path.exists() else {}
+        return ((saved.get("engine_used") or {}).get("name", "hf") == self.engine
+                and saved.get("generation_batch_size") == self.cfg.generation_batch_size)
 
     def _make_generator(self, resumed: bool):
         """hf: `generate` on the policy itself. vllm: one engine for the whole run, colocated with the policy; it

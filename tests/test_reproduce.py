@@ -115,7 +115,7 @@ def test_cpu_plan_of_several_methods_follows_each_training_by_its_evaluations(ti
                      "train GRPO n=4", "evaluate grpo-n4-step2 on heldout", "evaluate grpo-n4-step2 on math500",
                      "write the report"]
     report = stages[-1].argv
-    assert {"train/tbrm-n1", "train/grpo-n4", "evals/base-heldout-4", "evals/grpo-n4-step2-math500-2"} <= set(report)
+    assert {"train/tbrm-n1", "train/grpo-n4", "evals/base-heldout-4-of-20-d12", "evals/grpo-n4-step2-math500-2"} <= set(report)
     assert "2 methods" in report[report.index("--title") + 1]
 
 
@@ -128,7 +128,7 @@ def test_cpu_pipeline_end_to_end_with_kill_and_resume(tiny_model_path, tmp_path)
     assert killed.returncode == 1 and "stage 4/7" in killed.stderr and "Rerun the same command" in killed.stderr
     assert (out / "train" / "tbrm-n1" / "checkpoint-1").is_dir()
     # the base model is evaluated first; each training is followed by its own evaluations
-    assert sorted(p.name for p in (out / "evals").iterdir()) == ["base-heldout-4", "base-math500-2"]
+    assert sorted(p.name for p in (out / "evals").iterdir()) == ["base-heldout-4-of-20-d12", "base-math500-2"]
 
     # rerun (the reruns run `tbrm reproduce` in this process; every stage is still its own process)
     resumed = run_cli_here(*args)
@@ -137,20 +137,20 @@ def test_cpu_pipeline_end_to_end_with_kill_and_resume(tiny_model_path, tmp_path)
     assert "[4/7] train TBRM n=1" in resumed.stdout and "all 7 stages complete" in resumed.stdout
     rows = [json.loads(x) for x in (out / "train" / "tbrm-n1" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [0, 1, 2]  # resumed from checkpoint-1, not restarted or duplicated
-    held = [json.loads(x) for x in (out / "data" / "arith-heldout-4.jsonl").read_text().splitlines()]
+    held = [json.loads(x) for x in (out / "data" / "arith-heldout-4-of-20-d12.jsonl").read_text().splitlines()]
     from tbrm.data import heldout_sets
 
     cfg = load_config("cpu-tbrm-n1", ["heldout_size=20", "eval_problems=4"])
     assert [h["id"] for h in held] == [p.id for p in heldout_sets(cfg)["heldout"]]  # the trainer's split
     for key in ("base", "tbrm-n1-step2"):
-        for bench in ("heldout-4", "math500-2"):
+        for bench in ("heldout-4-of-20-d12", "math500-2"):
             assert (out / "evals" / f"{key}-{bench}" / "summary.json").is_file()
     report = out / "report-cpu"
     assert (report / "report.html").is_file() and (report / "figures" / "curves_vs_rollouts.png").is_file()
     with open(report / "tables" / "table1.csv", newline="") as f:
         t1 = list(csv.DictReader(f))
     assert [r["label"] for r in t1] == [f"{Path(tiny_model_path).name} (base)", "TBRM n=1"]
-    assert all(r["arith-heldout-4_n_problems"] == "4" and r["math500_n_problems"] == "2" for r in t1)
+    assert all(r["arith-heldout-4-of-20-d12_n_problems"] == "4" and r["math500_n_problems"] == "2" for r in t1)
     assert all(r["average"] != "" for r in t1)  # same problems and settings everywhere: averaged
     timings = json.loads((out / "stages.json").read_text())
     assert len(timings) == 7 and all(v >= 0 for v in timings.values())
@@ -164,10 +164,10 @@ def test_cpu_pipeline_end_to_end_with_kill_and_resume(tiny_model_path, tmp_path)
     rows = [json.loads(x) for x in (out / "train" / "tbrm-n1" / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [0, 1, 2, 3]
     for key in ("base", "tbrm-n1-step3"):
-        assert (out / "evals" / f"{key}-heldout-5" / "summary.json").is_file()
-    assert (out / "evals" / "tbrm-n1-step2-heldout-4" / "summary.json").is_file()  # the shorter run's, kept
+        assert (out / "evals" / f"{key}-heldout-5-of-20-d12" / "summary.json").is_file()
+    assert (out / "evals" / "tbrm-n1-step2-heldout-4-of-20-d12" / "summary.json").is_file()  # the shorter run's
     with open(report / "tables" / "table1.csv", newline="") as f:
-        assert [r["arith-heldout-5_n_problems"] for r in csv.DictReader(f)] == ["5", "5"]
+        assert [r["arith-heldout-5-of-20-d12_n_problems"] for r in csv.DictReader(f)] == ["5", "5"]
 
     # the shorter run's final checkpoint is kept (keep_checkpoints=2 here; the presets keep 3, so that cpu-full's
     # step 40 keeps cpu's checkpoint-20)...
@@ -181,9 +181,22 @@ def test_cpu_pipeline_end_to_end_with_kill_and_resume(tiny_model_path, tmp_path)
     proc = run_cli_here(*train_args, check=False)
     assert proc.returncode == 2 and "beyond steps=1" in proc.stderr
 
+    # an evaluation of weights the checkpoint no longer holds (the training was redone) is not taken as done
+    import shutil
+
+    longer_plan = [*TINY, "--steps", "3", "--heldout-problems", "5", "--math500-limit", "0"]
+    weights = out / "train" / "tbrm-n1" / "checkpoint-3" / "model.safetensors"
+    saved = weights.read_bytes()
+    shutil.copyfile(out / "train" / "tbrm-n1" / "checkpoint-2" / "model.safetensors", weights)  # other real weights
+    (held_eval,) = [st for st in _cpu_plan(out, tiny_model_path, longer_plan) if st.name.startswith(
+        "evaluate tbrm-n1-step3 on heldout")]
+    with pytest.raises(ValueError, match="tbrm-n1-step3-heldout-5-of-20-d12/summary.json scored other weights"):
+        held_eval.done()
+    weights.write_bytes(saved)
+    assert held_eval.done()
+
     # evaluated trainings are finished without their weights: a run folder kept (or committed) without the
     # checkpoints reports again without retraining anything; only the report is redone
-    import shutil
 
     for ckpt in (out / "train").glob("*/checkpoint-*"):
         shutil.rmtree(ckpt)
@@ -192,6 +205,11 @@ def test_cpu_pipeline_end_to_end_with_kill_and_resume(tiny_model_path, tmp_path)
     assert len(skipped) == 4 and any("] train TBRM n=1" in line for line in skipped)
     assert "[5/5] write the report" in weightless.stdout and "all 5 stages complete" in weightless.stdout
     assert not list((out / "train").glob("*/checkpoint-*"))
+    # ...but a training whose run folder was deleted (as a settings error's hint says) is trained again, though
+    # its evaluations are still there
+    shutil.rmtree(out / "train" / "tbrm-n1")
+    train_stage = next(st for st in _cpu_plan(out, tiny_model_path, longer_plan) if st.name.startswith("train "))
+    assert not train_stage.done()
 
 
 def test_changed_settings_on_rerun_are_refused(tiny_model_path, tmp_path):
@@ -366,7 +384,7 @@ def test_powered_plan_runs_whole_seeds_first_and_scores_500_never_trained_proble
     assert [report[i + 1] for i, x in enumerate(report) if x == "--primary"] == ["TBRM n=1:PPO n=1"]
     out.mkdir()
     stages[0].func()  # the held-out file
-    rows = [json.loads(x) for x in (out / "data" / "arith-heldout-500.jsonl").read_text().splitlines()]
+    rows = [json.loads(x) for x in (out / "data" / "arith-heldout-500-of-500-d123.jsonl").read_text().splitlines()]
     assert len(rows) == len({r["id"] for r in rows}) == 500
     triples = [re.fullmatch(r"What is (\d+) ([-+*]) (\d+)\?", r["problem"]).groups() for r in rows]
     assert all(is_reserved(int(x), op, int(y)) for x, op, y in triples)  # no training stream draws them

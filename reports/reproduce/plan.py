@@ -96,7 +96,6 @@ def cpu_stages(s: dict, out: Path) -> list[Stage]:
     on disk were made with these settings. Every stage runs with `out` as its working directory and names its
     files relative to it, so configs, summaries and the report hold no machine paths (evals.portable)."""
     from tbrm.config import ConfigError, load_config
-    from tbrm.data import heldout_sets
     from tbrm.trainer import check_run_config, checkpoints
 
     rel = lambda p: os.path.relpath(p, out)  # noqa: E731
@@ -115,20 +114,26 @@ def cpu_stages(s: dict, out: Path) -> list[Stage]:
 
     stages: list[Stage] = []
     n_held = s["heldout_problems"]
-    data_file = out / "data" / f"arith-heldout-{n_held}.jsonl"
+    held, data_file = _heldout_file(s, first, out)
+    rows = [{"id": p.id, "problem": p.problem, "answer": p.answer} for p in held]
 
     def write_heldout() -> None:
-        from dataclasses import replace
-
         from evals.io import atomic_write_jsonl
 
-        task = replace(first, eval_problems=n_held, heldout_size=s["heldout_size"],
-                       arith_digits=s["heldout_digits"] or first.arith_digits)
-        problems = heldout_sets(task)["heldout"]
-        atomic_write_jsonl(data_file, ({"id": p.id, "problem": p.problem, "answer": p.answer} for p in problems))
+        atomic_write_jsonl(data_file, rows)
+
+    def heldout_done() -> bool:
+        from evals.io import read_jsonl
+
+        if not data_file.is_file():
+            return False
+        if read_jsonl(data_file, torn_tail="skip") != rows:
+            raise ValueError(f"{data_file} holds other held-out problems than this preset draws (heldout_size="
+                             f"{s['heldout_size']}, digits {held_digits(s, first)}); use a new --out")
+        return True
 
     stages.append(Stage(f"write {n_held} held-out arithmetic problems", func=write_heldout,
-                        done=data_file.is_file, outputs=[data_file]))
+                        done=heldout_done, outputs=[data_file]))
 
     thr = ["--threads", str(s["threads"])] if s["threads"] else []
     # stages show their own bars (step, reward, ETA, seq/s); side by side (--jobs) they log lines instead
@@ -155,7 +160,9 @@ def cpu_stages(s: dict, out: Path) -> list[Stage]:
             _offline_config(recipe, overrides + extra, out)
         run = out / "train" / name
         final = run / f"checkpoint-{cfg.steps}"
-        check_run_config(run, cfg, hint=f"use a new --out or delete {run}")
+        # the run's evaluations go with it: kept, they would count its training as done (see _trained)
+        check_run_config(run, cfg, hint=f"use a new --out, or delete {run} and its evaluations "
+                                        f"{out / 'evals' / name}-step*")
         later = [p.name for n, p in checkpoints(run) if n > cfg.steps]
         if later and not final.is_dir():
             raise ConfigError(f"{run} was trained further ({', '.join(later)}) and its {final.name} was rotated "
@@ -168,7 +175,7 @@ def cpu_stages(s: dict, out: Path) -> list[Stage]:
             f"train {method} ({recipe}, {what}seed {k}, {cfg.steps} steps x {cfg.prompts_per_step} prompts)",
             argv=["train", "--recipe", recipe, "--out", rel(run), *quiet, *overrides, *extra],
             done=lambda run=run, n=cfg.steps, key=f"{name}-step{cfg.steps}": (
-                any(i >= n for i, _ in checkpoints(run)) or _evaluated(eval_stages.get(key, []))),
+                any(i >= n for i, _ in checkpoints(run)) or (_trained(run, n) and _evaluated(eval_stages.get(key, [])))),
             outputs=[run],
             needs=[out / cfg.offline_trajectories] if cfg.offline_trajectories else []))
         trained.append((f"{name}-step{cfg.steps}", final))
@@ -184,7 +191,9 @@ def cpu_stages(s: dict, out: Path) -> list[Stage]:
                          s["math500_max_new_tokens"], {"benchmarks": ["math500"], "limit": s["math500_limit"]}))
         for bench, args, max_new, expect in jobs:
             size = n_held if bench == "heldout" else s["math500_limit"]
-            run = out / "evals" / f"{key}-{bench}-{size}"  # presets sharing DIR evaluate different slices
+            # presets sharing DIR evaluate different slices: named by the problems they score
+            tag = data_file.stem.removeprefix("arith-") if bench == "heldout" else f"{bench}-{size}"
+            run = out / "evals" / f"{key}-{tag}"
             expect = {**expect, "model": model, "max_new_tokens": max_new}
             evals.append(run)
             eval_stages.setdefault(key, []).append(Stage(f"evaluate {key} on {bench} ({size} problems, {max_new} new tokens)",
@@ -212,6 +221,36 @@ def cpu_stages(s: dict, out: Path) -> list[Stage]:
                                                   f"{seeds_txt}", *declared],
                         outputs=[report / "report.md", report / "report.html"], needs=evals + trains))
     return stages
+
+
+def _trained(run: Path, steps: int) -> bool:
+    """The run folder records a training that reached `steps` (its metrics), whether or not its weights remain."""
+    from evals.io import read_jsonl
+
+    return any(r.get("step", -1) >= steps for r in read_jsonl(run / "metrics.jsonl", torn_tail="skip"))
+
+
+def held_digits(s: dict, cfg) -> list[int]:
+    return list(s["heldout_digits"] or cfg.arith_digits)
+
+
+def _heldout_file(s: dict, cfg, out: Path) -> tuple[list, Path]:
+    """The held-out problems of the settings `s` (the first `heldout_problems` of a pool of `heldout_size` over
+    the digit counts), and their file: named by all three, so presets that share DIR but draw other problems
+    write other files. A file of runs made before that named it by its size alone is kept when it holds exactly
+    these problems."""
+    from dataclasses import replace
+
+    from evals.io import read_jsonl
+    from tbrm.data import heldout_sets
+
+    n, size, digits = s["heldout_problems"], s["heldout_size"], held_digits(s, cfg)
+    task = replace(cfg, eval_problems=n, heldout_size=size, arith_digits=digits)
+    problems = heldout_sets(task)["heldout"]
+    legacy = out / "data" / f"arith-heldout-{n}.jsonl"
+    if legacy.is_file() and [r.get("id") for r in read_jsonl(legacy, torn_tail="skip")] == [p.id for p in problems]:
+        return problems, legacy
+    return problems, out / "data" / f"arith-heldout-{n}-of-{size}-d{''.join(map(str, digits))}.jsonl"
 
 
 def _evaluated(evals: list[Stage]) -> bool:
@@ -309,14 +348,28 @@ def _same_setting(key: str, recorded: Any, expected: Any, out: Path) -> bool:
 
 
 def _eval_done(run: Path, expect: dict) -> bool:
+    """The evaluation in `run` is complete and was made with the settings `expect`, of the weights the model
+    folder holds now (summary.json's fingerprint; a folder that is gone, as a weightless finished run, is not
+    checked). Settings or weights that differ are an error that names the folder to delete."""
+    from evals.models import fingerprint
+
     summary = run / "summary.json"
     if not summary.is_file():
         return False
-    cfg = json.loads(summary.read_text()).get("config", {})
+    doc = json.loads(summary.read_text())
+    cfg = doc.get("config", {})
     out = run.parent.parent  # DIR/evals/<run>
     diff = {k: (cfg.get(k), v) for k, v in expect.items() if not _same_setting(k, cfg.get(k), v, out)}
     if diff:
         raise ValueError(f"{summary} was made with other settings ({diff}); use a new --out or delete {run}")
+    model = out / expect["model"] if "model" in expect else None
+    recorded = doc.get("fingerprint") or {}
+    if model is not None and model.is_dir() and recorded.get("kind") == "local":
+        now = fingerprint(str(model))
+        if now.get("sha256_sample") != recorded.get("sha256_sample"):
+            raise ValueError(f"{summary} scored other weights than {expect['model']} holds now (fingerprint "
+                             f"{recorded.get('sha256_sample')}, now {now.get('sha256_sample')}: it was trained "
+                             f"again); delete {run} to evaluate these weights")
     return True
 
 
