@@ -56,7 +56,7 @@ def add_parsers(sub) -> None:
                         "the only one)")
     p.set_defaults(func=_run_report)
 
-    from reports.reproduce import add_parser as add_reproduce
+    from reports.reproduce.cli import add_parser as add_reproduce
 
     add_reproduce(sub)
 
