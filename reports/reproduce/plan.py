@@ -95,7 +95,9 @@ def cpu_stages(s: dict, out: Path) -> list[Stage]:
     """The plan, validated before anything runs: configs load, the prompt budget is equal, and outputs already
     on disk were made with these settings. Every stage runs with `out` as its working directory and names its
     files relative to it, so configs, summaries and the report hold no machine paths (evals.portable)."""
-    from tbrm.config import ConfigError, load_config
+    from baselines.registry import method_label as registry_label
+    from baselines.registry import validate as validate_algorithm
+    from tbrm.config import ConfigError, load_config, to_dict
     from tbrm.data import heldout_sets
     from tbrm.trainer import check_run_config, checkpoints
 
@@ -160,7 +162,8 @@ def cpu_stages(s: dict, out: Path) -> list[Stage]:
         if later and not final.is_dir():
             raise ConfigError(f"{run} was trained further ({', '.join(later)}) and its {final.name} was rotated "
                               f"away; use --steps with one of those, or a new --out")
-        method = f"{cfg.algorithm.upper()}{'-Vref' if cfg.subtract_ref_value else ''} n={cfg.rollouts_per_prompt}"
+        validate_algorithm(cfg)  # the algorithm's own checks, before any stage runs
+        method = registry_label(to_dict(cfg))  # as the report will name the run
         what = f"off-policy from {Path(cfg.offline_trajectories).name}, " if cfg.offline_trajectories else ""
         if not cfg.offline_trajectories:
             methods.add(method)
