@@ -45,6 +45,8 @@ VAL_FILE = "data/val.parquet"
 CHECKPOINT_DIR = "checkpoints"
 MAX_PROMPT_LENGTH = 1024  # DAPO-Math-17k prompts with the Qwen-math system prompt fit; longer ones are dropped
 PLUGIN_MODULE = "tbrm_verl.plugin"
+# algorithms verl_overrides maps onto verl; any other is refused, never run as another method
+VERL_MAPPED = ("tbrm", "grpo", "ppo")
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,9 @@ def _unsupported(cfg: TrainConfig) -> list[str]:
     if cfg.algorithm == "tbrm" and cfg.temperature != 1.0:
         problems.append(f"temperature={cfg.temperature}: TBRM's Q-values are the raw logits and verl divides the "
                         "logits by the rollout temperature, so TBRM on verl needs temperature=1.0")
+    if cfg.algorithm not in VERL_MAPPED:
+        problems.append(f"algorithm={cfg.algorithm}: no mapping onto verl's estimator and loss yet (mapped: "
+                        f"{', '.join(VERL_MAPPED)})")
     if cfg.algorithm == "ppo" and not cfg.whiten_advantages:
         problems.append("whiten_advantages=False: verl's GAE always whitens advantages")
     return problems
