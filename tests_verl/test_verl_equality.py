@@ -211,13 +211,3 @@ def test_reference_resets_every_k_steps_by_hand():
     algo.cfg = TrainConfig()
     assert not any(algo.reset_reference(s) for s in range(1, 11))
 
-
-@pytest.mark.parametrize("algorithm", ["rloo", "reinforcepp", "reinforcepp-baseline", "dapo", "gspo"])
-def test_tbrm_verl_refuses_methods_it_does_not_map_yet(algorithm):
-    """`tbrm verl` maps TBRM, GRPO and PPO; a newer method is refused by name, never launched as PPO."""
-    from tbrm.config import ConfigError, load_config
-    from tbrm_verl.recipes import verl_overrides
-
-    cfg = load_config("paper-grpo-n4-qwen1.5b", [f"algorithm={algorithm}"])
-    with pytest.raises(ConfigError, match=f"algorithm={algorithm}: no mapping"):
-        verl_overrides(cfg, "x")
