@@ -197,9 +197,8 @@ def train_config(recipe: str | None = None, overrides: Sequence[str] | Mapping[s
         lines = list(overrides)
     from baselines.registry import validate
 
-    cfg = load_config(recipe, lines, {k: _plain(v) for k, v in settings.items()})
-    validate(cfg)  # the algorithm's own checks (its class declares them)
-    return cfg
+    # the algorithm's own checks (its class declares them), then the shared ones
+    return load_config(recipe, lines, {k: _plain(v) for k, v in settings.items()}, check_algorithm=validate)
 
 
 def train(recipe: str | None = None, *, out: PathLike, overrides: Sequence[str] | Mapping[str, Any] | None = None,

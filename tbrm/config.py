@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional
 
 RECIPES_DIR = Path(__file__).parent / "recipes"
 # The policy-gradient losses' reductions (baselines.grpo_loss): every token weighs the same (verl's and DAPO's
@@ -203,9 +203,11 @@ def recipe_path(name: str) -> Path:
 
 
 def load_config(recipe: str | None = None, overrides: list[str] | None = None,
-                settings: Mapping[str, Any] | None = None) -> TrainConfig:
+                settings: Mapping[str, Any] | None = None,
+                check_algorithm: Callable[[TrainConfig], Any] | None = None) -> TrainConfig:
     """Recipe YAML (optional) + `key=value` overrides + `settings` ({field: value}, from the Python API; applied
-    last) -> a validated TrainConfig."""
+    last) -> a validated TrainConfig. `check_algorithm` (the registry's `baselines.registry.validate`, passed by the
+    layers above the algorithms) checks the settings against the algorithm first, then `validate` the rest."""
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
@@ -232,6 +234,8 @@ def load_config(recipe: str | None = None, overrides: list[str] | None = None,
         raise
     except OmegaConfBaseException as e:
         raise ConfigError(_omegaconf_message(e)) from None
+    if check_algorithm is not None:
+        check_algorithm(cfg)
     validate(cfg)
     return cfg
 

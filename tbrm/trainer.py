@@ -86,6 +86,16 @@ def check_resumed_sampler(run_dir: Path, cfg: TrainConfig, engine: str) -> None:
                           f"generation_batch_size={old_size}, or use a new run directory")
 
 
+def take_groups(kept: list, rows: list, keep: list[bool], n: int, want: int) -> None:
+    """Dynamic sampling's refill: append to `kept` the rows of the groups `keep` marks (group g is rows
+    [g*n, (g+1)*n), the rollouts of one prompt), in order, until `kept` holds `want` groups."""
+    if len(rows) != n * len(keep):
+        raise ValueError(f"{len(rows)} rows are not {len(keep)} groups of {n}")
+    for g, k in enumerate(keep):
+        if k and len(kept) < want * n:
+            kept += rows[g * n:(g + 1) * n]
+
+
 def _peak_memory_gb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**30
@@ -273,13 +283,9 @@ class Trainer:
             prompt_ids, response_ids, rewards, _, info = first if refill == 0 else self.rollouts(step, refill)
             rounds, sampled = refill, sampled + len(rewards) // n
             tokens, seconds = tokens + info["gen_tokens"], seconds + info["gen_seconds"]
-            keep = self.algo.keep_groups(torch.tensor(rewards)).tolist()
             lps = info["engine_logprobs"] or [None] * len(rewards)
-            for g, k in enumerate(keep):
-                if k and len(kept) < want * n:
-                    rows = range(g * n, (g + 1) * n)
-                    kept += [(prompt_ids[i], response_ids[i], rewards[i], info["truncated"][i], info["correct"][i],
-                              info["lenient"][i], lps[i]) for i in rows]
+            rows = list(zip(prompt_ids, response_ids, rewards, info["truncated"], info["correct"], info["lenient"], lps))
+            take_groups(kept, rows, self.algo.keep_groups(torch.tensor(rewards)).tolist(), n, want)
             if len(kept) >= want * n:
                 break
         stats = {"dapo/refill_rounds": rounds, "dapo/refill_prompts": (sampled - want),

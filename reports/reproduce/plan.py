@@ -103,7 +103,7 @@ def cpu_stages(s: dict, out: Path) -> list[Stage]:
 
     rel = lambda p: os.path.relpath(p, out)  # noqa: E731
     overrides = train_overrides(s)
-    cfgs = {r: load_config(r, overrides) for r in s["recipes"]}
+    cfgs = {r: load_config(r, overrides, check_algorithm=validate_algorithm) for r in s["recipes"]}
     budgets = {r: (c.prompts_per_step, c.steps) for r, c in cfgs.items()}
     if len(set(budgets.values())) > 1:
         raise ConfigError(f"unequal prompt budgets (prompts_per_step, steps): {budgets}")
@@ -162,7 +162,6 @@ def cpu_stages(s: dict, out: Path) -> list[Stage]:
         if later and not final.is_dir():
             raise ConfigError(f"{run} was trained further ({', '.join(later)}) and its {final.name} was rotated "
                               f"away; use --steps with one of those, or a new --out")
-        validate_algorithm(cfg)  # the algorithm's own checks, before any stage runs
         method = registry_label(to_dict(cfg))  # as the report will name the run
         what = f"off-policy from {Path(cfg.offline_trajectories).name}, " if cfg.offline_trajectories else ""
         if not cfg.offline_trajectories:
