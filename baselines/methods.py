@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import torch
 
-from baselines.grpo import PG_SETTINGS, PolicyGradient
+from baselines.grpo import GRPO, PG_SETTINGS, PolicyGradient
 from baselines.grpo_loss import grpo_advantages
 from baselines.pg_losses import (
     groups_with_signal,
@@ -110,18 +110,13 @@ class DAPO(PolicyGradient):
         return grpo_advantages(rewards, cfg.rollouts_per_prompt, scale_by_std=cfg.scale_adv_by_std), metrics
 
 
-class GSPO(PolicyGradient):
+class GSPO(GRPO):
     """GSPO (arXiv 2507.18071): GRPO's group advantages with one importance ratio per sequence (the geometric mean
     of its token ratios), clipped per sequence in [1 − clip_eps_low, 1 + clip_eps_high]."""
 
     name = "gspo"
     label = "GSPO"
     paper = "Zheng et al. 2025, arXiv 2507.18071"
-    min_rollouts = 2
-
-    def advantages(self, batch):
-        return grpo_advantages(batch.rewards, self.cfg.rollouts_per_prompt,
-                               scale_by_std=self.cfg.scale_adv_by_std), {}
 
     def loss(self, mb, out):
         old = mb.extra.get("old_logprobs", out.logprobs.detach())
