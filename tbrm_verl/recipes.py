@@ -201,7 +201,9 @@ def _policy_gradient_overrides(cfg: TrainConfig, A: str) -> list[str]:
         f"{A}.entropy_coeff=0", f"{A}.loss_agg_mode={cfg.loss_agg}", "critic.enable=false",
     ]
     if cfg.algorithm == "dapo" and cfg.dynamic_sampling:
-        o += ["algorithm.filter_groups.enable=true", "algorithm.filter_groups.metric=reward",
+        # filter on the verifier's verdict (tbrm_verl.reward's `acc`), as the shared loop filters on the reward before
+        # the overlong penalty and DAPO filters on accuracy; verl's "reward" would include that penalty
+        o += ["algorithm.filter_groups.enable=true", "algorithm.filter_groups.metric=acc",
               f"algorithm.filter_groups.max_num_gen_batches={cfg.dynamic_sampling_rounds + 1}"]
     if cfg.algorithm == "dapo" and cfg.overlong_buffer:
         o += ["reward.reward_manager.name=dapo", f"+reward.reward_kwargs.max_resp_len={cfg.max_new_tokens}",

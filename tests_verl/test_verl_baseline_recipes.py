@@ -49,6 +49,7 @@ def test_verl_recipe_maps_the_method_onto_verls_estimator_and_loss(recipe, tiny_
     if cfg.algorithm == "dapo":
         fg = omega_conf_to_dataclass(config.algorithm.filter_groups)
         assert fg.enable == cfg.dynamic_sampling and fg.max_num_gen_batches == cfg.dynamic_sampling_rounds + 1
+        assert fg.metric == "acc"  # the verifier's verdict, which the reward hook logs under that name
         assert config.reward.reward_manager.name == "dapo"
         ob = config.reward.reward_kwargs.overlong_buffer_cfg
         assert ob.enable and ob.len == cfg.overlong_buffer and ob.penalty_factor == cfg.overlong_penalty_factor
@@ -60,6 +61,7 @@ def test_verl_recipe_maps_the_method_onto_verls_estimator_and_loss(recipe, tiny_
 
         manager = DAPORewardManager(config, AutoTokenizer.from_pretrained(tiny_chat_model_dir), built["reward_fn"])
         assert manager.overlong_buffer_cfg.len == cfg.overlong_buffer and manager.max_resp_len == cfg.max_new_tokens
+        assert "acc" in built["reward_fn"](data_source="t", solution_str="\\boxed{2}", ground_truth="2", extra_info={})
 
 
 def test_verl_refuses_dapo_overlong_filtering():
