@@ -91,7 +91,10 @@ class TrainConfig:
     # Costs nothing extra (the reference forward already computes V_ref). False = the TBRM paper's objective.
     subtract_ref_value: bool = fixed(False)
     # ReVal's other changes to TBRM (arXiv 2603.23355; its TBRM re-run, Table 1, is below GRPO and the paper
-    # attributes part of that to what these fix). Each is off by default, i.e. the TBRM paper's objective.
+    # attributes part of that to what these fix). Each is off by default, i.e. the TBRM paper's objective. The
+    # definitions below follow issue 26's account of the paper; the section each comes from is not cited because
+    # the paper's text was not at hand when they were written (a reviewer with it should add the section numbers,
+    # and check the exact form of the length-scaled beta, which is this suite's reading).
     # center_rewards: r_i - mean of its prompt's group inside the residual (n >= 2), so a wrong answer in a group
     # that has right ones gets a negative target and pushes its own probability down, instead of only being pulled
     # toward the reference (its target with r = 0 is the reference itself).
