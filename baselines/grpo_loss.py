@@ -68,10 +68,14 @@ def kl_k3(logprobs: Tensor, ref_logprobs: Tensor) -> Tensor:
 
 
 def clipped_surrogate(logprobs: Tensor, old_logprobs: Tensor, advantages: Tensor,
-                      clip_eps: float) -> tuple[Tensor, Tensor, Tensor]:
+                      clip_eps: float, clip_eps_high: float | None = None) -> tuple[Tensor, Tensor, Tensor]:
     """PPO's clipped surrogate per token (arXiv 1707.06347 eq. 7), the policy-gradient term of GRPO and PPO.
 
-        ρ = exp(lp − old_lp),   ℓ = max(−A·ρ, −A·clip(ρ, 1−ε, 1+ε))   (= −min of the two surrogates)
+        ρ = exp(lp − old_lp),   ℓ = max(−A·ρ, −A·clip(ρ, 1−ε_low, 1+ε_high))   (= −min of the two surrogates)
+
+    ε_low = `clip_eps`; ε_high = `clip_eps_high` (None: the symmetric clip; DAPO's "clip-higher" raises it,
+    arXiv 2503.14476 §3.1). verl's ``compute_policy_loss_vanilla`` with ``clip_ratio_c`` above every ratio (its
+    dual clip never active) is this function (tests_verl/test_verl_equality.py).
 
     The log-ratio is clamped to ±`_MAX_LOG_RATIO` first, so one runaway token cannot make the loss inf/nan.
 
@@ -89,7 +93,8 @@ def clipped_surrogate(logprobs: Tensor, old_logprobs: Tensor, advantages: Tensor
     log_ratio = (logprobs.float() - old_logprobs.detach().float()).clamp(-_MAX_LOG_RATIO, _MAX_LOG_RATIO)
     ratio = torch.exp(log_ratio)
     unclipped = -adv * ratio
-    clipped = -adv * torch.clamp(ratio, 1.0 - clip_eps, 1.0 + clip_eps)
+    high = clip_eps if clip_eps_high is None else clip_eps_high
+    clipped = -adv * torch.clamp(ratio, 1.0 - clip_eps, 1.0 + high)
     return torch.maximum(unclipped, clipped), ratio, clipped > unclipped
 
 
@@ -98,6 +103,9 @@ def _aggregate(loss_mat: Tensor, mask: Tensor, loss_agg: str, max_len: int | Non
     if loss_agg == "token-mean":
         # every token in the batch weighs the same (DAPO / verl default)
         return masked_mean(loss_mat, mask)
+    if loss_agg == "seq-mean-token-mean":
+        # every sequence weighs the same, its tokens averaged (GRPO's 1/|o_i| Σ_t; GSPO's default in verl)
+        return (masked_sum(loss_mat, mask, dim=-1) / mask.sum(-1).clamp(min=1)).mean()
     if loss_agg == "seq-mean-token-sum-norm":
         # Dr. GRPO: Σ_t instead of 1/|o_i| Σ_t, divided by a CONSTANT max generation length so the step
         # size does not depend on the batch's lengths; mean over sequences (as TRL's loss_type="dr_grpo").
@@ -117,6 +125,8 @@ def grpo_loss(
     kl_coef: float = 0.001,
     loss_agg: str = "token-mean",
     max_len: int | None = None,
+    clip_eps_high: float | None = None,
+    prefix: str = "grpo",
 ) -> tuple[Tensor, dict[str, float]]:
     """GRPO clipped surrogate plus k3 KL to the reference (arXiv 2402.03300 eq. 3).
 
@@ -132,12 +142,15 @@ def grpo_loss(
         old_logprobs: ``[B, T]`` log π_old at sampling time (constant; equal to logprobs.detach() on the
             first update of a fresh batch, so ρ = 1 there).
         ref_logprobs: ``[B, T]`` log π_ref, or None when ``kl_coef == 0``.
-        advantages: ``[B]`` from ``grpo_advantages`` (constant).
+        advantages: ``[B]`` from ``grpo_advantages`` (one per sequence), or ``[B, T]`` per token (REINFORCE++,
+            whose returns carry a per-token KL penalty) (constant).
         mask: ``[B, T]`` 1.0 real response token, 0.0 padding.
-        clip_eps: ε of the ratio clip.
+        clip_eps: ε of the ratio clip (its lower side when `clip_eps_high` is given).
         kl_coef: weight of the KL term (paper recipe: 0.001).
         loss_agg: see above.
         max_len: the constant divisor for Dr. GRPO's aggregation.
+        clip_eps_high: upper side of the ratio clip (None: `clip_eps`; DAPO: 0.28).
+        prefix: the metrics' prefix (the method's name: the same loss trains RLOO, REINFORCE++ and DAPO).
 
     Returns:
         ``(loss, metrics)``; metrics: ``grpo/pg_loss`` (aggregated surrogate alone), ``grpo/clip_frac``
@@ -155,15 +168,18 @@ def grpo_loss(
     for name, t in (("old_logprobs", old_logprobs), ("ref_logprobs", ref_logprobs), ("mask", mask)):
         if t is not None and t.shape != logprobs.shape:
             raise ValueError(f"{name} {tuple(t.shape)} must match logprobs {tuple(logprobs.shape)}")
-    if advantages.shape != logprobs.shape[:1]:
-        raise ValueError(f"advantages must be [B] = [{logprobs.shape[0]}], got {tuple(advantages.shape)}")
+    if advantages.shape not in (logprobs.shape[:1], logprobs.shape):
+        raise ValueError(f"advantages must be [B] = [{logprobs.shape[0]}] or [B, T] = {list(logprobs.shape)}, "
+                         f"got {tuple(advantages.shape)}")
     if loss_agg not in LOSS_AGG_MODES:
         raise ValueError(f"unknown loss_agg {loss_agg!r}; expected one of {LOSS_AGG_MODES}")
 
     lp = logprobs.float()
     mask = mask.float()
-    adv = advantages.detach().float().unsqueeze(-1)  # [B, 1]: one outcome advantage for every token
-    pg_tok, ratio, clipped = clipped_surrogate(lp, old_logprobs, adv, clip_eps)  # [B, T] each
+    adv = advantages.detach().float()
+    if adv.dim() == 1:
+        adv = adv.unsqueeze(-1)  # [B, 1]: one outcome advantage for every token
+    pg_tok, ratio, clipped = clipped_surrogate(lp, old_logprobs, adv, clip_eps, clip_eps_high)  # [B, T] each
 
     loss_tok = pg_tok
     kl_tok = None
@@ -175,11 +191,12 @@ def grpo_loss(
 
     with torch.no_grad():
         metrics = {
-            "grpo/pg_loss": _aggregate(pg_tok.detach(), mask, loss_agg, max_len).item(),
-            "grpo/clip_frac": masked_mean(clipped.float(), mask).item(),
-            "grpo/ratio_mean": masked_mean(ratio.detach(), mask).item(),
-            "grpo/advantage_abs_mean": adv.abs().mean().item(),
+            f"{prefix}/pg_loss": _aggregate(pg_tok.detach(), mask, loss_agg, max_len).item(),
+            f"{prefix}/clip_frac": masked_mean(clipped.float(), mask).item(),
+            f"{prefix}/ratio_mean": masked_mean(ratio.detach(), mask).item(),
+            f"{prefix}/advantage_abs_mean": (adv.abs().mean() if adv.shape[1] == 1
+                                             else masked_mean(adv.abs(), mask)).item(),
         }
         if kl_tok is not None:
-            metrics["grpo/kl"] = masked_mean(kl_tok.detach(), mask).item()
+            metrics[f"{prefix}/kl"] = masked_mean(kl_tok.detach(), mask).item()
     return loss, metrics

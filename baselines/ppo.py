@@ -38,6 +38,9 @@ class Critic(nn.Module):
 
 class PPO(Algorithm):
     name = "ppo"
+    label = "PPO"
+    paper = "Schulman et al. 2017, arXiv 1707.06347"
+    own_settings = ("critic_lr", "value_clip", "gae_lambda", "whiten_advantages")
     token_weighted = True
     tempered_logprobs = True
 

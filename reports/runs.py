@@ -19,7 +19,6 @@ from typing import Any
 
 from evals.io import CorruptFileError, read_json, read_jsonl_numbered
 
-ALGORITHM_NAMES = {"tbrm": "TBRM", "grpo": "GRPO", "ppo": "PPO"}
 
 
 @dataclass
@@ -110,13 +109,13 @@ class TrainRun:
 
 
 def method_label(train_config: dict, where: Path) -> str:
-    algo = train_config.get("algorithm")
-    n = train_config.get("rollouts_per_prompt")
-    if algo not in ALGORITHM_NAMES or not isinstance(n, int):
-        raise ValueError(f"{where}: needs 'algorithm' (tbrm/grpo/ppo) and an integer 'rollouts_per_prompt', "
-                         f"got {algo!r} and {n!r}")
-    name = ALGORITHM_NAMES[algo] + ("-Vref" if train_config.get("subtract_ref_value") else "")  # ReVal's fix
-    label = f"{name} n={n}"
+    from baselines.registry import algorithms, method_label as registry_label
+
+    label = registry_label(train_config)  # the algorithm's class names its method and variant (ReVal's options)
+    if label is None:
+        raise ValueError(f"{where}: needs 'algorithm' ({'/'.join(algorithms())}) and an integer "
+                         f"'rollouts_per_prompt', got {train_config.get('algorithm')!r} and "
+                         f"{train_config.get('rollouts_per_prompt')!r}")
     if train_config.get("offline_trajectories"):  # off-policy TBRM: which fixed file it learned from
         label += f" off-policy ({Path(str(train_config['offline_trajectories'])).stem})"
     return label

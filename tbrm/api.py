@@ -31,14 +31,12 @@ PathLike = typing.Union[str, "os.PathLike[str]"]
 
 
 def algorithms() -> dict[str, type[Algorithm]]:
-    """Every algorithm the shared loop trains, by the name `TrainConfig.algorithm` gives it (imported on use:
-    `tbrm --help` loads no torch). The training core sits below `baselines/`, so the loop receives the class of
-    the algorithm to train instead of looking it up."""
-    from baselines.grpo import GRPO
-    from baselines.ppo import PPO
-    from tbrm.algorithm import TBRM
+    """Every algorithm the shared loop trains, by the name `TrainConfig.algorithm` gives it: the one registry,
+    `baselines.registry` (imported on use: `tbrm --help` loads no torch). The training core sits below
+    `baselines/`, so the loop receives the class of the algorithm to train instead of looking it up."""
+    from baselines.registry import algorithms as registered
 
-    return {a.name: a for a in (TBRM, GRPO, PPO)}
+    return registered()
 
 
 def make_algorithm(cfg, policy, device) -> Algorithm:
@@ -197,7 +195,10 @@ def train_config(recipe: str | None = None, overrides: Sequence[str] | Mapping[s
         raise TypeError("train(overrides=...) takes a list of 'key=value' strings or a dict, not one string")
     elif overrides is not None:
         lines = list(overrides)
-    return load_config(recipe, lines, {k: _plain(v) for k, v in settings.items()})
+    from baselines.registry import validate
+
+    # the algorithm's own checks (its class declares them), then the shared ones
+    return load_config(recipe, lines, {k: _plain(v) for k, v in settings.items()}, check_algorithm=validate)
 
 
 def train(recipe: str | None = None, *, out: PathLike, overrides: Sequence[str] | Mapping[str, Any] | None = None,

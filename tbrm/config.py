@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from dataclasses import MISSING, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional
 
 RECIPES_DIR = Path(__file__).parent / "recipes"
-ALGORITHMS = ("tbrm", "grpo", "ppo")
-# GRPO's loss reductions (baselines.grpo_loss): every token weighs the same, or Dr. GRPO's per-sequence token sums
-# divided by the constant max_new_tokens
-LOSS_AGG_MODES = ("token-mean", "seq-mean-token-sum-norm")
+# The policy-gradient losses' reductions (baselines.grpo_loss): every token weighs the same (verl's and DAPO's
+# token-mean), Dr. GRPO's per-sequence token sums divided by the constant max_new_tokens, or every sequence the same
+# with its tokens averaged (GSPO's seq-mean-token-mean)
+LOSS_AGG_MODES = ("token-mean", "seq-mean-token-sum-norm", "seq-mean-token-mean")
 
 
 class ConfigError(ValueError):
@@ -90,6 +90,22 @@ class TrainConfig:
     # the reference policy is a fixed point (plain TBRM's residual there is V_ref(s_1) != 0 and moves the policy).
     # Costs nothing extra (the reference forward already computes V_ref). False = the TBRM paper's objective.
     subtract_ref_value: bool = fixed(False)
+    # ReVal's other changes to TBRM (arXiv 2603.23355; its TBRM re-run, Table 1, is below GRPO and the paper
+    # attributes part of that to what these fix). Each is off by default, i.e. the TBRM paper's objective. The
+    # definitions below follow issue 26's account of the paper; the section each comes from is not cited because
+    # the paper's text was not at hand when they were written (a reviewer with it should add the section numbers,
+    # and check the exact form of the length-scaled beta, which is this suite's reading).
+    # center_rewards: r_i - mean of its prompt's group inside the residual (n >= 2), so a wrong answer in a group
+    # that has right ones gets a negative target and pushes its own probability down, instead of only being pulled
+    # toward the reference (its target with r = 0 is the reference itself).
+    center_rewards: bool = fixed(False)
+    # ref_reset_every: K > 0 makes the reference the current policy every K steps (at the start of steps K+1,
+    # 2K+1, ...): the KL anchor follows the policy, so later steps are not held back by the initial model (ReVal:
+    # every 200 steps worked best). 0 = the initial policy for the whole run (the paper).
+    ref_reset_every: int = fixed(0)
+    # beta_length_scaled: per-trajectory beta_i = beta * |y_i| / max_new_tokens, so the target r/beta_i grows as the
+    # response gets shorter and the summed log-ratio (which grows with length) and the target stay on one scale.
+    beta_length_scaled: bool = fixed(False)
 
     # --- GRPO (Shao et al. 2024, arXiv 2402.03300) / Dr. GRPO (Liu et al. 2025, arXiv 2503.20783) -------------
     clip_eps: float = fixed(0.2)  # paper: 0.2 (GRPO and PPO ratio clip)
@@ -97,6 +113,25 @@ class TrainConfig:
     scale_adv_by_std: bool = fixed(True)  # False = Dr. GRPO's unbiased advantage (no per-group std division)
     loss_agg: str = fixed("token-mean")  # token-mean | seq-mean-token-sum-norm (Dr. GRPO: sum / max_new_tokens)
     policy_epochs: int = fixed(1)  # optimiser passes over each rollout batch (GRPO/PPO); >1 makes the ratio clip bite
+    # Asymmetric ratio clip [1 - clip_eps_low, 1 + clip_eps_high] of the policy-gradient methods (GRPO, RLOO,
+    # REINFORCE++, DAPO, GSPO); None = clip_eps. DAPO's clip-higher (arXiv 2503.14476 Sec. 3.1): 0.2 / 0.28; GSPO's
+    # sequence-ratio band (arXiv 2507.18071 Sec. 5.1): 3e-4 / 4e-4.
+    clip_eps_low: Optional[float] = fixed(None)
+    clip_eps_high: Optional[float] = fixed(None)
+
+    # --- DAPO (Yu et al. 2025, arXiv 2503.14476) ---------------------------------------------------------------
+    # Dynamic sampling (Sec. 3.2): drop groups whose rollouts all got the same reward (zero advantage, no gradient)
+    # and sample fresh prompts to refill the batch, up to this many extra rounds per step; a batch still short
+    # after them trains on the groups it has (logged: dapo/refill_rounds, dapo/refill_prompts, dapo/groups_kept).
+    dynamic_sampling: bool = fixed(False)
+    dynamic_sampling_rounds: int = fixed(3)
+    # Overlong reward shaping (Sec. 3.4): overlong_buffer = L_cache > 0 adds a soft length penalty, 0 up to
+    # max_new_tokens - L_cache, then falling linearly to -overlong_penalty_factor at max_new_tokens (0 = off).
+    overlong_buffer: int = fixed(0)
+    overlong_penalty_factor: float = fixed(1.0)
+    # Overlong filtering (Sec. 3.4): truncated responses contribute no loss at all (their reward says nothing
+    # about their answer).
+    mask_truncated: bool = fixed(False)
 
     # --- PPO (Schulman et al. 2017; critic + GAE) ----------------------------------------------------------------
     critic_lr: float = fixed(1e-5)  # paper: 1e-5 (actor 1e-6)
@@ -171,9 +206,11 @@ def recipe_path(name: str) -> Path:
 
 
 def load_config(recipe: str | None = None, overrides: list[str] | None = None,
-                settings: Mapping[str, Any] | None = None) -> TrainConfig:
+                settings: Mapping[str, Any] | None = None,
+                check_algorithm: Callable[[TrainConfig], Any] | None = None) -> TrainConfig:
     """Recipe YAML (optional) + `key=value` overrides + `settings` ({field: value}, from the Python API; applied
-    last) -> a validated TrainConfig."""
+    last) -> a validated TrainConfig. `check_algorithm` (the registry's `baselines.registry.validate`, passed by the
+    layers above the algorithms) checks the settings against the algorithm first, then `validate` the rest."""
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
@@ -200,6 +237,8 @@ def load_config(recipe: str | None = None, overrides: list[str] | None = None,
         raise
     except OmegaConfBaseException as e:
         raise ConfigError(_omegaconf_message(e)) from None
+    if check_algorithm is not None:
+        check_algorithm(cfg)
     validate(cfg)
     return cfg
 
@@ -214,27 +253,12 @@ def _omegaconf_message(e: Exception) -> str:
 
 
 def validate(cfg: TrainConfig) -> None:
+    """The checks every algorithm shares. What one algorithm needs (its rollouts per prompt, its reference, the
+    settings only it reads) is declared with its class and checked by the registry (`baselines.registry.validate`,
+    which `tbrm.api.train` runs), since the algorithms are built on this module."""
     def bad(msg):
         raise ConfigError(msg)
 
-    if cfg.algorithm not in ALGORITHMS:
-        bad(f"unknown algorithm {cfg.algorithm!r}; choose one of {', '.join(ALGORITHMS)}")
-    if cfg.algorithm == "grpo" and cfg.rollouts_per_prompt < 2:
-        bad("GRPO normalises rewards within a group of rollouts of the same prompt: rollouts_per_prompt must "
-            "be >= 2 (paper: 4); TBRM is the method that works with one rollout per prompt")
-    if cfg.subtract_ref_value and cfg.algorithm != "tbrm":
-        bad("subtract_ref_value is an option of the TBRM loss (ReVal's fix); it has no meaning for "
-            f"{cfg.algorithm}")
-    if cfg.offline_trajectories and cfg.algorithm != "tbrm":
-        bad("offline_trajectories (off-policy training) is supported for algorithm=tbrm only: GRPO and PPO "
-            "need importance ratios to the sampling policy, which a fixed file does not provide")
-    if cfg.ref_model in ("none", ""):
-        if cfg.algorithm == "tbrm":
-            bad("TBRM needs a frozen reference model: its residual contains log pi_ref (set ref_model, or leave "
-                "it unset to use the initial policy)")
-        if cfg.kl_coef > 0:
-            bad(f"{cfg.algorithm} with kl_coef={cfg.kl_coef} needs a reference model for its KL term; leave "
-                f"ref_model unset (the initial policy) or set kl_coef=0")
     if cfg.data not in ("arithmetic", "file", "hub"):
         bad(f"unknown data source {cfg.data!r}; choose arithmetic, file or hub")
     if cfg.data in ("file", "hub") and not cfg.data_path and not cfg.offline_trajectories:
@@ -266,6 +290,13 @@ def validate(cfg: TrainConfig) -> None:
         bad(f"loss_agg must be one of {', '.join(LOSS_AGG_MODES)}, got {cfg.loss_agg!r}")
     if cfg.kl_coef < 0 or cfg.entropy_coef < 0:
         bad("kl_coef and entropy_coef must be >= 0")
+    for name in ("clip_eps_low", "clip_eps_high"):
+        if getattr(cfg, name) is not None and not 0 <= getattr(cfg, name) < 1:
+            bad(f"{name} must be in [0, 1) (or null: clip_eps), got {getattr(cfg, name)}")
+    if cfg.ref_reset_every < 0 or cfg.overlong_buffer < 0 or cfg.dynamic_sampling_rounds < 0:
+        bad("ref_reset_every, overlong_buffer and dynamic_sampling_rounds must be >= 0")
+    if cfg.overlong_buffer > cfg.max_new_tokens:
+        bad(f"overlong_buffer={cfg.overlong_buffer} must be <= max_new_tokens={cfg.max_new_tokens}")
     if cfg.save_every < 0 or cfg.eval_every < 0:
         bad("save_every and eval_every must be >= 0")
     if cfg.final_state not in ("full", "weights"):

@@ -34,7 +34,7 @@ def tbrm_loss(
     ref_logprobs: Tensor,
     mask: Tensor,
     rewards: Tensor,
-    beta: float,
+    beta: float | Tensor,
     v_ref_start: Tensor | None = None,
 ) -> tuple[Tensor, dict[str, float]]:
     """Trajectory Bellman residual loss (TBRM objective, arXiv 2505.15311).
@@ -65,7 +65,8 @@ def tbrm_loss(
         mask: ``[B, T]`` 1.0 for real response tokens, 0.0 for padding (padding contributes nothing,
             even if it holds -inf/nan).
         rewards: ``[B]`` outcome rewards r(τ) (constant).
-        beta: KL-regularisation strength β > 0 (paper: 0.002).
+        beta: KL-regularisation strength β > 0 (paper: 0.002), or ``[B]``, one β_i per trajectory (ReVal's
+            length-scaled β, ``beta_length_scaled``: β_i = β·|y_i|/max_new_tokens; the target is then r/β_i).
         v_ref_start: ``[B]`` V_ref(s_1) of the frozen reference (constant), or None (plain TBRM). When given, it
             is subtracted inside the residual — the fix of ReVal (arXiv 2603.23355, Prop. 1):
 
@@ -84,9 +85,13 @@ def tbrm_loss(
         estimate of KL(π_θ‖π_ref) on on-policy samples), ``tbrm/reward_over_beta_mean``; with `v_ref_start`
         also ``tbrm/v_ref_start_mean``.
     """
-    if not beta > 0:
-        raise ValueError(f"beta must be > 0, got {beta}")
     _check_shapes(v_start, logprobs, ref_logprobs, mask, rewards)
+    if isinstance(beta, Tensor):
+        if beta.shape != rewards.shape or not bool((beta > 0).all()):
+            raise ValueError(f"beta as a tensor must be [B] = [{rewards.shape[0]}] and > 0, got {tuple(beta.shape)}")
+        beta = beta.detach().float()
+    elif not beta > 0:
+        raise ValueError(f"beta must be > 0, got {beta}")
     if v_ref_start is not None and v_ref_start.shape != v_start.shape:
         raise ValueError(f"v_ref_start must be [B] = [{v_start.shape[0]}], got {tuple(v_ref_start.shape)}")
 

@@ -99,6 +99,16 @@ def wandb_run_id(run_dir: Path) -> str:
     return path.read_text().strip()
 
 
+def take_groups(kept: list, rows: list, keep: list[bool], n: int, want: int) -> None:
+    """Dynamic sampling's refill: append to `kept` the rows of the groups `keep` marks (group g is rows
+    [g*n, (g+1)*n), the rollouts of one prompt), in order, until `kept` holds `want` groups."""
+    if len(rows) != n * len(keep):
+        raise ValueError(f"{len(rows)} rows are not {len(keep)} groups of {n}")
+    for g, k in enumerate(keep):
+        if k and len(kept) < want * n:
+            kept += rows[g * n:(g + 1) * n]
+
+
 def _peak_memory_gb(device: torch.device) -> float:
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device) / 2**30
@@ -114,8 +124,12 @@ class Trainer:
         if algorithm.name != cfg.algorithm:
             raise ConfigError(f"the config trains algorithm={cfg.algorithm!r} but the trainer was given "
                               f"{algorithm.__name__} ({algorithm.name!r})")
+        problems = algorithm.check(cfg)
+        if problems:
+            raise ConfigError("; ".join(problems))
         self.cfg, self.run_dir, self.progress = cfg, Path(run_dir), progress
         self.algorithm_class = algorithm
+        self._refill_sources: dict = {}
 
     # ------------------------------------------------------------------ set-up
     def setup(self) -> None:
@@ -165,6 +179,8 @@ class Trainer:
             self.opt.load_state_dict(state["optimizer"])
             self.sched.load_state_dict(state["scheduler"])
             self.algo.load_state_dict(state.get("algorithm", {}))
+            if "reference" in state:  # a reference reset since the start (ref_reset_every)
+                self.ref.load_state_dict(state["reference"])
             restore_rng(state["rng"], self.device)
         self.generator = self._make_generator(resumed=bool(done))
         self.verifier = Verifier(timeout_s=cfg.verifier_timeout, lenient=cfg.lenient)
@@ -233,8 +249,10 @@ class Trainer:
         return generator
 
     # ------------------------------------------------------------------ one step
-    def rollouts(self, step: int):
-        """Sample (or, off-policy, read) the step's trajectories and reward them with the shared verifier."""
+    def rollouts(self, step: int, refill: int = 0):
+        """Sample (or, off-policy, read) the step's trajectories and reward them with the shared verifier.
+        `refill` > 0: the prompts and seeds of the step's refill round of that number (dynamic sampling), drawn
+        from a prompt stream seeded apart from the training stream, so they are a function of (step, round)."""
         from evals.engines.base import SamplingParams, generate
 
         cfg, tok = self.cfg, self.tokenizer
@@ -248,10 +266,10 @@ class Trainer:
             info = {"truncated": [not t.stopped for t in trajs], "correct": [t.reward >= cfg.reward_correct for t in trajs],
                     "lenient": [False] * len(trajs), "gen_tokens": 0, "gen_seconds": 0.0, "engine_logprobs": None}
             return prompt_ids, response_ids, rewards, list(range(len(trajs))), info
-        problems = self.source.batch(step)
+        problems = (self.source if not refill else self._refill_source(refill)).batch(step)
         prompts = [self.render(p.problem) for p in problems]
         params = SamplingParams(n=cfg.rollouts_per_prompt, temperature=cfg.temperature, top_p=cfg.top_p,
-                                max_new_tokens=cfg.max_new_tokens, seed=cfg.seed * 1_000_003 + step)
+                                max_new_tokens=cfg.max_new_tokens, seed=cfg.seed * 1_000_003 + step + refill * 10_007)
         t0 = time.perf_counter()
         samples = generate(self.generator, prompts, params)
         gen_seconds = time.perf_counter() - t0
@@ -263,6 +281,44 @@ class Trainer:
                 "gen_seconds": gen_seconds,
                 "engine_logprobs": [s.logprobs for s in flat] if all(s.logprobs is not None for s in flat) else None}
         return [s.prompt_ids for s in flat], [s.token_ids for s in flat], rewards, [s.prompt_index for s in flat], info
+
+    def _refill_source(self, refill: int):
+        from dataclasses import replace
+
+        from tbrm.data import prompt_source
+
+        if refill not in self._refill_sources:
+            self._refill_sources[refill] = prompt_source(replace(self.cfg, seed=self.cfg.seed + 7_919 * refill))
+        return self._refill_sources[refill]
+
+    def filtered_rollouts(self, step: int):
+        """`rollouts`, then dynamic sampling where the algorithm asks for it (`Algorithm.keep_groups`): groups it
+        drops are replaced by groups of fresh prompts, round after round, up to dynamic_sampling_rounds extra
+        rounds; the batch is cut to prompts_per_step groups. If no group is kept at all the step trains on the
+        first round's batch unchanged (its advantages are all 0)."""
+        first = self.rollouts(step)
+        if self.algo.keep_groups(torch.tensor(first[2])) is None:
+            return first, {}
+        n, want = self.cfg.rollouts_per_prompt, self.cfg.prompts_per_step
+        kept: list[tuple] = []  # (prompt_ids, response_ids, reward, truncated, correct, lenient, engine_logprobs) rows
+        tokens, seconds, rounds, sampled = 0, 0.0, 0, 0
+        for refill in range(self.cfg.dynamic_sampling_rounds + 1):
+            prompt_ids, response_ids, rewards, _, info = first if refill == 0 else self.rollouts(step, refill)
+            rounds, sampled = refill, sampled + len(rewards) // n
+            tokens, seconds = tokens + info["gen_tokens"], seconds + info["gen_seconds"]
+            lps = info["engine_logprobs"] or [None] * len(rewards)
+            rows = list(zip(prompt_ids, response_ids, rewards, info["truncated"], info["correct"], info["lenient"], lps))
+            take_groups(kept, rows, self.algo.keep_groups(torch.tensor(rewards)).tolist(), n, want)
+            if len(kept) >= want * n:
+                break
+        stats = {"dapo/refill_rounds": rounds, "dapo/refill_prompts": (sampled - want),
+                 "dapo/groups_kept": len(kept) // n}
+        if not kept:
+            return first, stats
+        cols = list(zip(*kept))
+        info = {"truncated": list(cols[3]), "correct": list(cols[4]), "lenient": list(cols[5]), "gen_tokens": tokens,
+                "gen_seconds": seconds, "engine_logprobs": None if any(x is None for x in cols[6]) else list(cols[6])}
+        return (list(cols[0]), list(cols[1]), list(cols[2]), [i // n for i in range(len(kept))], info), stats
 
     def _micro_batches(self, batch):
         mb = self.cfg.micro_batch_size
@@ -291,11 +347,14 @@ class Trainer:
 
         cfg = self.cfg
         t_start = time.perf_counter()
-        prompt_ids, response_ids, rewards, group, info = self.rollouts(step)
+        if self.algo.reset_reference(step):  # ReVal: the reference becomes the current policy
+            self.ref.load_state_dict(self.policy.state_dict())
+        (prompt_ids, response_ids, rewards, group, info), sampling = self.filtered_rollouts(step)
         t_gen = time.perf_counter()
         if hasattr(self.generator, "sleep"):
             self.generator.sleep()  # CUDA: hand the engine's GPU memory to training until the weights are synced
         batch = collate(prompt_ids, response_ids, rewards, group, self.tokenizer.pad_token_id, self.device)
+        batch.extra["truncated"] = torch.tensor(info["truncated"], dtype=torch.bool, device=self.device)
         if info["engine_logprobs"] is not None:
             T = batch.response_ids.shape[1]
             batch.extra["engine_logprobs"] = torch.tensor([lp + [0.0] * (T - len(lp)) for lp in info["engine_logprobs"]],
@@ -350,6 +409,7 @@ class Trainer:
             row["rollout/logprob_diff_max"] = float(diffs.max()) if diffs.numel() else 0.0
         if log_ratio:
             row["kl/seq_log_ratio_mean"] = float(torch.cat(log_ratio).mean())
+        row.update(sampling)
         row.update(prep)
         row.update(sums)
         return row
@@ -385,6 +445,8 @@ class Trainer:
         else:
             state = {"step": step, "optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
                      "algorithm": self.algo.state_dict(), "rng": capture_rng(self.device)}
+            if self.ref is not None and self.cfg.ref_reset_every and step >= self.cfg.ref_reset_every:
+                state["reference"] = self.ref.state_dict()  # no longer the initial policy: a resume needs it
         save_trainer_state(tmp, state)
         atomic_write_json(tmp / "train_config.json", to_dict(cfg))
         shutil.rmtree(final, ignore_errors=True)

@@ -45,6 +45,11 @@ VAL_FILE = "data/val.parquet"
 CHECKPOINT_DIR = "checkpoints"
 MAX_PROMPT_LENGTH = 1024  # DAPO-Math-17k prompts with the Qwen-math system prompt fit; longer ones are dropped
 PLUGIN_MODULE = "tbrm_verl.plugin"
+# algorithms verl_overrides maps onto verl; any other is refused, never run as another method
+VERL_MAPPED = ("tbrm", "grpo", "ppo", "rloo", "reinforcepp", "reinforcepp-baseline", "dapo", "gspo")
+# the newer policy-gradient baselines: verl's own advantage estimator and policy loss of each
+VERL_ESTIMATOR = {"rloo": "rloo", "reinforcepp": "reinforce_plus_plus",
+                  "reinforcepp-baseline": "reinforce_plus_plus_baseline", "dapo": "grpo", "gspo": "grpo"}
 
 
 @dataclass(frozen=True)
@@ -73,6 +78,11 @@ def _unsupported(cfg: TrainConfig) -> list[str]:
     if cfg.algorithm == "tbrm" and cfg.temperature != 1.0:
         problems.append(f"temperature={cfg.temperature}: TBRM's Q-values are the raw logits and verl divides the "
                         "logits by the rollout temperature, so TBRM on verl needs temperature=1.0")
+    if cfg.algorithm not in VERL_MAPPED:
+        problems.append(f"algorithm={cfg.algorithm}: no mapping onto verl's estimator and loss yet (mapped: "
+                        f"{', '.join(VERL_MAPPED)})")
+    if cfg.mask_truncated:
+        problems.append("mask_truncated: verl 0.9.1 has no overlong filtering of truncated responses")
     if cfg.algorithm == "ppo" and not cfg.whiten_advantages:
         problems.append("whiten_advantages=False: verl's GAE always whitens advantages")
     return problems
@@ -150,6 +160,8 @@ def verl_overrides(cfg: TrainConfig, name: str, cluster: Cluster = Cluster()) ->
             f"{A}.kl_loss_type=low_var_kl", f"{A}.entropy_coeff=0", f"{A}.loss_agg_mode={cfg.loss_agg}",
             "critic.enable=false",
         ]
+    elif cfg.algorithm in VERL_ESTIMATOR:
+        o += _policy_gradient_overrides(cfg, A)
     else:  # ppo
         o += [
             "algorithm.adv_estimator=gae", "algorithm.use_kl_in_reward=false",
@@ -165,6 +177,40 @@ def verl_overrides(cfg: TrainConfig, name: str, cluster: Cluster = Cluster()) ->
             f"{C}.grad_clip={cfg.grad_clip}",
             f"{C}.model.enable_gradient_checkpointing={_b(cfg.gradient_checkpointing)}",
         ]
+    return o
+
+
+def _policy_gradient_overrides(cfg: TrainConfig, A: str) -> list[str]:
+    """RLOO, REINFORCE++(-baseline), DAPO, GSPO: verl's estimator (`VERL_ESTIMATOR`) and loss (GSPO's `gspo`, else
+    `vanilla`) with the recipe's clip band and aggregation. REINFORCE++ puts its KL in the reward (k1, fixed
+    kl_coef); the others take it as a k3 loss term. DAPO adds verl's group filter (dynamic sampling: up to
+    dynamic_sampling_rounds + 1 generation batches per step) and verl's DAPO reward manager for the overlong penalty,
+    which scores with this suite's verifier too (it calls the custom reward function)."""
+    low = cfg.clip_eps if cfg.clip_eps_low is None else cfg.clip_eps_low
+    high = cfg.clip_eps if cfg.clip_eps_high is None else cfg.clip_eps_high
+    kl_in_reward = cfg.algorithm == "reinforcepp"
+    o = [
+        f"algorithm.adv_estimator={VERL_ESTIMATOR[cfg.algorithm]}", f"algorithm.gamma={cfg.gae_gamma}",
+        f"algorithm.norm_adv_by_std_in_grpo={_b(cfg.scale_adv_by_std)}",
+        f"algorithm.use_kl_in_reward={_b(kl_in_reward and cfg.kl_coef > 0)}", "algorithm.kl_penalty=kl",
+        "algorithm.kl_ctrl.type=fixed", f"algorithm.kl_ctrl.kl_coef={cfg.kl_coef if kl_in_reward else 0.0}",
+        f"{A}.policy_loss.loss_mode={'gspo' if cfg.algorithm == 'gspo' else 'vanilla'}",
+        f"{A}.clip_ratio={low}", f"{A}.clip_ratio_low={low}", f"{A}.clip_ratio_high={high}",
+        f"{A}.use_kl_loss={_b(not kl_in_reward and cfg.kl_coef > 0)}",
+        f"{A}.kl_loss_coef={0.0 if kl_in_reward else cfg.kl_coef}", f"{A}.kl_loss_type=low_var_kl",
+        f"{A}.entropy_coeff=0", f"{A}.loss_agg_mode={cfg.loss_agg}", "critic.enable=false",
+    ]
+    if cfg.algorithm == "dapo" and cfg.dynamic_sampling:
+        # filter on the verifier's verdict (tbrm_verl.reward's `acc`), as the shared loop filters on the reward before
+        # the overlong penalty and DAPO filters on accuracy; verl's "reward" would include that penalty
+        o += ["algorithm.filter_groups.enable=true", "algorithm.filter_groups.metric=acc",
+              f"algorithm.filter_groups.max_num_gen_batches={cfg.dynamic_sampling_rounds + 1}"]
+    if cfg.algorithm == "dapo" and cfg.overlong_buffer:
+        o += ["reward.reward_manager.name=dapo", f"+reward.reward_kwargs.max_resp_len={cfg.max_new_tokens}",
+              "+reward.reward_kwargs.overlong_buffer_cfg.enable=true",
+              f"+reward.reward_kwargs.overlong_buffer_cfg.len={cfg.overlong_buffer}",
+              f"+reward.reward_kwargs.overlong_buffer_cfg.penalty_factor={cfg.overlong_penalty_factor}",
+              "+reward.reward_kwargs.overlong_buffer_cfg.log=false"]
     return o
 
 

@@ -343,7 +343,10 @@ def test_grpo_loss_aggregations():
     assert close(m["grpo/pg_loss"], 0.1375) and close(m["grpo/kl"], KL_EX)  # kl metric is always a token mean
     with pytest.raises(ValueError, match="max_len"):
         grpo_loss(lp, old, ref, adv, MASK, loss_agg="seq-mean-token-sum-norm")
-    for unknown in ("sum", "seq-mean-token-mean"):  # the training config offers only LOSS_AGG_MODES
+    # GSPO's seq-mean-token-mean: each row's token mean, then the mean over rows: (-2.7/3 + 3.8/2) / 2 = 0.5
+    sm, m = grpo_loss(lp, old, ref, adv, MASK, kl_coef=0.0, loss_agg="seq-mean-token-mean")
+    assert close(sm, 0.5) and close(m["grpo/pg_loss"], 0.5)
+    for unknown in ("sum", "seq-mean-token-sum"):  # the training config offers only LOSS_AGG_MODES
         with pytest.raises(ValueError, match="loss_agg"):
             grpo_loss(lp, old, ref, adv, MASK, loss_agg=unknown)
 

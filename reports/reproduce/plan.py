@@ -95,12 +95,14 @@ def cpu_stages(s: dict, out: Path) -> list[Stage]:
     """The plan, validated before anything runs: configs load, the prompt budget is equal, and outputs already
     on disk were made with these settings. Every stage runs with `out` as its working directory and names its
     files relative to it, so configs, summaries and the report hold no machine paths (evals.portable)."""
-    from tbrm.config import ConfigError, load_config
+    from baselines.registry import method_label as registry_label
+    from baselines.registry import validate as validate_algorithm
+    from tbrm.config import ConfigError, load_config, to_dict
     from tbrm.trainer import check_run_config, checkpoints
 
     rel = lambda p: os.path.relpath(p, out)  # noqa: E731
     overrides = train_overrides(s)
-    cfgs = {r: load_config(r, overrides) for r in s["recipes"]}
+    cfgs = {r: load_config(r, overrides, check_algorithm=validate_algorithm) for r in s["recipes"]}
     budgets = {r: (c.prompts_per_step, c.steps) for r, c in cfgs.items()}
     if len(set(budgets.values())) > 1:
         raise ConfigError(f"unequal prompt budgets (prompts_per_step, steps): {budgets}")
@@ -167,7 +169,7 @@ def cpu_stages(s: dict, out: Path) -> list[Stage]:
         if later and not final.is_dir():
             raise ConfigError(f"{run} was trained further ({', '.join(later)}) and its {final.name} was rotated "
                               f"away; use --steps with one of those, or a new --out")
-        method = f"{cfg.algorithm.upper()}{'-Vref' if cfg.subtract_ref_value else ''} n={cfg.rollouts_per_prompt}"
+        method = registry_label(to_dict(cfg))  # as the report will name the run
         what = f"off-policy from {Path(cfg.offline_trajectories).name}, " if cfg.offline_trajectories else ""
         if not cfg.offline_trajectories:
             methods.add(method)
@@ -242,7 +244,6 @@ def _heldout_file(s: dict, cfg, out: Path) -> tuple[list, Path]:
     from dataclasses import replace
 
     from evals.io import read_jsonl
-    from tbrm.data import heldout_sets
 
     n, size, digits = s["heldout_problems"], s["heldout_size"], held_digits(s, cfg)
     task = replace(cfg, eval_problems=n, heldout_size=size, arith_digits=digits)

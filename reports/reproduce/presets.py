@@ -108,3 +108,19 @@ PRESETS: dict[str, dict[str, Any]] = {
         "seeds": 10,
     },
 }
+
+# TBRM against the baselines the field uses now (issue 26): TBRM n=4 and TBRM with ReVal's changes n=4 beside
+# every n=4 baseline (GRPO, RLOO, REINFORCE++, DAPO, GSPO), with the powered preset's statistics: primaries
+# declared before any run (TBRM n=4 vs DAPO n=4: does TBRM beat TRL's default loss; TBRM-ReVal n=4 vs TBRM n=4:
+# do ReVal's changes help), 500 held-out problems, only final weights kept. 3 seeds by default: an exploratory
+# run that can only show differences far larger than the powered preset's 12.7-point MDE; --seeds 10 or more
+# to decide.
+PRESETS["baselines"] = {
+    **PRESETS["powered"],
+    "about": "TBRM n=4 and TBRM-ReVal n=4 against GRPO, RLOO, REINFORCE++, DAPO and GSPO n=4 with the powered "
+             "preset's statistics; primaries TBRM vs DAPO and TBRM-ReVal vs TBRM (3 seeds: exploratory)",
+    "recipes": ["cpu-tbrm-n4", "cpu-tbrm-reval-n4", "cpu-grpo-n4", "cpu-rloo-n4", "cpu-reinforcepp-n4", "cpu-dapo-n4",
+                "cpu-gspo-n4"],
+    "primaries": [["TBRM n=4", "DAPO n=4"], ["TBRM-ReVal n=4", "TBRM n=4"]],
+    "seeds": 3,
+}
