@@ -244,6 +244,7 @@ def _heldout_file(s: dict, cfg, out: Path) -> tuple[list, Path]:
     from dataclasses import replace
 
     from evals.io import read_jsonl
+    from tbrm.data import heldout_sets
 
     n, size, digits = s["heldout_problems"], s["heldout_size"], held_digits(s, cfg)
     task = replace(cfg, eval_problems=n, heldout_size=size, arith_digits=digits)
