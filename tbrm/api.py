@@ -124,7 +124,9 @@ def evaluate(*, out: PathLike, progress: bool = True, print_table: bool = True, 
     for name, value in values.items():
         if isinstance(value, str) and _takes_list(hints[name]):
             values[name] = [value]
-    check_setting_types("evaluate", values, hints)
+    # None for a repeatable flag is "not given" (the command line's convention, `evals.dataclass_args`)
+    check_setting_types("evaluate", {k: v for k, v in values.items()
+                                     if not (v is None and fields[k].metadata.get("repeatable"))}, hints)
     return run_eval(EvalConfig(**values), os.fspath(out), progress=progress,
                     console=None if print_table else False)
 

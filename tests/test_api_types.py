@@ -61,3 +61,13 @@ def test_values_of_the_right_type_pass_the_check():
     assert value_fits(["math500"], hints["benchmarks"]) and not value_fits(True, hints["max_new_tokens"])
     assert value_fits(Path("x"), typing.get_type_hints(tbrm.api.grade)["file"])
     assert describe_type(hints["base_url"]) == "a list of str"
+
+
+def test_the_command_lines_values_pass_the_check(tmp_path):
+    """`tbrm eval` passes every EvalConfig field, a repeatable flag not given as None: none of that is refused
+    (the run then stops on the missing data file, after the check)."""
+    from tests.conftest import run_cli
+
+    proc = run_cli("eval", "--model", "smollm2", "--data-file", str(tmp_path / "none.jsonl"), "--out",
+                   str(tmp_path / "r"), check=False)
+    assert "takes a" not in proc.stderr and "none.jsonl" in proc.stderr and proc.returncode == 2
