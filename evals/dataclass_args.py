@@ -11,10 +11,11 @@ the command line, and the flag's default and help can never disagree with the co
 from __future__ import annotations
 
 import argparse
+import collections.abc
 import dataclasses
 import types
 import typing
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 
 def _flag_type(annotation: Any) -> tuple[Any, bool]:
@@ -77,3 +78,104 @@ def dataclass_from_args(cls: type, args: argparse.Namespace) -> Any:
             continue  # the repeatable flag was not given: the field's default
         values[f.name] = value
     return cls(**values)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Settings given from Python (`tbrm.evaluate(temperature=0.6)`): the same annotations, checked instead of parsed.
+
+def _union_args(annotation: Any) -> tuple | None:
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return typing.get_args(annotation)
+    return None
+
+
+def value_fits(value: Any, annotation: Any) -> bool:
+    """Whether `value` is of the type `annotation` describes: an int is a float too, a bool is not an int, a list
+    field takes a list or tuple of its items. Annotations this cannot judge (Any, forward references, classes of
+    its own) accept anything: the config's own validation is the judge there."""
+    if annotation is Any or isinstance(annotation, (str, typing.ForwardRef)):
+        return True
+    union = _union_args(annotation)
+    if union is not None:
+        return any(value_fits(value, a) for a in union)
+    if annotation is type(None):
+        return value is None
+    if annotation is bool:
+        return isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation is str:
+        return isinstance(value, str)
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Literal:
+        return value in args
+    if origin in (list, tuple, collections.abc.Sequence):
+        if not isinstance(value, (list, tuple)):
+            return False
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            return len(value) == len(args) and all(value_fits(v, a) for v, a in zip(value, args))
+        return not args or all(value_fits(v, args[0]) for v in value)
+    if origin in (dict, collections.abc.Mapping):
+        if not isinstance(value, collections.abc.Mapping):
+            return False
+        return not args or all(value_fits(k, args[0]) and value_fits(v, args[1]) for k, v in value.items())
+    if isinstance(origin, type):  # os.PathLike[str] and the like
+        return isinstance(value, origin)
+    if isinstance(annotation, type):
+        return isinstance(value, annotation)
+    return True
+
+
+def describe_type(annotation: Any) -> str:
+    """A reader's name for an annotation: 'a float', 'a list of str', 'an int or None'."""
+    union = _union_args(annotation)
+    if union is not None:
+        return " or ".join(dict.fromkeys(describe_type(a) for a in union))
+    if annotation is type(None):
+        return "None"
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is tuple and args and args[-1] is not Ellipsis:
+        return f"a tuple ({', '.join(_bare(a) for a in args)})"
+    if origin in (list, tuple, collections.abc.Sequence):
+        return "a list" + (f" of {_bare(args[0])}" if args else "")
+    if origin in (dict, collections.abc.Mapping):
+        return "a dict" + (f" of {_bare(args[0])} to {_bare(args[1])}" if args else "")
+    if origin is typing.Literal:
+        return "one of " + ", ".join(map(repr, args))
+    name = _bare(annotation)
+    return ("an " if name[:1] in "aeiou" else "a ") + name
+
+
+def _bare(annotation: Any) -> str:
+    union = _union_args(annotation)
+    if union is not None:
+        return " or ".join(_bare(a) for a in union)
+    if annotation is type(None):
+        return "None"
+    origin = typing.get_origin(annotation)
+    if origin in (list, tuple, dict, collections.abc.Sequence, collections.abc.Mapping, typing.Literal):
+        return describe_type(annotation).removeprefix("a ").removeprefix("an ")
+    if origin is not None:  # os.PathLike[str]: its class's name
+        annotation = origin
+    name = getattr(annotation, "__name__", str(annotation))
+    return "path" if name == "PathLike" else name
+
+
+def check_setting_types(func: str, values: Mapping[str, Any], hints: Mapping[str, Any],
+                        error: type[Exception] = TypeError) -> None:
+    """Raise `error` naming every setting in `values` whose value does not fit its annotation in `hints` (a
+    dataclass's or a function's `typing.get_type_hints`), with the type it expects. Names not in `hints` are
+    left to the caller's unknown-name check."""
+    wrong = [f"{name}={value!r} is {_a_type(value)}; it takes {describe_type(hints[name])}"
+             for name, value in values.items() if name in hints and not value_fits(value, hints[name])]
+    if wrong:
+        raise error(f"{func}(): " + "; ".join(wrong))
+
+
+def _a_type(value: Any) -> str:
+    if value is None:
+        return "None"
+    name = type(value).__name__
+    return ("an " if name[:1] in "aeiou" else "a ") + name

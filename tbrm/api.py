@@ -4,7 +4,9 @@ job does, taking its settings as keyword arguments and returning what it writes.
 
 Bad input raises the error the command line turns into its one-line message (`evals.benchmarks.DataError`,
 `tbrm.config.ConfigError`, `evals.runner.RunMismatchError`, `ValueError`, ...); an unknown keyword argument is a
-`TypeError` naming it and the valid ones. Heavy libraries (torch, transformers, vLLM) are imported inside the
+`TypeError` naming it and the valid ones, and so is a value of the wrong type (``temperature="0.6"``, ``samples=2.5``),
+named with the type its setting takes (`evals.dataclass_args.check_setting_types`; for `train`, a `ConfigError` as
+for any bad training setting). Heavy libraries (torch, transformers, vLLM) are imported inside the
 functions, so importing this module is cheap.
 
 Also here, in the entry layer above `baselines/`: the registry of algorithms the shared training loop trains.
@@ -60,13 +62,16 @@ def _refuse_unknown(func: str, given: Iterable[str], valid: Iterable[str]) -> No
 
 def _named_keywords(func: Callable) -> Callable:
     """Refuse an unknown keyword argument of `func` with the valid names listed (Python's own TypeError names only
-    the bad one)."""
-    names = [p.name for p in inspect.signature(func).parameters.values()
-             if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    the bad one), and an argument whose value does not fit its annotation, naming the type it takes."""
+    signature = inspect.signature(func)
+    names = [p.name for p in signature.parameters.values() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
+        from evals.dataclass_args import check_setting_types
+
         _refuse_unknown(func.__name__, kwargs, names)
+        check_setting_types(func.__name__, signature.bind(*args, **kwargs).arguments, typing.get_type_hints(func))
         return func(*args, **kwargs)
 
     return wrapper
@@ -107,6 +112,7 @@ def evaluate(*, out: PathLike, progress: bool = True, print_table: bool = True, 
         The summary dict, equal to summary.json: ``summary["benchmarks"][name]`` holds ``avg@n``, ``pass@k``
         and ``maj@n`` with 95% intervals, ``outcomes`` (the verdict counts), ``lengths`` and ``throughput``.
     """
+    from evals.dataclass_args import check_setting_types
     from evals.runner import EvalConfig, run_eval
 
     fields = {f.name: f for f in dataclasses.fields(EvalConfig)}
@@ -116,6 +122,9 @@ def evaluate(*, out: PathLike, progress: bool = True, print_table: bool = True, 
     for name, value in values.items():
         if isinstance(value, str) and _takes_list(hints[name]):
             values[name] = [value]
+    # None for a repeatable flag is "not given" (the command line's convention, `evals.dataclass_args`)
+    check_setting_types("evaluate", {k: v for k, v in values.items()
+                                     if not (v is None and fields[k].metadata.get("repeatable"))}, hints)
     return run_eval(EvalConfig(**values), os.fspath(out), progress=progress,
                     console=None if print_table else False)
 
@@ -183,7 +192,8 @@ def train_config(recipe: str | None = None, overrides: Sequence[str] | Mapping[s
                  **settings: Any):
     """The validated `tbrm.config.TrainConfig` that `train` with these arguments trains (nothing is loaded or
     written): the recipe, then `overrides`, then `settings`. Raises `tbrm.config.ConfigError` for a bad value."""
-    from tbrm.config import TrainConfig, load_config
+    from evals.dataclass_args import check_setting_types
+    from tbrm.config import ConfigError, TrainConfig, load_config
 
     names = [f.name for f in dataclasses.fields(TrainConfig)]
     _refuse_unknown("train", settings, [*names, "recipe", "out", "overrides", "progress"])
@@ -194,11 +204,13 @@ def train_config(recipe: str | None = None, overrides: Sequence[str] | Mapping[s
     elif isinstance(overrides, str):
         raise TypeError("train(overrides=...) takes a list of 'key=value' strings or a dict, not one string")
     elif overrides is not None:
-        lines = list(overrides)
+        lines = list(overrides)  # "key=value" strings, read as the command line reads them
     from baselines.registry import validate
 
+    settings = {k: _plain(v) for k, v in settings.items()}
+    check_setting_types("train", settings, typing.get_type_hints(TrainConfig), error=ConfigError)
     # the algorithm's own checks (its class declares them), then the shared ones
-    return load_config(recipe, lines, {k: _plain(v) for k, v in settings.items()}, check_algorithm=validate)
+    return load_config(recipe, lines, settings, check_algorithm=validate)
 
 
 def train(recipe: str | None = None, *, out: PathLike, overrides: Sequence[str] | Mapping[str, Any] | None = None,

@@ -99,7 +99,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from evals.engines.vllm_engine import EngineError
+    from evals.engines.base import EngineError
 
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["verl"]:

@@ -351,8 +351,7 @@ class Trainer:
             self.ref.load_state_dict(self.policy.state_dict())
         (prompt_ids, response_ids, rewards, group, info), sampling = self.filtered_rollouts(step)
         t_gen = time.perf_counter()
-        if hasattr(self.generator, "sleep"):
-            self.generator.sleep()  # CUDA: hand the engine's GPU memory to training until the weights are synced
+        self.generator.sleep()  # CUDA: hand the engine's GPU memory to training until the weights are synced
         batch = collate(prompt_ids, response_ids, rewards, group, self.tokenizer.pad_token_id, self.device)
         batch.extra["truncated"] = torch.tensor(info["truncated"], dtype=torch.bool, device=self.device)
         if info["engine_logprobs"] is not None:
@@ -388,7 +387,7 @@ class Trainer:
             self.opt.step()
             sums.update(self.algo.after_backward(step))
         self.sched.step()
-        sync_seconds = self.generator.load_weights(self.policy) if hasattr(self.generator, "load_weights") else None
+        sync_seconds = self.generator.load_weights(self.policy)  # None: the engine samples from the policy itself
         t_train = time.perf_counter()
         lengths = [len(r) for r in response_ids]
         row = {

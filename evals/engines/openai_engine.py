@@ -37,9 +37,8 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator, Sequence
 from urllib.parse import urlsplit, urlunsplit
 
-from evals.engines.base import Sample, SamplingParams, WorkItem
+from evals.engines.base import EngineError, GeneratorBase, Sample, SamplingParams, WorkItem
 from evals.seeding import stable_seed
-from evals.engines.vllm_engine import EngineError
 from evals.engines.vllm_plan import plan_batches
 
 APIS = ("completions", "chat")
@@ -198,7 +197,7 @@ def _server_message(exc) -> str:
         return str(getattr(exc, "message", exc))[:500]
 
 
-class OpenAIGenerator:
+class OpenAIGenerator(GeneratorBase):
     """Samples from OpenAI-compatible servers. `tokenizer` (optional) renders completions prompts and checks their
     length against the server's context; it is not needed for the chat API."""
 
@@ -270,8 +269,9 @@ class OpenAIGenerator:
         return {"requests": self.requests, "retries": dict(self.retries), "retried": sum(self.retries.values())}
 
     # ------------------------------------------------------------------ the Generator protocol
-    def render(self, problem_text: str):
-        """The prompt of one problem as the request carries it: rendered text (completions) or messages (chat)."""
+    def render(self, problem_text: str, template: str | None = None):
+        """The prompt of one problem as the request carries it: rendered text (completions) or messages (chat).
+        `template` is the engine's own (`template=` at construction); the argument is the protocol's."""
         if self.settings.api == "chat":
             return chat_request_messages(problem_text, self.template)
         from evals.prompts import render_prompt

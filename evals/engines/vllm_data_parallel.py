@@ -25,6 +25,7 @@ import queue
 import time
 from typing import Iterator, Sequence
 
+from evals.engines.base import EngineError
 from evals.engines.vllm_plan import VLLMPlanning
 
 POLL_S = 0.5  # how often the parent checks that its replicas are alive while waiting for a batch
@@ -126,7 +127,6 @@ class DataParallelVLLM(VLLMPlanning):
 
     def run_batches(self, prompts: Sequence[str], batches, params) -> Iterator[tuple[int, list]]:
         """(batch index, samples) for every (index, batch), in the order the replicas finish them."""
-        from evals.engines.vllm_engine import EngineError
 
         if self._closed:
             raise EngineError("the data-parallel engine is closed")
@@ -144,7 +144,6 @@ class DataParallelVLLM(VLLMPlanning):
     # ------------------------------------------------------------------ replica supervision
     def _next(self, doing: str) -> tuple:
         """The next message from a replica; an EngineError (and every replica stopped) if one failed or died."""
-        from evals.engines.vllm_engine import EngineError
 
         while True:
             try:

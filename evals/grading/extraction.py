@@ -62,6 +62,11 @@ RULES = {
                          "is not itself an equation, where Math-Verify compares the right side alone and calls it "
                          "equal to the gold 'x/2 + 3'. 'y = x + 1' for the gold 'x + 1' (another letter) and "
                          "'f(x) = x^2' (an applied function) keep Math-Verify's verdict.",
+    "list-order": "a gold written as a list ('4, 10, -2', or several boxes) is answered by the same items in the "
+                  "same order: Math-Verify compares lists as sets, so '10, 4, -2' was correct. Order is free only "
+                  "where the gold is written as a set ('\\{1, 2\\}'). Tuples ('(1, 2)') and intervals keep "
+                  "Math-Verify's ordered reading. MATH's 'enter all solutions, separated by commas' golds are "
+                  "lists too: an answer needs their order (MATH's own grader compares the strings, in order).",
     "unevaluated-arithmetic": "against a numeric gold, an answer that is arithmetic on numbers ('94 + 84' "
                               "for 178) restates the question instead of answering it: WRONG, not CORRECT "
                               "as Math-Verify has it. A reward must not pay for restating the question.",
@@ -218,7 +223,8 @@ def is_bare_answer(text: str) -> bool:
 
 
 def rule_bare_answer(text: str) -> str:
-    return f"\\boxed{{{text.strip()}}}" if is_bare_answer(text) else text
+    # A trailing backslash ("5\\", as a gold may end: gold-stray-backslash) would escape the box's closing brace.
+    return f"\\boxed{{{_drop_trailing_backslashes(text)}}}" if is_bare_answer(text) else text
 
 
 # "y = ...", "a_n = ...", "a_{10} = ...", "f(x) = ...", "y' = ...": one letter, maybe subscripted, primed or
@@ -241,7 +247,7 @@ def is_bare_equation(text: str) -> bool:
 
 
 def rule_bare_equation(text: str) -> str:
-    return f"\\boxed{{{text.strip()}}}" if is_bare_equation(text) else text
+    return f"\\boxed{{{_drop_trailing_backslashes(text)}}}" if is_bare_equation(text) else text
 
 
 TEXT_RULES = (("redundant-braces", rule_redundant_braces), ("currency", rule_currency),

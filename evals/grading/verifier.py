@@ -5,8 +5,10 @@
 1. the gold is normalized (`normalize_gold`) and parsed whole, as if boxed, as verl and lighteval do;
 2. the response goes through our text rules (`evals.grading.extraction.apply_text_rules`), then Math-Verify's own
    extraction: LaTeX and plain expressions, ``\\boxed{}`` answers first (`MATH_VERIFY_EXTRACTION`);
-3. Math-Verify compares the two; our comparison rules then correct the cases it gets wrong
-   (`evals.grading.extraction.RULES` lists every rule and why);
+3. Math-Verify compares the two, leaving out values that parse to something undefined (zoo, nan: a time "1:00"
+   read as 1/00) which equal nothing but their very text; our comparison rules then correct the cases it gets
+   wrong, a list in another order than the gold's among them (`evals.grading.extraction.RULES` lists every rule
+   and why);
 4. only in lenient mode, and only when steps 2-3 found no answer at all: the "answer phrase, else last
    number" extraction (`evals.grading.extraction.lenient_answer`), flagged ``extraction == "lenient"``.
 
@@ -53,8 +55,9 @@ from functools import lru_cache
 from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse, verify
 from math_verify.grader import sympy_symbolic_eq as _stock_symbolic_eq
 from pebble import ProcessPool
-from sympy import (Add, And, Basic, Eq, Expr, Float, Integer, Mul, Number, NumberSymbol, Pow, Rational, Set, Symbol,
-                   UnevaluatedExpr, preorder_traversal)
+from latex2sympy2_extended.sets import FiniteSet as WrittenFiniteSet
+from sympy import (Add, And, Basic, Eq, Expr, Float, Integer, Interval, Mul, Number, NumberSymbol, Pow, Rational, Set,
+                   Symbol, Tuple, UnevaluatedExpr, preorder_traversal)
 from sympy.core.numbers import ComplexInfinity, Infinity, NaN, NegativeInfinity
 from sympy.core.relational import Relational
 from sympy.functions import cos, exp, sin, tan
@@ -135,10 +138,54 @@ def _is_math(x: object) -> bool:
     return isinstance(x, (Basic, MatrixBase))
 
 
+def _undefined(x: object) -> bool:
+    """A parsed value that is undefined or an unsigned infinity anywhere: zoo (a division by zero, as in "1:00"
+    read as the ratio 1/00) or nan (0/0). Such a value equals nothing, not even itself: every whole-hour time
+    parses to zoo."""
+    return isinstance(x, Basic) and any(isinstance(a, (ComplexInfinity, NaN)) for a in preorder_traversal(x))
+
+
+def _defined(parsed: list) -> list:
+    """A parse without its undefined values (`_undefined`); the extracted text stays, so that only the very
+    same text ("12:00" for "12:00") matches an answer that parses to one."""
+    return [x for x in parsed if not _undefined(x)]
+
+
 def _identical(gold: list, pred: list) -> bool:
     """The same parsed answer on both sides (commonly the very object, from math-verify's parse cache):
     math-verify's verify would say equal after its first check, string equality; skip its set-up."""
     return any(_is_math(g) and _is_math(p) and (g is p or g == p) for g in gold for p in pred)
+
+
+def _written_order(x: object) -> tuple | None:
+    """The items of a parsed list or tuple in the order they were written; None for anything else. A sympy
+    FiniteSet sorts its items, latex2sympy2's keeps the written order beside them (``_unsorted_args``); an
+    open interval "(1, 2)" is also the pair (1, 2), as Math-Verify reads it against a list."""
+    if isinstance(x, Tuple):
+        return x.args
+    if isinstance(x, WrittenFiniteSet) and getattr(x, "_unsorted_args", None) is not None:
+        return tuple(x._unsorted_args)
+    if isinstance(x, Interval) and x.left_open and x.right_open:
+        return (x.start, x.end)
+    return None
+
+
+_SET_BRACES_RE = re.compile(r"\\\{|\\lbrace\b")
+
+
+def _gold_is_list(gold: str, gold_parsed: list) -> bool:
+    """A gold that is a list ("4, 10, -2", or several boxes) rather than a set ("\\{1, 2\\}"): Math-Verify
+    compares it as a set, in any order (rule list-order)."""
+    return any(isinstance(g, WrittenFiniteSet) for g in gold_parsed) and not _SET_BRACES_RE.search(gold)
+
+
+def _in_written_order(parsed: list) -> list:
+    """Lists and tuples as tuples in their written order, which Math-Verify compares item by item."""
+    out = []
+    for x in parsed:
+        items = _written_order(x) if isinstance(x, (WrittenFiniteSet, Tuple)) else None
+        out.append(Tuple(*items) if items is not None else x)
+    return out
 
 
 def _set_vs_relation(gold: list, pred: list) -> bool:
@@ -169,7 +216,7 @@ def _unsolved_equation(gold: list, pred: list) -> bool:
 def _answer_key(parsed: list, extracted: str) -> str:
     """sympy's printout of the parsed answer, floats made exact ("27.0" -> "27"); else the bare text."""
     for x in parsed:
-        if _is_math(x):
+        if _is_math(x) and not _undefined(x):  # every whole-hour time parses to zoo: keyed by its text
             try:
                 if isinstance(x, Float):
                     x = Rational(str(x))
@@ -212,10 +259,15 @@ def judge(response: str, gold: str, lenient: bool = False) -> Verdict:
 
     # Order matters: math-verify's verify(gold, target) is asymmetric. Our "set-relation" rule is
     # math-verify's allow_set_relation_comp, switched on only where it can matter (it costs a second check).
-    correct = _identical(gold_parsed, pred) or verify(gold_parsed, pred, timeout_seconds=None)
-    if not correct and _set_vs_relation(gold_parsed, pred):
-        correct = verify(gold_parsed, pred, timeout_seconds=None, allow_set_relation_comp=True)
+    # Undefined values are left out of the comparison (see `_undefined`).
+    gold_cmp, pred_cmp = _defined(gold_parsed), _defined(pred)
+    correct = _identical(gold_cmp, pred_cmp) or verify(gold_cmp, pred_cmp, timeout_seconds=None)
+    if not correct and _set_vs_relation(gold_cmp, pred_cmp):
+        correct = verify(gold_cmp, pred_cmp, timeout_seconds=None, allow_set_relation_comp=True)
         rules += ("set-relation",) if correct else ()
+    if correct and _gold_is_list(gold, gold_cmp) and not verify(
+            _in_written_order(gold_cmp), _in_written_order(pred_cmp), timeout_seconds=None):
+        return verdict(Outcome.WRONG, _answer_key(pred, extracted or ""), ("list-order",))
     if correct and _unsolved_equation(gold_parsed, pred):
         return verdict(Outcome.WRONG, _answer_key(pred, extracted or ""), ("unsolved-equation",))
     if correct and is_number(gold) and extracted is not None and is_unevaluated_arithmetic(extracted):
