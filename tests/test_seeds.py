@@ -294,6 +294,37 @@ def test_primaries_get_one_verdict_each_and_the_rest_is_exploratory(tmp_path):
     assert "TBRM n=4 and GRPO n=4 are equivalent within ±5 points" in md
 
 
+def test_a_group_sequential_report_stops_at_the_first_look_that_decides_and_lists_a_dropped_primary(tmp_path):
+    """10 matched seeds per method, a true gap of 30 points: the look at 5 seeds already decides 'different' at its
+    O'Brien-Fleming boundary (p about 1e-5 against 2e-4), so the design stops there and seeds 5-9 do not enter the verdict; a declared primary
+    that was not run stays in the family and is listed."""
+    from reports.build import build_report
+
+    rng = np.random.default_rng(13)
+    q = rng.uniform(0.2, 0.6, 1000)
+    runs = []
+    for method, shift in (("tbrm", 0.3), ("ppo", 0.0)):
+        mats = simulate(rng, 10, 1000, shift=shift, seed_sd=0.01, difficulty=q)
+        for s in range(10):
+            runs.append(write_eval_run(tmp_path / "evals" / f"{method}1-seed{s}", method, 1, s, mats[s]))
+    out = tmp_path / "report"
+    build_report([str(r) for r in runs], out, primaries=["TBRM n=1:PPO n=1"], dropped=["TBRM n=4:GRPO n=4"],
+                 sequential=[5, 10])
+    (prim,) = _csv(out / "tables" / "primary.csv")
+    looks = _csv(out / "tables" / "sequential.csv")
+    assert prim["verdict"] == "different" and prim["seeds_a"] == "5" and prim["test"] == "paired_seeds_t"
+    assert [r["look"] for r in looks] == ["1"] and float(looks[0]["p"]) < float(looks[0]["nominal"])
+    md = (out / "report.md").read_text()
+    assert "## Group-sequential looks" in md and "Stopped at look 1 (5 seeds per method)" in md
+    assert "Seeds beyond it do not enter the verdict" in md
+    assert "Declared but not run (kept in the family at p = 1): TBRM n=4 vs GRPO n=4" in md
+    # the same runs without the plan: a fixed 10-seed design, Holm over the 4 claims of 2 declared primaries
+    build_report([str(r) for r in runs], tmp_path / "fixed", primaries=["TBRM n=1:PPO n=1"],
+                 dropped=["TBRM n=4:GRPO n=4"])
+    (fixed,) = _csv(tmp_path / "fixed" / "tables" / "primary.csv")
+    assert fixed["seeds_a"] == "10" and float(fixed["p_holm"]) == pytest.approx(min(1.0, 4 * float(fixed["p"])))
+
+
 def test_mde_matches_statsmodels_power_for_equal_designs():
     """reports.stats.mde over Welch's design with equal SDs and seeds equals the pooled t-test's MDE that
     statsmodels' TTestIndPower solves for; seeds_needed is the first n whose power reaches 80%."""

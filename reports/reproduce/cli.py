@@ -64,6 +64,13 @@ def run(a: argparse.Namespace) -> int:
                              f"it writes the paper's exact commands (edit the recipes to change them)")
         return write_paper(out)
     s = resolve_settings(a)
+    if s["blocks"] and not a.dry_run:  # group-sequential: one plan per look, stopping once the primaries are decided
+        from reports.reproduce.sequential import run_looks
+
+        out.mkdir(parents=True, exist_ok=True)
+        print(f"tbrm reproduce --preset {a.preset}: group-sequential, looks at {s['blocks']} seeds per method, into "
+              f"{out}; methods: {', '.join(s['recipes'])}", flush=True)
+        return run_looks(s, out, s["jobs"])
     stages = cpu_stages(s, out)
     if a.dry_run:
         for i, st in enumerate(stages, start=1):

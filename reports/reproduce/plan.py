@@ -61,6 +61,13 @@ def resolve_settings(a: argparse.Namespace) -> dict[str, Any]:
             raise ValueError(f"{key} must be a positive integer, got {s[key]!r}")
     if not isinstance(s["math500_limit"], int) or s["math500_limit"] < 0:
         raise ValueError(f"math500_limit must be an integer >= 0, got {s['math500_limit']!r}")
+    s.setdefault("blocks", None)
+    if s["blocks"] is not None and getattr(a, "seeds", None) is not None and a.seeds != s["blocks"][-1]:
+        s["blocks"] = None  # --seeds N other than the last planned block: a fixed N-seed design, no looks
+    if s["blocks"] is not None:
+        from reports.reproduce.sequential import check_blocks
+
+        check_blocks(s)
     if s["heldout_problems"] > s["heldout_size"]:
         raise ValueError(f"heldout_problems={s['heldout_problems']} > heldout_size={s['heldout_size']}")
     return s
@@ -205,6 +212,11 @@ def cpu_stages(s: dict, out: Path) -> list[Stage]:
     primaries = [f"{x}:{y}" for x, y in s["primaries"] if {x, y} <= methods]
     declared = [x for pr in primaries for x in ("--primary", pr)] + (["--margin", f"{s['margin']:g}"] if primaries
                                                                      else [])
+    # declared primaries not run stay in the Holm family (at p = 1) and the report lists them
+    not_run = [f"{x}:{y}" for x, y in s["primaries"] if not {x, y} <= methods] if primaries else []
+    declared += [arg for pr in not_run for arg in ("--dropped-primary", pr)]
+    if s.get("blocks") and primaries:  # group-sequential: the report decides at the planned looks
+        declared += ["--sequential", ",".join(map(str, s["blocks"]))]
     stages.append(Stage("write the report", argv=["report", *map(rel, evals), *map(rel, trains), "--out",
                                                   rel(report), "--title",
                                                   f"tbrm reproduce --preset {s['preset']}: {len(plan) // len(seeds)} "
