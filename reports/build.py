@@ -141,7 +141,8 @@ def build_report(run_dirs: list[str], out: str | Path, *, labels: list[str] | No
         tables.append(prim)
         blocks += [Block("h2", f"Primary comparisons ({main})"),
                    Block("p", f"The comparisons this run was designed to answer, declared before it ran, each decided "
-                              f"on {main}: Holm over these {len(chosen)} only; every other comparison in this "
+                              f"on {main}: one Holm family over the difference and equivalence claims of these "
+                              f"{len(chosen) + len(not_run)} declared primaries only; every other comparison in this "
                               f"report is exploratory."),
                    Block("list", items=said), Block("table", table=prim)]
         if seq is not None:

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from reports.seed_tables import MethodGroup, group_matrix
+from reports.seed_tables import MethodGroup, group_matrix, matched_seeds
 from reports.seeds import (_paired_over_problems, calibration_note, paired_design, paired_seeds, seed_sd,
                            single_design, vs_single, welch, welch_design)
 from reports.stats import holm, mde, obf_boundaries, seeds_needed, tost_p
@@ -37,9 +37,6 @@ from reports.tables import BENCH_ORDER, DASH, ModelRow, Table, _p, bench_names, 
 # tables/primary.csv: exactly these columns, scores as fractions in [0, 1] like every other CSV of the report
 PRIMARY_COLUMNS = ["benchmark", "a", "b", "seeds_a", "seeds_b", "test", "diff", "ci_low", "ci_high", "p", "p_holm",
                    "p_tost", "p_tost_holm", "mde", "verdict"]
-# what makes seed k of two methods see the same prompts in the same order (besides the seed itself)
-PROMPT_KEYS = ("data", "data_path", "data_config", "arith_digits", "arith_ops", "heldout_size", "problem_field",
-               "answer_field", "prompts_per_step", "template")
 POWER = 0.8
 DIFFERENT, INCONCLUSIVE = "different", "inconclusive"
 
@@ -99,20 +96,6 @@ def main_benchmark(rows: list[ModelRow], name: str | None = None) -> str | None:
 
 def _trained_single(g: MethodGroup) -> bool:
     return not g.is_base and len(g.rows) == 1 and g.rows[0].runs[0].trained is not None
-
-
-def matched_seeds(ga: MethodGroup, gb: MethodGroup) -> bool:
-    """True when seed k of A and seed k of B were trained on the same prompts in the same order: both trained, the
-    same >= 2 distinct seeds, and the same prompt stream settings (PROMPT_KEYS) on every seed."""
-    if ga.is_base or gb.is_base or len(ga.rows) < 2 or ga.seeds != gb.seeds or None in ga.seeds:
-        return False
-    if len(set(ga.seeds)) != len(ga.seeds):
-        return False
-    for ra, rb in zip(ga.rows, gb.rows):
-        ca, cb = ra.runs[0].trained, rb.runs[0].trained
-        if ca is None or cb is None or any(ca.get(k) != cb.get(k) for k in PROMPT_KEYS):
-            return False
-    return True
 
 
 def primary_test(ma: np.ndarray, mb: np.ndarray, alpha: float, matched: bool = False):
