@@ -348,3 +348,39 @@ def test_mde_matches_statsmodels_power_for_equal_designs():
     assert power_t(0.10, *design(need), 0.05) >= 0.8 > power_t(0.10, *design(need - 1), 0.05)
     assert 10 <= need <= 15  # issue 19: 12-15 seeds per method for 10 points at seed SD 8
     assert seeds_needed(0.0, welch_design(sd, sd)) is None
+
+
+def test_the_powered_preset_plans_its_looks_and_stops_on_the_reports_verdicts(tmp_path):
+    """The group-sequential preset: one plan per look (its seeds 0..n-1), the report stage told the plan and the
+    declared primaries not run; a look is final when the report's primaries are all decided; a plan whose last
+    block is not the seed count is an error, and --seeds N off the plan is a fixed design."""
+    from tbrm.cli import build_parser
+
+    from reports.reproduce.plan import resolve_settings
+    from reports.reproduce.sequential import decided, look_stages
+
+    out = tmp_path / "p"
+    args = ["reproduce", "--preset", "powered", "--out", str(out), "--recipes", "cpu-tbrm-n1", "cpu-ppo-n1",
+            "--set", "blocks=[2,3]", "--set", "seeds=3"]
+    s = resolve_settings(build_parser().parse_args(args))
+    looks = look_stages(s, out)
+    assert [n for n, _ in looks] == [2, 3]
+    for n, stages in looks:
+        trains = [st for st in stages if st.argv and st.argv[0] == "train"]
+        assert sorted({t.argv[-1] for t in trains}) == [f"seed={k}" for k in range(n)]
+        report = stages[-1].argv
+        assert report[report.index("--sequential") + 1] == "2,3"
+        assert report[report.index("--dropped-primary") + 1] == "TBRM n=4:GRPO n=4"
+    rep = out / "report-powered" / "tables"
+    assert not decided(rep.parent)
+    rep.mkdir(parents=True)
+    (rep / "primary.csv").write_text("a,b,verdict\nTBRM n=1,PPO n=1,inconclusive\n")
+    assert not decided(rep.parent)
+    (rep / "primary.csv").write_text("a,b,verdict\nTBRM n=1,PPO n=1,equivalent within ±5 points\n")
+    assert decided(rep.parent)
+    with pytest.raises(ValueError, match="last planned block"):
+        resolve_settings(build_parser().parse_args(args[:-2] + ["--set", "seeds=4"]))
+    with pytest.raises(ValueError, match="increasing"):
+        resolve_settings(build_parser().parse_args(args[:-4] + ["--set", "blocks=[3,2]", "--set", "seeds=2"]))
+    fixed = resolve_settings(build_parser().parse_args(args + ["--seeds", "2"]))
+    assert fixed["blocks"] is None and fixed["seeds"] == 2

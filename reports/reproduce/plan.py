@@ -65,12 +65,23 @@ def resolve_settings(a: argparse.Namespace) -> dict[str, Any]:
     if s["blocks"] is not None and getattr(a, "seeds", None) is not None and a.seeds != s["blocks"][-1]:
         s["blocks"] = None  # --seeds N other than the last planned block: a fixed N-seed design, no looks
     if s["blocks"] is not None:
-        from reports.reproduce.sequential import check_blocks
-
         check_blocks(s)
     if s["heldout_problems"] > s["heldout_size"]:
         raise ValueError(f"heldout_problems={s['heldout_problems']} > heldout_size={s['heldout_size']}")
     return s
+
+
+def check_blocks(s: dict) -> None:
+    """Blocks increase from 2 seeds per method, and the last is the preset's seed count. (`--seeds N` other than the
+    last block runs a fixed N-seed design instead: `resolve_settings`.)"""
+    blocks = s["blocks"]
+    if (not isinstance(blocks, list) or not blocks or not all(isinstance(b, int) for b in blocks)
+            or blocks[0] < 2 or any(b <= a for a, b in zip(blocks, blocks[1:]))):
+        raise ValueError(f"blocks must be increasing seed counts from 2, e.g. [5, 10, 15, 20]; got {blocks!r}")
+    if s["seeds"] != blocks[-1]:
+        raise ValueError(f"seeds={s['seeds']} is not the last planned block {blocks[-1]} of this group-sequential "
+                         f"preset (blocks {blocks}); set both (--set blocks=[...] --set seeds=N) before the run, "
+                         f"never after a look")
 
 
 def train_overrides(s: dict) -> list[str]:

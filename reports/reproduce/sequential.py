@@ -16,19 +16,6 @@ from reports.reproduce.executors import run_stages
 from reports.reproduce.plan import Stage, cpu_stages
 
 
-def check_blocks(s: dict) -> None:
-    """Blocks increase from 2 seeds per method, and the last is the preset's seed count. (`--seeds N` other than the
-    last block runs a fixed N-seed design instead: `resolve_settings`.)"""
-    blocks = s["blocks"]
-    if (not isinstance(blocks, list) or not blocks or not all(isinstance(b, int) for b in blocks)
-            or blocks[0] < 2 or any(b <= a for a, b in zip(blocks, blocks[1:]))):
-        raise ValueError(f"blocks must be increasing seed counts from 2, e.g. [5, 10, 15, 20]; got {blocks!r}")
-    if s["seeds"] != blocks[-1]:
-        raise ValueError(f"seeds={s['seeds']} is not the last planned block {blocks[-1]} of this group-sequential "
-                         f"preset (blocks {blocks}); set both (--set blocks=[...] --set seeds=N) before the run, "
-                         f"never after a look")
-
-
 def look_stages(s: dict, out: Path) -> list[tuple[int, list[Stage]]]:
     """(seeds per method, the stages up to and including that look's report) for every planned look."""
     return [(n, cpu_stages({**s, "seeds": n}, out)) for n in s["blocks"]]
