@@ -259,7 +259,7 @@ def sentence(row: dict, p_holm: float, p_eq: float, v: str, alpha: float, margin
     why = _WHY_TEST.get(res.test, res.test.replace("_", " "))
     if res.test == "paired_seeds_t" and res.details.get("r") is not None:
         why += f"; per-seed scores correlate at r = {res.details['r']:.2f}"
-    fam = (f"Holm-adjusted over the {2 * m} claims of {m} primar{'y' if m == 1 else 'ies'} {p_holm:.2g}"
+    fam = (f"Holm-adjusted p={p_holm:.2g} over the {2 * m} claims of {m} primar{'y' if m == 1 else 'ies'}"
            if nominal is None else f"this look's nominal level {nominal:.2g}")
     nums = f"{a} − {b} = {pct(res.diff)} points ({ci}; p={res.p_value:.2g}, {fam}; {sa}+{sb} seeds; {why})"
     if row["smoke"]:
