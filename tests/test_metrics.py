@@ -163,9 +163,9 @@ def test_majority_correct_properties(samples, rnd):
 
 
 def test_majority_correct_rejects_bad_inputs():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="answer_keys has 2 entries but correct has 1"):
         majority_correct(["a", "b"], [True])
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="majority_correct needs at least one sample"):
         majority_correct([], [])
 
 
