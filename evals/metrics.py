@@ -129,18 +129,18 @@ def pass_at_k(n: int, c: int, k: int) -> float:
 def majority_correct(answer_keys: Sequence[str | None], correct: Sequence[bool]) -> float:
     """maj@n for one problem: is the majority-vote answer over its n samples correct? (Wang et al. 2023).
 
-    Voting groups (keys merged by verdict):
-      * every sample judged correct goes to a single "gold" group, whatever its key (the verifier judged them
-        all equivalent to the gold answer, even when their canonical strings differ, e.g. "1/2" and "0.5");
-      * an incorrect sample whose key is also the key of a correct sample votes for gold too: it gave the same
-        answer, and a vote is for an answer (the verifier can judge one answer string differently in two
-        responses, e.g. when one of them was truncated after it); counted against gold it would vote against
-        its own answer;
-      * every other incorrect sample with a key votes for the group of that key;
-      * incorrect samples with key None (no answer extracted) do not vote, so "no answer" never wins.
+    Voting groups, the same rule for right and wrong answers (so neither side gains votes the other could not):
+      * samples vote for their answer key: one group per key, correct or not. A group is correct when any of its
+        samples was judged correct (a vote is for an answer: the verifier can judge one answer string
+        differently in two responses, e.g. when one was truncated after it);
+      * correct answers with different keys (e.g. "1/2" and "0.5") stay separate groups, exactly as two wrong
+        answers that mean the same thing do: merging only the correct ones by verdict would pool gold's votes and
+        not the wrong answers', which biases maj@n upward;
+      * a correct sample with no key forms one correct group of such samples; incorrect samples with key None (no
+        answer extracted) do not vote, so "no answer" never wins.
     The majority group is the largest one. If several groups tie for largest, the result is the fraction of
-    tied groups that are correct -- the expected correctness under a uniformly random tie-break -- so it is
-    1/t when gold is one of t tied groups and 0 otherwise. No votes at all gives 0.0.
+    tied groups that are correct -- the expected correctness under a uniformly random tie-break. No votes at all
+    gives 0.0.
 
     Args: answer_keys and correct, both of length n >= 1, aligned by sample.
     Returns: a float in [0, 1] (1.0 or 0.0 unless there is a tie involving gold).
@@ -149,18 +149,20 @@ def majority_correct(answer_keys: Sequence[str | None], correct: Sequence[bool])
         raise ValueError(f"answer_keys has {len(answer_keys)} entries but correct has {len(correct)}")
     if len(correct) == 0:
         raise ValueError("majority_correct needs at least one sample")
-    gold_keys = {key for key, ok in zip(answer_keys, correct) if ok and key is not None}
-    gold = sum(1 for key, ok in zip(answer_keys, correct) if ok or key in gold_keys)
-    wrong = Counter(key for key, ok in zip(answer_keys, correct)
-                    if not ok and key is not None and key not in gold_keys)
-    best_wrong = max(wrong.values(), default=0)
-    top = max(gold, best_wrong)
-    if top == 0:
+    votes: Counter = Counter()
+    right: set = set()
+    for key, ok in zip(answer_keys, correct):
+        if key is None and not ok:
+            continue
+        group = ("key", key) if key is not None else ("no key, correct", None)
+        votes[group] += 1
+        if ok:
+            right.add(group)
+    if not votes:
         return 0.0
-    if gold < top:
-        return 0.0
-    n_tied = 1 + sum(1 for v in wrong.values() if v == top)
-    return 1.0 / n_tied
+    top = max(votes.values())
+    tied = [g for g, v in votes.items() if v == top]
+    return sum(g in right for g in tied) / len(tied)
 
 
 def _as_scores(values: object, name: str = "values") -> np.ndarray:

@@ -81,16 +81,22 @@ def _in_words(records: list[dict], main: str | None, declared: bool) -> str:
 def build_report(run_dirs: list[str], out: str | Path, *, labels: list[str] | None = None, alpha: float = 0.05,
                  metric: str = "avg", average_over: list[str] | None = None,
                  title: str = "TBRM benchmark report", primaries: list[str] | None = None, margin: float = 5.0,
-                 main_benchmark: str | None = None) -> ReportResult:
+                 main_benchmark: str | None = None, dropped: list[str] | None = None,
+                 sequential: list[int] | None = None) -> ReportResult:
     """Write the report. `primaries`: "A:B" method pairs (or (A, B) tuples), matched case-insensitively to the
     method labels, decided on `main_benchmark` (default `reports.primaries.main_benchmark`) with Holm over them
     only and TOST at ±`margin` points; every other comparison is exploratory. Without primaries, the Holm family
-    is every comparison on the main benchmark."""
+    is every comparison on the main benchmark. `dropped`: "A:B" primaries declared but not run, kept in the Holm
+    family at p = 1 and listed. `sequential`: planned seed blocks of a group-sequential design
+    (`reports.primaries.sequential_table`) deciding the primaries at its looks."""
     if not 0.0 < alpha < 1.0:
         raise ValueError(f"--alpha must be in (0, 1), got {alpha}")
     if not margin > 0.0:
         raise ValueError(f"--margin must be > 0 points, got {margin}")
     pairs = [P.parse_primary(x) if isinstance(x, str) else (str(x[0]), str(x[1])) for x in primaries or []]
+    not_run = [P.parse_primary(x) if isinstance(x, str) else (str(x[0]), str(x[1])) for x in dropped or []]
+    if sequential and not pairs:
+        raise ValueError("--sequential needs --primary: a group-sequential design decides declared primaries")
     out = Path(out)
     _check_out(out, run_dirs)
     evals, trains = load_runs(run_dirs, labels)  # everything validated before anything is written
@@ -126,13 +132,23 @@ def build_report(run_dirs: list[str], out: str | Path, *, labels: list[str] | No
         title = f"Smoke run — {title}"
         blocks += [Block("h2", "Smoke run: no method verdicts"), Block("p", SMOKE)]
     if chosen:
-        prim, said = P.primary_table(groups, chosen, main, alpha=alpha, margin=margin)
+        seq = None
+        if sequential:
+            seq = P.sequential_table(groups, chosen, main, sequential, alpha=alpha, margin=margin, dropped=not_run)
+            prim, said = seq["table"], seq["sentences"]
+        else:
+            prim, said = P.primary_table(groups, chosen, main, alpha=alpha, margin=margin, dropped=not_run)
         tables.append(prim)
         blocks += [Block("h2", f"Primary comparisons ({main})"),
                    Block("p", f"The comparisons this run was designed to answer, declared before it ran, each decided "
-                              f"on {main}: Holm over these {len(chosen)} only; every other comparison in this "
+                              f"on {main}: one Holm family over the difference and equivalence claims of these "
+                              f"{len(chosen) + len(not_run)} declared primaries only; every other comparison in this "
                               f"report is exploratory."),
                    Block("list", items=said), Block("table", table=prim)]
+        if seq is not None:
+            looks = P.looks_table(seq)
+            tables.append(looks)
+            blocks += [Block("h2", "Group-sequential looks"), Block("table", table=looks)]
     train_groups = S.group_trains(trains)
     colors = F.color_map([g.label for g in groups] + [lab for lab, _ in train_groups] + [r.label for r in rows]
                          + [t.label for t in trains])

@@ -50,6 +50,13 @@ def add_parsers(sub) -> None:
                         "difference; every other comparison is exploratory")
     p.add_argument("--margin", type=_margin, default=5.0, metavar="POINTS",
                    help="equivalence margin of the primaries in percentage points (TOST; default 5)")
+    p.add_argument("--dropped-primary", action="append", default=[], metavar="A:B",
+                   help="a primary declared before the run but not run (its methods were not trained): it stays in "
+                        "the Holm family at p = 1 and the report lists it (repeatable)")
+    p.add_argument("--sequential", type=_blocks, metavar="N1,N2,...",
+                   help="planned seed blocks of a group-sequential design (seeds per method at each look, e.g. "
+                        "5,10,15,20): the primaries are decided at the looks with O'Brien-Fleming-type alpha "
+                        "spending, and the report states the looks, boundaries and where the design stopped")
     p.add_argument("--main-benchmark", metavar="NAME",
                    help="the benchmark the primaries (or, without them, the Holm family) use; default: the single "
                         "held-out benchmark, else the one with the most problems (a MATH500 slice only when it is "
@@ -61,12 +68,23 @@ def add_parsers(sub) -> None:
     add_reproduce(sub)
 
 
+def _blocks(text: str) -> list[int]:
+    """'5,10,15,20' -> [5, 10, 15, 20]: increasing seed counts from 2."""
+    try:
+        out = [int(x) for x in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected increasing seed counts like 5,10,15,20, got {text!r}") from None
+    if not out or out[0] < 2 or any(b <= a for a, b in zip(out, out[1:])):
+        raise argparse.ArgumentTypeError(f"expected increasing seed counts from 2 like 5,10,15,20, got {text!r}")
+    return out
+
+
 def _run_report(a: argparse.Namespace) -> int:
     from reports.build import build_report
 
     res = build_report(a.runs, a.out, labels=a.label, alpha=a.alpha, metric=a.metric,
                        average_over=a.average_over, title=a.title, primaries=a.primary, margin=a.margin,
-                       main_benchmark=a.main_benchmark)
+                       main_benchmark=a.main_benchmark, dropped=a.dropped_primary, sequential=a.sequential)
     print(f"report: {res.out / 'report.md'} and {res.out / 'report.html'} "
           f"({len(res.figures)} figures, {len(res.tables)} tables in {res.out})")
     if res.warnings:

@@ -14,7 +14,7 @@ import numpy as np
 
 from reports.runs import TrainRun
 from tbrm.config import RESUMABLE_CHANGES
-from reports.seeds import seed_mean, seed_paired
+from reports.seeds import calibration_note, seed_mean, seed_paired
 from reports.stats import EXPLORATORY, at_floor, boot_replicates
 from reports.tables import (DASH, ModelRow, Table, _p, bench_names, family_of, finish_paired, paired_note,
                             pct)
@@ -22,6 +22,9 @@ from reports.tables import (DASH, ModelRow, Table, _p, bench_names, family_of, f
 # train_config fields that do not make two runs different methods: the seed, and what may change on resume
 # (TrainConfig's field metadata: speed, memory, logging, length; never what a step computes)
 NOT_METHOD = {"seed", *RESUMABLE_CHANGES}
+# what makes seed k of two methods see the same prompts in the same order (besides the seed itself)
+PROMPT_KEYS = ("data", "data_path", "data_config", "arith_digits", "arith_ops", "heldout_size", "problem_field",
+               "answer_field", "prompts_per_step", "template")
 
 
 @dataclass
@@ -71,6 +74,20 @@ def group_seeds(rows: list[ModelRow]) -> list[MethodGroup]:
     return groups
 
 
+def matched_seeds(ga: MethodGroup, gb: MethodGroup) -> bool:
+    """True when seed k of A and seed k of B were trained on the same prompts in the same order: both trained, the
+    same >= 2 distinct seeds, and the same prompt stream settings (PROMPT_KEYS) on every seed."""
+    if ga.is_base or gb.is_base or len(ga.rows) < 2 or ga.seeds != gb.seeds or None in ga.seeds:
+        return False
+    if len(set(ga.seeds)) != len(ga.seeds):
+        return False
+    for ra, rb in zip(ga.rows, gb.rows):
+        ca, cb = ra.runs[0].trained, rb.runs[0].trained
+        if ca is None or cb is None or any(ca.get(k) != cb.get(k) for k in PROMPT_KEYS):
+            return False
+    return True
+
+
 def group_trains(trains: list[TrainRun]) -> list[tuple[str, list[TrainRun]]]:
     """Training runs that share everything but the seed -> (method label, runs), for mean-and-band curves."""
     out: dict[str, tuple[str, list[TrainRun]]] = {}
@@ -99,6 +116,7 @@ def seed_table(groups: list[MethodGroup], alpha: float = 0.05) -> Table:
         [f"{b} per seed" for b in names]
     display, records = [], []
     notes_missing = []
+    notes_cal: set[str] = set()
     for g in groups:
         rec: dict = {"label": g.label, "n_seeds": len(g.rows),
                      "seeds": " ".join(DASH if s is None else str(s) for s in g.seeds), "base": g.is_base}
@@ -113,7 +131,10 @@ def seed_table(groups: list[MethodGroup], alpha: float = 0.05) -> Table:
                 continue
             m, _ = got
             sm = seed_mean(m, alpha=alpha)
-            means.append(f"{pct(sm.value)} ({pct(sm.ci_low)}{DASH}{pct(sm.ci_high)})")
+            cal = calibration_note(sm.n_seeds) if not g.is_base else None
+            means.append(f"{pct(sm.value)} ({pct(sm.ci_low)}{DASH}{pct(sm.ci_high)}){' †' if cal else ''}")
+            if cal:
+                notes_cal.add(cal)
             per.append(", ".join(pct(x) for x in sm.per_seed))
             rec.update({f"{b}_mean": sm.value, f"{b}_ci_low": sm.ci_low, f"{b}_ci_high": sm.ci_high,
                         f"{b}_ci_method": sm.method, f"{b}_per_seed": " ".join(f"{x:.6g}" for x in sm.per_seed),
@@ -124,11 +145,12 @@ def seed_table(groups: list[MethodGroup], alpha: float = 0.05) -> Table:
     notes = [f"Scores in %: the mean over seeds of each seed's accuracy, with a {level} t interval for the expected "
              f"accuracy over new seeds and new problems: variance = the spread of the per-seed scores / seeds + "
              f"the problems' share (two-way seeds × problems ANOVA), on seeds − 1 degrees of freedom "
-             f"(reports/seeds.py). Few seeds give few degrees of freedom (2 at 3 seeds), so the interval is wide: that is "
-             f"what few seeds know.",
+             f"(reports/seeds.py); from 10 seeds on, widened to the symmetric bootstrap-t over seeds where that is "
+             f"wider (skewed seeds: a few take off, many stay near the base model). Few seeds give few degrees of "
+             f"freedom (2 at 3 seeds), so the interval is wide: that is what few seeds know.",
              f"A model with one seed (the base model) shows problem-level uncertainty only: the {level} Wilson "
              f"interval for one sample per problem, else a t interval over problems."]
-    notes += notes_missing
+    notes += [f"† {c}." for c in sorted(notes_cal)] + notes_missing
     return Table("table1_seeds", columns, display, records, notes)
 
 
@@ -153,7 +175,7 @@ def seed_paired_table(groups: list[MethodGroup], alpha: float = 0.05, main: str 
     n_boot = boot_replicates(max(1, sum(f != EXPLORATORY for f in fams)), alpha)
     for (b, ga, gb, ma, mb), fam in zip(todo, fams):
         single = "mcnemar" if _one_sample(ga, b) and _one_sample(gb, b) else "bootstrap"
-        res = seed_paired(ma, mb, alpha=alpha, single_test=single, n_boot=n_boot)
+        res = seed_paired(ma, mb, alpha=alpha, single_test=single, n_boot=n_boot, matched=matched_seeds(ga, gb))
         one_seed_trained = any(len(g.rows) == 1 and not g.is_base and g.rows[0].runs[0].trained is not None
                                for g in (ga, gb))
         records.append({
@@ -164,6 +186,8 @@ def seed_paired_table(groups: list[MethodGroup], alpha: float = 0.05, main: str 
             "family": fam, "significant": None, "significant_raw": None, "verdict": None, "settings_differ": "",
             "sentence": None, "_result": res, "_about": "checkpoints" if one_seed_trained else "methods",
         })
+    cal = {c for r in records if r["_about"] == "methods" for c in (calibration_note(min(r["seeds_a"], r["seeds_b"])),)
+           if c}
     finish_paired(records, alpha)
     columns = ["Benchmark", "A", "B", "Seeds (A+B)", "Problems", "A − B (points)", "CI", "Test", "p", "p (Holm)",
                "Family", "Verdict (Holm-adjusted)"]
@@ -174,12 +198,16 @@ def seed_paired_table(groups: list[MethodGroup], alpha: float = 0.05, main: str 
                 r["verdict"]] for r in records]
     notes = [paired_note(records, alpha, main, bool(primaries)) if records else
              "No two methods share a benchmark's problems.",
-             "Tests: Welch's t-test on the per-seed scores when both methods have several seeds (the problems are "
-             "shared, so their difficulty cancels; the spread of the per-seed scores holds both the seed and the "
-             "evaluation noise); against a model with one seed (the base model), a t-test whose variance adds "
-             "that model's problem-level noise to the seed spread, on seeds − 1 df. Both keep their type-I error "
-             "at or below 5% in simulation at 3 and 10 seeds (tests/test_calibration.py). So a method that moves "
-             "between seeds needs a larger gap than a per-problem test of one seed each would ask for."]
+             "Tests: the paired t-test over seeds when seed k of both methods was trained on the same prompts in "
+             "the same order; else Welch's t-test on the per-seed scores when both methods have several seeds (the "
+             "problems are shared, so their difficulty cancels; the spread of the per-seed scores holds both the "
+             "seed and the evaluation noise); against a model with one seed (the base model), a t-test whose "
+             "variance adds that model's problem-level noise to the seed spread, on seeds − 1 df. In simulation "
+             "(tests/test_calibration.py, docs/statistics.md) they hold 5% at 3 and 10 seeds with unimodal seed "
+             "spreads, and between methods also near the floor with seeds that collapse or take off; against the "
+             "base model, near the floor, only from 10 seeds (13% at 3 seeds, half collapsing). So a method that "
+             "moves between seeds needs a larger gap than a per-problem test of one seed each would ask for."]
+    notes += [f"Calibration: {c}." for c in sorted(cal)]
     notes += [f"Not compared — {s}" for s in skipped]
     return Table("paired_seeds", columns, display, records, notes)
 

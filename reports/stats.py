@@ -19,6 +19,8 @@ the test and words the result:
 * :func:`t_result`, :func:`tost_p`, :func:`power_t`, :func:`mde`, :func:`seeds_needed` -- t-based p-values,
   intervals, equivalence tests (TOST) and power, for the seed-level tests of `reports.seeds` (``scipy.stats.t``
   and ``scipy.stats.nct``).
+* :func:`obf_boundaries` -- group-sequential boundaries that spend alpha across planned looks with the Lan-DeMets
+  O'Brien-Fleming-type spending function, from the joint normal law of the looks (``scipy.stats.multivariate_normal``).
 * :func:`adjust` -- ``statsmodels.stats.multitest.multipletests`` (Holm by default) over a family of comparisons.
 * :func:`compare` pairs two ``{problem_id: score}`` dicts and picks a test; :func:`describe` words a result,
   its verdict following the ADJUSTED p-value when one is given.
@@ -36,6 +38,8 @@ References
   proportion at small n).
 * Welch 1947, Biometrika 34:28-35 (unequal variances, Satterthwaite df); Schuirmann 1987, J Pharmacokinet
   Biopharm 15:657-680 (two one-sided tests, TOST, for equivalence).
+* Lan & DeMets 1983, Biometrika 70:659-663 (alpha spending); O'Brien & Fleming 1979, Biometrics 35:549-556;
+  Jennison & Turnbull 2000, "Group Sequential Methods with Applications to Clinical Trials", ch. 7 (table 7.5).
 * Holm 1979, Scand. J. Statist. 6:65-70 (step-down family-wise error control).
 * Dror et al. 2018, "The Hitchhiker's Guide to Testing Statistical Significance in NLP", ACL.
 """
@@ -66,6 +70,7 @@ __all__ = [
     "mde",
     "seeds_needed",
     "boot_replicates",
+    "obf_boundaries",
     "PERMUTATION_EXACT_MAX",
 ]
 
@@ -78,7 +83,7 @@ class PairedResult:
     """Outcome of a paired comparison of method A against method B.
 
     test: "paired_bootstrap", "paired_permutation", "mcnemar", "paired_t", or a seed-level test of `reports.seeds`
-        ("welch_t", "seeds_vs_single").
+        ("welch_t", "paired_seeds_t", "seeds_vs_single").
     n: number of paired problems.
     diff: mean(a - b) over problems (for 0/1 scores: accuracy of A minus accuracy of B), in score units.
     ci_low, ci_high: confidence interval for diff (None when the test gives none); level in details["ci_level"].
@@ -409,6 +414,46 @@ def seeds_needed(diff: float, design, alpha: float = 0.05, power: float = 0.8, m
     return hi
 
 
+def obf_spent(t: float, alpha: float) -> float:
+    """Lan-DeMets O'Brien-Fleming-type spending function, two-sided (each side spends alpha / 2 by
+    2 - 2 Phi(z_{1 - alpha/4} / sqrt(t))): the two-sided alpha spent by information fraction t in (0, 1], alpha at
+    t = 1."""
+    return float(4.0 - 4.0 * sps.norm.cdf(sps.norm.ppf(1.0 - alpha / 4.0) / np.sqrt(t)))
+
+
+def obf_boundaries(fractions: Sequence[float], alpha: float = 0.05) -> list[float]:
+    """Two-sided z boundaries c_1..c_K of a group-sequential test with looks at information fractions `fractions`
+    (increasing, the last 1), spending alpha by `obf_spent`: c_k solves P(|Z_j| < c_j for j < k, |Z_k| >= c_k) =
+    spent(t_k) - spent(t_{k-1}) under H0, where (Z_1..Z_K) is normal with corr(Z_i, Z_j) = sqrt(t_i / t_j) (the
+    canonical joint law of a statistic recomputed on accumulating data; Jennison & Turnbull 2000, ch. 7). A test
+    stops at look k when |Z_k| >= c_k; with a t statistic, compare its p with the nominal level 2 (1 - Phi(c_k)).
+    Four equal looks at alpha 0.05 give 4.33, 2.96, 2.36, 2.01."""
+    _check_alpha(alpha)
+    t = np.asarray(fractions, dtype=np.float64)
+    if t.ndim != 1 or t.size < 1 or not np.all(np.diff(t) > 0.0) or t[0] <= 0.0 or abs(t[-1] - 1.0) > 1e-12:
+        raise ValueError(f"information fractions must increase from > 0 to 1, got {list(fractions)}")
+    from scipy.optimize import brentq
+
+    cov = np.sqrt(np.minimum.outer(t, t) / np.maximum.outer(t, t))
+    bounds: list[float] = []
+    for k in range(t.size):
+        target = obf_spent(t[k], alpha) - (obf_spent(t[k - 1], alpha) if k else 0.0)
+        if k == 0:
+            bounds.append(float(sps.norm.isf(target / 2.0)))
+            continue
+        law = sps.multivariate_normal(np.zeros(k + 1), cov[: k + 1, : k + 1], seed=0)
+        law_prev = sps.multivariate_normal(np.zeros(k), cov[:k, :k], seed=0)
+        prev = np.asarray(bounds)
+        cont = float(law_prev.cdf(prev, lower_limit=-prev)) if k > 1 else 1.0 - 2.0 * sps.norm.sf(prev[0])
+
+        def crossed(c: float) -> float:  # P(continue to look k, then cross at look k) - target
+            inside = float(law.cdf(np.append(prev, c), lower_limit=-np.append(prev, c)))
+            return cont - inside - target
+
+        bounds.append(float(brentq(crossed, 0.5, 12.0, xtol=1e-6)))
+    return bounds
+
+
 CORRECTIONS = {"holm": "Holm", "bonferroni": "Bonferroni", "fdr_bh": "Benjamini-Hochberg"}
 
 
@@ -484,6 +529,7 @@ _TEST_NAMES = {
     "mcnemar": "mid-p McNemar test",
     "paired_t": "paired t-test",
     "welch_t": "Welch's t-test on per-seed scores",
+    "paired_seeds_t": "paired t-test over matched seeds",
     "seeds_vs_single": "t-test of the seed mean against one model (its problem-level noise added)",
 }
 

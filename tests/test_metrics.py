@@ -108,7 +108,11 @@ def test_pass_at_k_rejects_bad_inputs(n, c, k):
         (["5", "5", "5"], [True, True, True], 1.0),
         (["7", "7", "3"], [False, False, False], 0.0),
         (["5", "5", "7", "7", "7"], [True, True, False, False, False], 0.0),  # wrong answer outvotes gold
-        (["1/2", "0.5", "3"], [True, True, False], 1.0),  # correct samples pool despite different keys
+        # answers vote by key on both sides: two spellings of the right answer split, as two of a wrong one do
+        (["1/2", "0.5", "3"], [True, True, False], 2 / 3),
+        (["1/2", "0.5", "3", "3"], [True, True, False, False], 0.0),
+        (["1/2", "0.5", "0.5", "3", "3"], [True, True, True, False, False], 0.5),
+        ([None, None, "3"], [True, True, False], 1.0),  # correct samples without a key: one correct group
         (["5", "5", "7", "7"], [True, True, False, False], 0.5),  # 2-way tie with gold
         (["5", "a", "b"], [True, False, False], 1 / 3),  # 3-way tie with gold
         (["a", "a", "b", "b", "5"], [False, False, False, False, True], 0.0),  # tie not involving gold
@@ -117,9 +121,9 @@ def test_pass_at_k_rejects_bad_inputs(n, c, k):
         ([None, None], [False, False], 0.0),  # no votes at all
         ([None, "7", "5"], [False, False, True], 0.5),  # None ignored: gold ties with "7"
         (["5"], [True], 1.0),
-        # keys merged by verdict: a wrong sample with a correct sample's key votes for that answer, i.e. gold
+        # a wrong sample with a correct sample's key votes for that answer
         (["5", "5", "5", "7", "7"], [True, False, False, False, False], 1.0),
-        (["5", "5", "7", "7"], [True, False, False, False], 0.5),  # gold (2 with the merged "5") ties "7"
+        (["5", "5", "7", "7"], [True, False, False, False], 0.5),  # "5" (2 with the wrong-judged one) ties "7"
     ],
 )
 def test_majority_correct_cases(keys, correct, expected):
@@ -159,9 +163,9 @@ def test_majority_correct_properties(samples, rnd):
 
 
 def test_majority_correct_rejects_bad_inputs():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="answer_keys has 2 entries but correct has 1"):
         majority_correct(["a", "b"], [True])
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="majority_correct needs at least one sample"):
         majority_correct([], [])
 
 

@@ -358,8 +358,8 @@ def test_primaries_lead_the_report_and_a_smoke_run_gives_them_no_verdict(runs, t
     with open(out / "tables" / "primary.csv", newline="") as f:
         reader = csv.DictReader(f)
         rows = list(reader)
-    assert reader.fieldnames == ["benchmark", "a", "b", "seeds_a", "seeds_b", "diff", "ci_low", "ci_high", "p",
-                                 "p_holm", "mde", "verdict"]
+    assert reader.fieldnames == ["benchmark", "a", "b", "seeds_a", "seeds_b", "test", "diff", "ci_low", "ci_high",
+                                 "p", "p_holm", "p_tost", "p_tost_holm", "mde", "verdict"]
     (row,) = rows
     assert (row["benchmark"], row["a"], row["b"], row["seeds_a"], row["seeds_b"]) == ("amc23", "TBRM n=1",
                                                                                     "GRPO n=2", "1", "1")

@@ -494,3 +494,50 @@ def test_wilson_interval_holds_its_proportion_even_at_0_and_n():
     for x, n in ((0, 3), (3, 3), (10, 10), (1, 7)):
         lo, hi = wilson(x, n)
         assert 0.0 <= lo <= x / n <= hi <= 1.0
+
+
+# ---------------------------------------------------------------------------------------------- group-sequential
+
+
+def test_obf_boundaries_match_the_published_lan_demets_values():
+    """Jennison & Turnbull 2000, table 7.5 / gsDesign sfLDOF: four equally spaced looks, two-sided alpha 0.05 give
+    4.33, 2.96, 2.36, 2.01; one look is the fixed-sample 1.96; the boundaries spend exactly alpha overall."""
+    from scipy import stats as sps
+
+    from reports.stats import obf_boundaries, obf_spent
+
+    assert obf_boundaries([0.25, 0.5, 0.75, 1.0]) == pytest.approx([4.333, 2.963, 2.359, 2.014], abs=2e-3)
+    assert obf_boundaries([1.0]) == pytest.approx([sps.norm.isf(0.025)], abs=1e-9)
+    assert obf_spent(1.0, 0.05) == pytest.approx(0.05, abs=1e-12)
+    assert obf_spent(0.25, 0.05) == pytest.approx(2 * 2 * sps.norm.sf(sps.norm.isf(0.0125) / 0.5), rel=1e-9)
+    # unequal looks: 5 and 20 of 20 seeds; the last boundary lies between 1.96 and the first
+    b = obf_boundaries([0.25, 1.0], 0.05)
+    assert b[0] == pytest.approx(4.333, abs=2e-3) and 1.96 < b[1] < 2.0
+    for bad in ([0.5, 0.5, 1.0], [0.0, 1.0], [0.5, 0.9], []):
+        with pytest.raises(ValueError, match="information fractions"):
+            obf_boundaries(bad)
+
+
+def test_obf_boundaries_spend_alpha_by_simulation():
+    """Brownian motion observed at the looks: crossing any boundary happens alpha of the time."""
+    from reports.stats import obf_boundaries
+
+    rng = np.random.default_rng(0)
+    t = np.array([0.25, 0.5, 0.75, 1.0])
+    c = np.array(obf_boundaries(list(t), 0.05))
+    steps = rng.normal(0.0, 1.0, (200_000, 4)) * np.sqrt(np.diff(np.concatenate([[0.0], t])))
+    z = np.cumsum(steps, axis=1) / np.sqrt(t)
+    rate = float(np.mean(np.any(np.abs(z) >= c, axis=1)))
+    assert abs(rate - 0.05) < 3 * np.sqrt(0.05 * 0.95 / 200_000)
+
+
+def test_sequential_plan_spends_each_claims_share():
+    from reports.primaries import sequential_plan
+
+    plan = sequential_plan([5, 10, 15, 20], 0.05, n_primaries=2)
+    assert plan["claim_alpha"] == pytest.approx(0.0125) and plan["fractions"] == [0.25, 0.5, 0.75, 1.0]
+    assert plan["nominal"] == sorted(plan["nominal"]) and plan["nominal"][-1] < 0.0125
+    with pytest.raises(ValueError, match="increase"):
+        sequential_plan([5, 5, 10])
+    with pytest.raises(ValueError, match="increase"):
+        sequential_plan([1, 10])

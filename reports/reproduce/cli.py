@@ -65,6 +65,13 @@ def run(a: argparse.Namespace) -> int:
                              f"it writes the paper's exact commands (edit the recipes to change them)")
         return write_paper(out)
     s = resolve_settings(a)
+    if s["blocks"] and not a.dry_run:  # group-sequential: one plan per look, stopping once the primaries are decided
+        from reports.reproduce.sequential import run_looks
+
+        with run_lock(out):
+            print(f"tbrm reproduce --preset {a.preset}: group-sequential, looks at {s['blocks']} seeds per method, "
+                  f"into {out}; methods: {', '.join(s['recipes'])}", flush=True)
+            return run_looks(s, out, s["jobs"])
     if a.dry_run:
         stages = cpu_stages(s, out)
         for i, st in enumerate(stages, start=1):

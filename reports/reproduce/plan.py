@@ -61,9 +61,27 @@ def resolve_settings(a: argparse.Namespace) -> dict[str, Any]:
             raise ValueError(f"{key} must be a positive integer, got {s[key]!r}")
     if not isinstance(s["math500_limit"], int) or s["math500_limit"] < 0:
         raise ValueError(f"math500_limit must be an integer >= 0, got {s['math500_limit']!r}")
+    s.setdefault("blocks", None)
+    if s["blocks"] is not None and getattr(a, "seeds", None) is not None and a.seeds != s["blocks"][-1]:
+        s["blocks"] = None  # --seeds N other than the last planned block: a fixed N-seed design, no looks
+    if s["blocks"] is not None:
+        check_blocks(s)
     if s["heldout_problems"] > s["heldout_size"]:
         raise ValueError(f"heldout_problems={s['heldout_problems']} > heldout_size={s['heldout_size']}")
     return s
+
+
+def check_blocks(s: dict) -> None:
+    """Blocks increase from 2 seeds per method, and the last is the preset's seed count. (`--seeds N` other than the
+    last block runs a fixed N-seed design instead: `resolve_settings`.)"""
+    blocks = s["blocks"]
+    if (not isinstance(blocks, list) or not blocks or not all(isinstance(b, int) for b in blocks)
+            or blocks[0] < 2 or any(b <= a for a, b in zip(blocks, blocks[1:]))):
+        raise ValueError(f"blocks must be increasing seed counts from 2, e.g. [5, 10, 15, 20]; got {blocks!r}")
+    if s["seeds"] != blocks[-1]:
+        raise ValueError(f"seeds={s['seeds']} is not the last planned block {blocks[-1]} of this group-sequential "
+                         f"preset (blocks {blocks}); set both (--set blocks=[...] --set seeds=N) before the run, "
+                         f"never after a look")
 
 
 def train_overrides(s: dict) -> list[str]:
@@ -216,6 +234,11 @@ def cpu_stages(s: dict, out: Path) -> list[Stage]:
     primaries = [f"{x}:{y}" for x, y in s["primaries"] if {x, y} <= methods]
     declared = [x for pr in primaries for x in ("--primary", pr)] + (["--margin", f"{s['margin']:g}"] if primaries
                                                                      else [])
+    # declared primaries not run stay in the Holm family (at p = 1) and the report lists them
+    not_run = [f"{x}:{y}" for x, y in s["primaries"] if not {x, y} <= methods] if primaries else []
+    declared += [arg for pr in not_run for arg in ("--dropped-primary", pr)]
+    if s.get("blocks") and primaries:  # group-sequential: the report decides at the planned looks
+        declared += ["--sequential", ",".join(map(str, s["blocks"]))]
     stages.append(Stage("write the report", argv=["report", *map(rel, evals), *map(rel, trains), "--out",
                                                   rel(report), "--title",
                                                   f"tbrm reproduce --preset {s['preset']}: {len(plan) // len(seeds)} "

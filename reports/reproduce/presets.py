@@ -79,14 +79,15 @@ PRESETS: dict[str, dict[str, Any]] = {
     # headline claims, on the held-out benchmark. Size: the committed 3-seed run had a pooled per-seed SD of about
     # 8 points (TBRM n=1 about 13) on 100 problems, of which ~5 points were evaluation noise; on 500 problems that
     # noise falls to ~2 points. For a 10-point difference at 80% power with Welch's t at alpha 0.05/2 (Holm over 2
-    # primaries) that asks for ~10-15 seeds per method; 10 is the floor, --seeds raises it. Seed k of every method
+    # primaries) that asks for ~10-15 seeds per method, planned as looks at 5, 10, 15 and 20. Seed k of every method
     # draws the same prompts in the same order (PromptSource is seeded by k alone), so seeds pair by index.
     # The trainer's own held-out curve is off (every seed's step-0 score is the base model's, evaluated once), and
     # each run keeps only its final weights (final_state=weights, keep_checkpoints=1): 40 runs x 1.6 GB of
     # optimizer state would fill a small disk. MATH500 is left out (a slice decides nothing at this scale).
     "powered": {
-        "about": "the comparison sized to decide the paper's two headline claims: 10 seeds per method, 500 held-out "
-                 "problems, pre-declared primaries",
+        "about": "the comparison sized to decide the paper's two headline claims: seeds added in planned blocks "
+                 "of 5 up to 20 per method, stopping once every pre-declared primary is decided "
+                 "(group-sequential), 500 held-out problems",
         "model": "smollm2",
         "recipes": ["cpu-tbrm-n1", "cpu-ppo-n1", "cpu-tbrm-n4", "cpu-grpo-n4"],
         "primaries": _PRIMARIES,
@@ -105,7 +106,10 @@ PRESETS: dict[str, dict[str, Any]] = {
         "math500_limit": 0,
         "math500_max_new_tokens": 256,
         "eval_batch_size": 128,
-        "seeds": 10,
+        # group-sequential (issue 25): seeds per method at each planned look; the report after each block decides
+        # the primaries at O'Brien-Fleming-type boundaries, and the run stops once every primary is decided
+        "blocks": [5, 10, 15, 20],
+        "seeds": 20,
     },
 }
 
