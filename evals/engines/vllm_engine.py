@@ -41,6 +41,7 @@ import numpy as np
 import torch
 
 from evals.engines.base import Sample, SamplingParams, WorkItem, eos_token_ids, finish_response
+from evals.models import TRAINER_STATE_DIR, misplaced_trainer_state
 from evals.seeding import stable_seed
 from evals.engines.vllm_plan import VLLMPlanning
 
@@ -71,9 +72,15 @@ def engine_record(engine: str) -> dict:
 
 
 def unsupported_reason(model_path: str, device: str | torch.device) -> str | None:
-    """Why vLLM cannot run this model here (None when it can): vLLM missing, or a head size its CPU kernels lack."""
+    """Why vLLM cannot run this model here (None when it can): vLLM missing, a head size its CPU kernels lack, or
+    an earlier version's resume state beside the weights that `evals.models.resolve_model` could not move."""
     if vllm_version() is None:
         return f"vLLM is not installed; {INSTALL_HINT}"
+    stray = misplaced_trainer_state(model_path)
+    if stray:
+        return (f"{stray[0]} (resume state an earlier version wrote beside the weights) would load as weights, and it "
+                f"could not be moved into {Path(model_path) / TRAINER_STATE_DIR}; make the folder writable, or move "
+                f"{' and '.join(f.name for f in stray)} there")
     if torch.device(device).type == "cpu":
         cfg_path = Path(model_path) / "config.json"
         if cfg_path.exists():
