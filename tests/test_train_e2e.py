@@ -1,5 +1,7 @@
 """`tbrm train` end to end on a tiny model: every algorithm, checkpoints that `tbrm eval` scores, resume after a
-real SIGKILL, off-policy TBRM from a file, and start-up validation.
+real SIGKILL, off-policy TBRM from a file, and start-up validation. The tiny model's head size is one vLLM's CPU
+attention takes, so rollouts and evaluations run on vLLM (engine auto), as a user's do; a test that pins another
+engine says why.
 
 Trainings run in-process through `tbrm.api.train` (what `tbrm train` calls), so the test process pays the imports
 once; a real `tbrm` process runs where the process is what is tested: the run a SIGKILL interrupts, the exit code and
@@ -78,6 +80,11 @@ def test_every_algorithm_trains_and_checkpoints(tiny_model_path, tmp_path, reque
     assert (run / "tensorboard").is_dir() and any((run / "tensorboard").iterdir())
     assert (run / "curves.png").stat().st_size > 10_000  # the plotted curves
     ckpt = run / "checkpoint-2"
+    # what `tbrm eval --model CKPT ...` runs, with the default engine: vLLM (the fixture's head size is one it takes)
+    api.evaluate(model=str(ckpt), benchmarks=["math500"], limit=2, max_new_tokens=4, out=tmp_path / "eval",
+                 progress=False, print_table=False)
+    evaluated = json.loads((tmp_path / "eval" / "summary.json").read_text())
+    assert evaluated["benchmarks"]["math500"]["n_problems"] == 2 and evaluated["engine"]["name"] == "vllm"
     # a model folder: the weights are its only top-level safetensors (vLLM loads every one as weights), the resume
     # state sits in trainer_state/
     assert [p.name for p in ckpt.glob("*.safetensors")] == ["model.safetensors"]
@@ -95,9 +102,6 @@ def test_every_algorithm_trains_and_checkpoints(tiny_model_path, tmp_path, reque
         assert not moved and all(r["tbrm/residual_abs_mean"] == 0 for r in rows[1:])
     else:
         assert moved
-    api.evaluate(model=str(ckpt), benchmarks=["math500"], limit=2, max_new_tokens=4, out=tmp_path / "eval",
-                 progress=False, print_table=False)  # what `tbrm eval --model CKPT ...` runs
-    assert json.loads((tmp_path / "eval" / "summary.json").read_text())["benchmarks"]["math500"]["n_problems"] == 2
 
 
 def test_resume_after_kill_equals_uninterrupted_run(tiny_model_path, tmp_path, plain_run):
