@@ -42,7 +42,7 @@ def main_job(tmp_path_factory):
     """`tbrm reproduce --out OUT` with the shrinking flags above, as a real process; fails on any failed stage."""
     _needs_vllm()
     out = tmp_path_factory.mktemp("main-job") / "reproduce"
-    proc = run_cli("reproduce", "--out", str(out), *SHRINK, timeout=1800)
+    proc = run_cli("reproduce", "--out", str(out), *SHRINK, timeout=3600)  # ~6 min on 2 idle cores
     return out, proc
 
 
