@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     if a.worker:
         worker(a)
         return 0
-    from evals.engines.vllm_engine import vllm_version
+    from evals.engines.base import vllm_version
 
     path = Path(f"{a.out}.json")
     doc = read_json(path) if path.exists() else {}

@@ -421,7 +421,7 @@ def main(argv: list[str] | None = None) -> int:
     if "harness" in a.parts and not a.limit:
         ap.error("--parts harness needs --limit (the number of MATH500 problems, e.g. 128)")
     from evals.runner import package_versions
-    from evals.engines.vllm_engine import vllm_version
+    from evals.engines.base import vllm_version
 
     path = Path(f"{a.out}.json")
     settings = {"limit": a.limit, "max_new_tokens": a.max_new_tokens, "dtype": a.dtype, "train_steps": a.train_steps}

