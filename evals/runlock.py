@@ -85,21 +85,32 @@ def run_lock(folder: str | os.PathLike, what: str | None = None) -> Iterator[Pat
                 break
 
 
-def die_with_parent() -> Callable[[], None]:
-    """A `preexec_fn` for `subprocess.Popen` (Linux): the child asks the kernel to SIGKILL it when its parent dies
-    (PR_SET_PDEATHSIG), and exits at once if the parent is already gone. Elsewhere it does nothing: the parent's
-    own clean-up is then the only one."""
-    parent = os.getpid()
+def _prctl():
+    """libc's prctl, or None where there is none (not Linux/glibc)."""
     try:
         import ctypes
 
-        prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved here: the child only calls it
+        return ctypes.CDLL(None, use_errno=True).prctl
     except (OSError, AttributeError):
+        return None
+
+
+def kill_with_parent(parent_pid: int, prctl=None) -> None:
+    """Called in a child process (Linux): ask the kernel to SIGKILL it when its parent dies (PR_SET_PDEATHSIG), and
+    exit at once if the parent `parent_pid` is already gone. Elsewhere it does nothing: the parent's own clean-up
+    is then the only one."""
+    prctl = prctl or _prctl()
+    if prctl is None:
+        return
+    prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+    if os.getppid() != parent_pid:  # the parent died before the request was in place
+        os._exit(1)
+
+
+def die_with_parent() -> Callable[[], None]:
+    """A `preexec_fn` for `subprocess.Popen` that runs `kill_with_parent` in the child; prctl is resolved here, so
+    the child between fork and exec only calls it."""
+    parent, prctl = os.getpid(), _prctl()
+    if prctl is None:
         return lambda: None
-
-    def preexec() -> None:
-        prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
-        if os.getppid() != parent:  # the parent died before the request was in place
-            os._exit(1)
-
-    return preexec
+    return lambda: kill_with_parent(parent, prctl)

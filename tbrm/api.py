@@ -235,11 +235,13 @@ def train(recipe: str | None = None, *, out: PathLike, overrides: Sequence[str] 
         train_config.json), ``.metrics`` (equal to metrics.jsonl's rows) and ``.checkpoints``.
     """
     from evals.io import read_json
+    from evals.runlock import run_lock
     from tbrm.trainer import train as run_training
 
     cfg = train_config(recipe, overrides, **settings)  # validated before any model is loaded
     run_dir = Path(out)
-    rows = run_training(cfg, run_dir, progress=progress, algorithm=algorithms()[cfg.algorithm])  # metrics.jsonl
+    with run_lock(run_dir):  # one writer per run folder: another gets RunLockedError naming this process
+        rows = run_training(cfg, run_dir, progress=progress, algorithm=algorithms()[cfg.algorithm])  # metrics.jsonl
     return TrainResult(path=run_dir, config=read_json(run_dir / "train_config.json"), metrics=rows)
 
 

@@ -37,10 +37,7 @@ def _run_train(a) -> int:
 
         print(yaml.safe_dump(to_dict(api.train_config(a.recipe, a.overrides)), sort_keys=False))
         return 0
-    from evals.runlock import run_lock
-
-    with run_lock(a.out):  # one writer per run folder (evals.runlock)
-        result = api.train(a.recipe, out=a.out, overrides=a.overrides, progress=not a.no_progress)  # validates first
+    result = api.train(a.recipe, out=a.out, overrides=a.overrides, progress=not a.no_progress)  # validates first
     last = result.metrics[-1] if result.metrics else {}
     evals = {k: round(v, 4) for k, v in last.items() if k.startswith("eval/") and k.endswith("/accuracy")}
     print(f"trained {result.config['algorithm']} for {last.get('step', 0)} steps; final held-out {evals}; "

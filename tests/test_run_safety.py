@@ -45,6 +45,11 @@ def test_a_second_writer_is_refused_naming_the_pid_and_a_dead_writers_lock_is_ta
         proc = run_cli_here("reproduce", "--out", str(run), "--model", tiny_model_path, "--recipes", "cpu-tbrm-n1",
                             check=False)
         assert proc.returncode == 2 and msg in proc.stderr, proc.stderr
+        # the Python API's writers hold the same lock as the commands they back
+        from tbrm import api
+
+        with pytest.raises(RunLockedError, match=f"process {holder.pid}"):
+            api.train("cpu-tbrm-n1", out=run, model=tiny_model_path)
         assert sorted(p.name for p in run.iterdir()) == [LOCK_NAME]  # none of them wrote anything
         with pytest.raises(RunLockedError, match=f"process {holder.pid}"):
             with run_lock(run):

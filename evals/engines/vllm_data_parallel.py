@@ -27,6 +27,7 @@ from typing import Iterator, Sequence
 
 from evals.engines.base import EngineError
 from evals.engines.vllm_plan import VLLMPlanning
+from evals.runlock import kill_with_parent
 
 POLL_S = 0.5  # how often the parent checks that its replicas are alive while waiting for a batch
 
@@ -58,24 +59,10 @@ def replica_devices(replicas: int, tensor_parallel_size: int, device_type: str) 
              "VLLM_CPU_NUM_OF_RESERVED_CPU": "0", "OMP_NUM_THREADS": str(share)} for r in range(replicas)]
 
 
-def _die_with_parent(parent_pid: int) -> None:
-    """Linux: have the kernel SIGKILL this process when its parent dies, so a killed `tbrm eval` leaves no engine
-    holding GPUs or cores behind (daemon processes only die with a parent that exits normally)."""
-    try:
-        import ctypes
-        import signal
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
-    except (OSError, AttributeError):  # not Linux/glibc: the parent's close() is the only clean-up
-        return
-    if os.getppid() != parent_pid:  # the parent died before the request was in place
-        os._exit(1)
-
-
 def _replica(rank: int, env: dict[str, str], model_path: str, settings, batch_size: int, device_type: str,
              tasks, results, parent_pid: int) -> None:
     """Replica process: start an engine on this replica's devices, then generate batches until told to stop."""
-    _die_with_parent(parent_pid)
+    kill_with_parent(parent_pid)  # a killed `tbrm eval` leaves no engine holding GPUs or cores behind
     os.environ.update(env)  # before torch and vLLM are imported: they read it once
     try:
         from evals.models import load_tokenizer
