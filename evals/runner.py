@@ -120,8 +120,8 @@ class EvalConfig:
              "prompts; default: --model when it resolves to one")
     api: str | None = _setting(
         None, identity=True, absent_means=None, group=_OPENAI, choices=("completions", "chat"),
-        help="completions (send the prompt this suite renders, byte for byte the in-process engines') or chat (the "
-             "server applies its chat template); default completions where a tokenizer is available")
+        help="completions (send the token ids of the prompt this suite renders, the in-process engines' ids) or chat "
+             "(the server applies its chat template); default completions where a tokenizer is available")
     api_key_env: str | None = _setting(
         None, identity=False, group=_OPENAI,
         help="name of the environment variable holding the API key (the key is never written anywhere)")

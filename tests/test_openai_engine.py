@@ -205,16 +205,18 @@ def test_greedy_texts_equal_the_in_process_vllm_engine(server, served_path, tmp_
     assert engine["servers"][0]["weights"].startswith(Path(served_path).name + " sha256:")
     assert engine["prompt"] == "token ids"
     sent = engine["request_settings"]
-    assert {k: sent[k] for k in ("temperature", "top_k", "min_p", "repetition_penalty", "presence_penalty",
-                                 "frequency_penalty")} == {"temperature": 0.0, "top_k": 0, "min_p": 0.0,
-                                                           "repetition_penalty": 1.0, "presence_penalty": 0.0,
-                                                           "frequency_penalty": 0.0}
-    assert sent["stop_token_ids"] == [2] and sent["max_tokens"] == 48
+    assert {k: sent[k] for k in ("top_k", "min_p", "repetition_penalty", "presence_penalty", "frequency_penalty",
+                                 "ignore_eos", "skip_special_tokens")} == {
+        "top_k": 0, "min_p": 0.0, "repetition_penalty": 1.0, "presence_penalty": 0.0, "frequency_penalty": 0.0,
+        "ignore_eos": False, "skip_special_tokens": True}
+    assert sent["stop_token_ids"] == [2] and sent["max_tokens"].startswith("per benchmark")
     assert config["config"]["base_url"] == [server.base_url]
     assert config["template"]["chat_template_used"] is True  # the suite rendered the prompt
     summary = json.loads((tmp_path / "openai" / "summary.json").read_text())
     stats = summary["engine"]["requests"]
     assert stats["requests"] == 4 and stats["retried"] == 0 and stats["errors"] == 0 and stats["adapted"] == []
+    assert stats["request_settings"] == {**sent, "temperature": 0.0, "top_p": 1.0, "max_tokens": 48, "stop": None,
+                                         "seed": None}
     assert summary["benchmarks"]["math500"]["throughput"]["generated_tokens"] == sum(r[2] for r in ours)
     written = [f.read_text(errors="replace") for f in (tmp_path / "openai").rglob("*") if f.is_file()]
     for s in (key, password, query_key):
@@ -224,7 +226,8 @@ def test_greedy_texts_equal_the_in_process_vllm_engine(server, served_path, tmp_
 def test_the_server_sees_the_in_process_prompt_ids(server, served_path, tok):
     """The request's prompt is the token ids the in-process engines feed vLLM (`encode_prompt`: one BOS, the chat
     template's); the server reports it used exactly those. The same prompt as text, the way the engine sent it
-    before, reaches the model with a second BOS (the fixture bites)."""
+    before, reaches the model with a second BOS, and a request without the neutral sampling settings samples
+    otherwise (the fixture bites)."""
     import openai
 
     from evals.engines.base import SamplingParams, encode_prompt
@@ -242,6 +245,12 @@ def test_the_server_sees_the_in_process_prompt_ids(server, served_path, tok):
     as_text = client.completions.create(model=SERVED, prompt=prompt, max_tokens=4, temperature=0,
                                         extra_body={"return_token_ids": True})
     assert as_text.choices[0].prompt_token_ids[:2] == [BOS_ID, BOS_ID]
+    # and a greedy request that leaves the sampling settings to the server gets the generation config's penalty
+    params = SamplingParams(max_new_tokens=64)
+    body, extra = engine._body(params, 0, 0)
+    ours = client.completions.create(model=SERVED, prompt=engine.encode(prompt), **body, extra_body=extra)
+    bare = client.completions.create(model=SERVED, prompt=engine.encode(prompt), max_tokens=64, temperature=0)
+    assert ours.choices[0].text != bare.choices[0].text
 
 
 def test_seeded_sampling_repeats_and_thinking_is_kept_apart(server, tok):

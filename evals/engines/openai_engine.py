@@ -404,6 +404,7 @@ class OpenAIGenerator:
             self._max_tokens_name = "max_completion_tokens"
             self._dropped |= {"temperature", "top_p", *VLLM_EXTRAS}
         self._planned: dict[str, list[int]] = {}
+        self._last_params: SamplingParams | None = None
         self._too_long: dict[int, str] = {}
         self.breakers: dict[str, int] = {}  # server -> times taken out of rotation
         self.servers = _run_sync(self._probe_servers)  # fails fast: unreachable URL, wrong model name
@@ -472,12 +473,17 @@ class OpenAIGenerator:
                 "chat_template": hashlib.sha256(template.encode()).hexdigest() if template else None}
 
     def request_settings(self, params: SamplingParams | None = None) -> dict:
-        """The sampling fields every request carries besides the prompt (seed: per sample), as sent now."""
-        params = params or SamplingParams()
-        body: dict[str, Any] = {"temperature": params.temperature, "top_p": params.top_p,
-                                self._max_tokens_name: params.max_new_tokens, "n": 1, "stop": list(params.stop) or None,
-                                "presence_penalty": 0.0, "frequency_penalty": 0.0,
-                                "seed": None if params.greedy else "stable_seed(seed, prompt, sample)"}
+        """The sampling fields every request carries besides the prompt (seed: per sample), as sent now: with
+        `params`, or the latest run's; before any run the benchmark's own fields say "per benchmark"."""
+        params = params or self._last_params
+        if params is None:
+            per = "per benchmark (config.json benchmarks.*.sampling)"
+            mine = {"temperature": per, "top_p": per, self._max_tokens_name: per, "stop": per, "seed": per}
+        else:
+            mine = {"temperature": params.temperature, "top_p": params.top_p,
+                    self._max_tokens_name: params.max_new_tokens, "stop": list(params.stop) or None,
+                    "seed": None if params.greedy else "stable_seed(seed, prompt, sample)"}
+        body: dict[str, Any] = {**mine, "n": 1, "presence_penalty": 0.0, "frequency_penalty": 0.0}
         extra: dict[str, Any] = {"top_k": 0, "min_p": 0.0, "repetition_penalty": 1.0, "ignore_eos": False,
                                  "skip_special_tokens": True}
         if self.eos_ids:
@@ -588,6 +594,7 @@ class OpenAIGenerator:
         import openai
 
         s = self.settings
+        self._last_params = params
         limits = _httpx().Limits(max_connections=s.concurrency, max_keepalive_connections=s.concurrency)
         servers = [_Server(url, self._client(url, openai.DefaultAsyncHttpxClient(limits=limits, timeout=self._timeout())))
                    for url in s.base_urls]
