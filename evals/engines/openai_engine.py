@@ -705,7 +705,6 @@ class OpenAIGenerator:
                         return self._error_sample(pi, si, f"server {server.shown}: {status}")
                     raise EndpointError(f"server {server.shown} refused a request (prompt {pi}, sample {si}): "
                                         f"{status}") from None
-                self.retries[kind] += 1
                 self._failed(server, status)
                 wait = None
                 headers = getattr(getattr(e, "response", None), "headers", None)
@@ -718,6 +717,7 @@ class OpenAIGenerator:
                 now = time.monotonic()
                 others = [x for x in servers if x is not server and x.usable(now, s.breaker_failures)]
                 if others:  # another healthy server takes it at once
+                    self.retries[kind] += 1
                     self.failovers += 1
                     avoid = server
                     continue
@@ -729,10 +729,11 @@ class OpenAIGenerator:
                 wait = backoff_seconds(counted, rng) if wait is None else wait
                 if now - started + wait > s.retry_time_budget:
                     raise EndpointError(
-                        f"server {server.shown} still failing after {s.retry_time_budget:g} s of retries (prompt {pi}, "
+                        f"server {server.shown} still failing within {s.retry_time_budget:g} s of retries (prompt {pi}, "
                         f"sample {si}): {status}{self._others(servers, server)}; finished batches are saved, rerun "
                         f"the same command to resume") from None
                 counted += 1
+                self.retries[kind] += 1
                 avoid = None
                 await asyncio.sleep(wait)
             finally:
