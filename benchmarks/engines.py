@@ -23,7 +23,8 @@ started here (`python -m vllm.entrypoints.openai.api_server`), one after the oth
 in-process engine's batch size, beside the in-process `vllm` row of the same prompts:
   - `openai`: the CPU settings of docs/vllm-cpu.md (`cpu_server_command`: threads bound to every core, no core
     reserved, one engine process, eager, no chunked prefill, the in-process engine's KV-cache size and batch);
-  - `openai-defaults`: the server at its defaults (only the model, its served name and the dtype given).
+  - `openai-defaults`: the server at its defaults, but for the model, its served name, the dtype and the KV-cache
+    size (at its default vLLM on CPU reserves 92% of the machine's memory and does not start on a shared one).
 Target: openai >= 0.8x vllm tokens/s, and the same greedy texts for both. Server start-up is not timed.
 
 Results go to benchmarks/results/engines.json and .md, rewritten after every measurement, so an interrupted run
@@ -119,8 +120,8 @@ def cpu_server_command(model: str, served: str, dtype: str, kv_cache_gb: float, 
 
 class LocalServer:
     """A vLLM OpenAI-compatible server for the `openai` part: with the CPU settings of `cpu_server_command`
-    (tuned) or at its defaults (only the model, its served name and the dtype); its whole process group (API
-    server and engine core) is killed on exit."""
+    (tuned) or at its defaults (but for the model, its served name, the dtype and the KV-cache size); its whole
+    process group (API server and engine core) is killed on exit."""
 
     def __init__(self, a, log: Path, tuned: bool = True):
         from evals.models import resolve_model
@@ -138,8 +139,8 @@ class LocalServer:
         else:
             extra_env = {}
             cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", self.model_path,
-                   "--served-model-name", SERVED_MODEL, "--dtype", self.a.dtype, "--host", "127.0.0.1",
-                   "--port", str(self.port)]
+                   "--served-model-name", SERVED_MODEL, "--dtype", self.a.dtype, "--kv-cache-memory-bytes",
+                   str(int(self.a.kv_cache_gb * 2**30)), "--host", "127.0.0.1", "--port", str(self.port)]
         env = {**os.environ, **extra_env}
         self.command = " ".join([*(f"{k}={v}" for k, v in extra_env.items()), "python", *[
             "MODEL" if c == self.model_path else c for c in cmd[1:]]])
