@@ -18,10 +18,14 @@ Target (issue 21): the harness >= 0.95x bare vLLM tokens/s with identical texts.
 
     python benchmarks/engines.py --parts harness --limit 128 --dtype float32 --out benchmarks/results/engines-harness
 
-Part `openai` (issue 21): MATH500 greedy with `--engine openai` against a local vLLM OpenAI-compatible server started
-here (`python -m vllm.entrypoints.openai.api_server`, the in-process engine's settings: same dtype, eager, no chunked
-prefill, all cores), with --concurrency = the in-process engine's batch size, beside the in-process `vllm` row of
-the same prompts. Target: openai >= 0.8x vllm tokens/s, and the same greedy texts. Server start-up is not timed.
+Part `openai` (issues 21, 28): MATH500 greedy with `--engine openai` against local vLLM OpenAI-compatible servers
+started here (`python -m vllm.entrypoints.openai.api_server`), one after the other, with --concurrency = the
+in-process engine's batch size, beside the in-process `vllm` row of the same prompts:
+  - `openai`: the CPU settings of docs/vllm-cpu.md (`cpu_server_command`: threads bound to every core, no core
+    reserved, one engine process, eager, no chunked prefill, the in-process engine's KV-cache size and batch);
+  - `openai-defaults`: the server at its defaults, but for the model, its served name, the dtype and the KV-cache
+    size (at its default vLLM on CPU reserves 92% of the machine's memory and does not start on a shared one).
+Target: openai >= 0.8x vllm tokens/s, and the same greedy texts for both. Server start-up is not timed.
 
 Results go to benchmarks/results/engines.json and .md, rewritten after every measurement, so an interrupted run
 still leaves what it measured; rerunning skips parts already in the JSON (eval runs also resume in place).
@@ -70,9 +74,9 @@ def eval_run_dir(name: str, engine: str, a) -> Path:
     return Path(a.runs) / f"{name}{f'-limit{a.limit}' if a.limit else ''}-{engine}-{a.dtype}-{a.max_new_tokens}"
 
 
-def eval_part(name: str, engine: str, a, over: dict) -> dict:
+def eval_part(name: str, engine: str, a, over: dict, run_name: str | None = None) -> dict:
     """One `tbrm eval` process (its engine's memory is returned when it exits); resumes a killed run in place."""
-    run_dir = eval_run_dir(name, engine, a)
+    run_dir = eval_run_dir(name, run_name or engine, a)
     cmd = [sys.executable, "-m", "tbrm.cli", "eval", "--model", "smollm2-135m-instruct", "--benchmarks", name,
            "--max-new-tokens", str(a.max_new_tokens), "--dtype", a.dtype, "--engine", engine, "--kv-cache-gb",
            str(a.kv_cache_gb), "--out", str(run_dir), "--no-progress", *over]
@@ -98,27 +102,48 @@ def eval_part(name: str, engine: str, a, over: dict) -> dict:
 SERVED_MODEL = "smollm2-135m-instruct"  # served under the bundled name, so --engine openai finds its tokenizer
 
 
+def cpu_server_command(model: str, served: str, dtype: str, kv_cache_gb: float, port: int,
+                       python: str = "python") -> tuple[dict[str, str], list[str]]:
+    """(environment, command) of a vLLM OpenAI-compatible server on a CPU machine at the in-process engine's
+    speed (docs/vllm-cpu.md, "Serving on CPU"): OpenMP threads bound to every core this process may use and none
+    reserved for the API server, the model computed by the engine-core process itself (no worker process), eager,
+    no chunked prefill (a seeded request whose prompt is split across steps crashes vLLM 0.32 on CPU), the
+    in-process engine's KV-cache size and batch."""
+    cpus = ",".join(map(str, sorted(os.sched_getaffinity(0))))
+    env = {"VLLM_CPU_OMP_THREADS_BIND": cpus, "VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}
+    cmd = [python, "-m", "vllm.entrypoints.openai.api_server", "--model", model, "--served-model-name", served,
+           "--dtype", dtype, "--enforce-eager", "--no-enable-chunked-prefill", "--max-num-seqs", "256",
+           "--kv-cache-memory-bytes", str(int(kv_cache_gb * 2**30)), "--distributed-executor-backend", "uni",
+           "--host", "127.0.0.1", "--port", str(port)]
+    return env, cmd
+
+
 class LocalServer:
-    """A vLLM OpenAI-compatible server for the `openai` part, with the in-process engine's settings; its whole
+    """A vLLM OpenAI-compatible server for the `openai` part: with the CPU settings of `cpu_server_command`
+    (tuned) or at its defaults (but for the model, its served name, the dtype and the KV-cache size); its whole
     process group (API server and engine core) is killed on exit."""
 
-    def __init__(self, a, log: Path):
+    def __init__(self, a, log: Path, tuned: bool = True):
         from evals.models import resolve_model
 
-        self.model_path, self.a, self.log = resolve_model(SERVED_MODEL), a, log
+        self.model_path, self.a, self.log, self.tuned = resolve_model(SERVED_MODEL), a, log, tuned
         with socket.socket() as sock:
             sock.bind(("127.0.0.1", 0))
             self.port = sock.getsockname()[1]
         self.base_url = f"http://127.0.0.1:{self.port}/v1"
 
     def __enter__(self) -> "LocalServer":
-        cpus = ",".join(map(str, sorted(os.sched_getaffinity(0))))
-        env = {**os.environ, "VLLM_CPU_OMP_THREADS_BIND": cpus, "VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}
-        cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", self.model_path,
-               "--served-model-name", SERVED_MODEL, "--dtype", self.a.dtype, "--enforce-eager",
-               "--no-enable-chunked-prefill", "--max-num-seqs", "256", "--kv-cache-memory-bytes",
-               str(int(self.a.kv_cache_gb * 2**30)), "--generation-config", "vllm", "--seed", "0",
-               "--disable-uvicorn-access-log", "--host", "127.0.0.1", "--port", str(self.port)]
+        if self.tuned:
+            extra_env, cmd = cpu_server_command(self.model_path, SERVED_MODEL, self.a.dtype, self.a.kv_cache_gb,
+                                                self.port, python=sys.executable)
+        else:
+            extra_env = {}
+            cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", self.model_path,
+                   "--served-model-name", SERVED_MODEL, "--dtype", self.a.dtype, "--kv-cache-memory-bytes",
+                   str(int(self.a.kv_cache_gb * 2**30)), "--host", "127.0.0.1", "--port", str(self.port)]
+        env = {**os.environ, **extra_env}
+        self.command = " ".join([*(f"{k}={v}" for k, v in extra_env.items()), "python", *[
+            "MODEL" if c == self.model_path else c for c in cmd[1:]]])
         self.log.parent.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
         with open(self.log, "w") as f:
@@ -140,26 +165,30 @@ class LocalServer:
             self.proc.wait(timeout=60)
 
 
-def openai_part(a) -> dict:
+OPENAI_SERVERS = {"openai": True, "openai-defaults": False}  # result key -> tuned server (else its defaults)
+
+
+def openai_part(a, key: str = "openai") -> dict:
     """MATH500 through `--engine openai` against a local server, at the in-process engine's batch size in flight."""
     from evals.runner import ENGINE_BATCH_SIZE
 
     batch = ENGINE_BATCH_SIZE["vllm"]
-    with LocalServer(a, Path(a.runs) / "openai-server.log") as server:
-        r = eval_part("math500", "openai", a, ["--base-url", server.base_url, "--concurrency", str(batch),
-                                                "--batch-size", str(batch)])
+    with LocalServer(a, Path(a.runs) / f"{key}-server.log", tuned=OPENAI_SERVERS[key]) as server:
+        over = ["--base-url", server.base_url, "--concurrency", str(batch), "--batch-size", str(batch)]
+        r = eval_part("math500", "openai", a, over, run_name=key)
     r["server_start_seconds"] = round(server.start_seconds, 1)
+    r["server_command"] = server.command
     r["concurrency"] = batch
     return r
 
 
-def same_texts(doc: dict, a, bench: str = "math500") -> dict:
-    """How many greedy responses of the openai run equal the in-process vllm run's, by (problem, sample)."""
+def same_texts(doc: dict, a, bench: str = "math500", key: str = "openai") -> dict:
+    """How many greedy responses of an openai run equal the in-process vllm run's, by (problem, sample)."""
     from evals.io import read_jsonl
 
-    runs = {e: eval_run_dir(bench, e, a) / "samples" / f"{bench}.jsonl" for e in ("vllm", "openai")}
+    runs = {e: eval_run_dir(bench, e, a) / "samples" / f"{bench}.jsonl" for e in ("vllm", key)}
     texts = {e: {(r["problem_id"], r["sample_index"]): r["response"] for r in read_jsonl(f)} for e, f in runs.items()}
-    same = sum(texts["openai"].get(k) == v for k, v in texts["vllm"].items())
+    same = sum(texts[key].get(k) == v for k, v in texts["vllm"].items())
     return {"identical": same, "of": len(texts["vllm"])}
 
 
@@ -321,14 +350,17 @@ def markdown(doc: dict) -> str:
             inside = h["ci95"][0] <= v["accuracy"] <= h["ci95"][1]
             lines.append(f"\n{bench}: vllm/hf tokens/s = **{ratio:.1f}x**; vllm accuracy "
                          f"{'inside' if inside else 'OUTSIDE'} hf's 95% CI.")
-    v, o = doc["eval"].get("math500/vllm"), doc["eval"].get("math500/openai")
-    if v and o and v["tokens_per_second"]:
-        ratio = o["tokens_per_second"] / v["tokens_per_second"]
-        same = doc.get("openai_same_texts") or {}
-        lines.append(f"\nmath500: openai (local vLLM server, concurrency {o.get('concurrency')}) / in-process vllm "
-                     f"tokens/s = **{ratio:.2f}x** (target >= 0.8x: {'met' if ratio >= 0.8 else 'NOT met'}); "
-                     f"greedy texts identical: {same.get('identical')}/{same.get('of')}; server start-up "
-                     f"{o.get('server_start_seconds')} s (not timed).")
+    v = doc["eval"].get("math500/vllm")
+    for key, what in (("openai", "CPU settings"), ("openai-defaults", "at its defaults")):
+        o = doc["eval"].get(f"math500/{key}")
+        if v and o and v["tokens_per_second"]:
+            ratio = o["tokens_per_second"] / v["tokens_per_second"]
+            same = doc.get("openai_same_texts" if key == "openai" else f"{key}_same_texts") or {}
+            lines.append(f"\nmath500: {key} (local vLLM server, {what}, concurrency {o.get('concurrency')}) / "
+                         f"in-process vllm tokens/s = **{ratio:.2f}x** (target >= 0.8x: "
+                         f"{'met' if ratio >= 0.8 else 'NOT met'}); greedy texts identical: {same.get('identical')}/"
+                         f"{same.get('of')}; server start-up {o.get('server_start_seconds')} s (not timed). Server: "
+                         f"`{o.get('server_command')}`.")
     for key, r in doc.get("eval_partial", {}).items():
         lines.append(f"\n{key} (stopped before the end: {r['sequences']} sequences in {r['batches']} finished "
                      f"batches): {r['generated_tokens']} tokens in {r['generation_seconds']:.0f} s = "
@@ -449,17 +481,20 @@ def main(argv: list[str] | None = None) -> int:
                 r = doc["eval"][key]
                 print(key, {k: r[k] for k in ("accuracy", "tokens_per_second", "wall_seconds")}, flush=True)
         elif part == "openai":  # side by side with the in-process engine, on the same prompts, in this run
-            for engine in ("vllm", "openai"):
+            for engine in ("vllm", *OPENAI_SERVERS):
                 key = f"math500/{engine}"
                 if key not in doc["eval"]:
                     print(f"== {key}", flush=True)
-                    doc["eval"][key] = openai_part(a) if engine == "openai" else eval_part("math500", engine, a, [])
+                    doc["eval"][key] = (openai_part(a, engine) if engine in OPENAI_SERVERS
+                                        else eval_part("math500", engine, a, []))
                     save()
-            doc["openai_same_texts"] = same_texts(doc, a)
-            save()
-            r = doc["eval"]["math500/openai"]
-            print("math500/openai", {k: r[k] for k in ("accuracy", "tokens_per_second", "wall_seconds")},
-                  doc["openai_same_texts"], flush=True)
+            for engine in OPENAI_SERVERS:
+                same = same_texts(doc, a, key=engine)
+                doc["openai_same_texts" if engine == "openai" else f"{engine}_same_texts"] = same
+                save()
+                r = doc["eval"][f"math500/{engine}"]
+                print(f"math500/{engine}", {k: r[k] for k in ("accuracy", "tokens_per_second", "wall_seconds")},
+                      same, flush=True)
         elif part == "train":
             for algo in a.algos:
                 for engine in ENGINES:

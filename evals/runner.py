@@ -120,18 +120,31 @@ class EvalConfig:
              "prompts; default: --model when it resolves to one")
     api: str | None = _setting(
         None, identity=True, absent_means=None, group=_OPENAI, choices=("completions", "chat"),
-        help="completions (send the prompt this suite renders, byte for byte the in-process engines') or chat (the "
-             "server applies its chat template); default completions where a tokenizer is available")
+        help="completions (send the token ids of the prompt this suite renders, the in-process engines' ids) or chat "
+             "(the server applies its chat template); default completions where a tokenizer is available")
     api_key_env: str | None = _setting(
         None, identity=False, group=_OPENAI,
         help="name of the environment variable holding the API key (the key is never written anywhere)")
     concurrency: int = _setting(64, identity=False, group=_OPENAI, help="requests in flight, over all servers")
-    request_timeout: float = _setting(600.0, identity=False, group=_OPENAI,
-                                      help="seconds one request may take before it is retried as timed out")
+    request_timeout: float | None = _setting(
+        None, identity=False, group=_OPENAI,
+        help="seconds to wait for an answer before the request is retried as timed out (default: no limit, so a "
+             "request waiting in a busy server's queue is never restarted; a server that dies resets its "
+             "connections, which are retried)")
+    connect_timeout: float = _setting(10.0, identity=False, group=_OPENAI,
+                                      help="seconds to reach a server before the attempt counts as failed")
     max_retries: int = _setting(
         5, identity=False, group=_OPENAI,
-        help="retries of a request after 429, 5xx, a connection error or a timeout (exponential backoff with "
-             "jitter) before the run stops")
+        help="retries of a request after 429, 5xx, a connection error, a timeout or an abort where no other "
+             "server is healthy (exponential backoff with jitter, or the server's Retry-After) before the run stops")
+    retry_time_budget: float = _setting(
+        1800.0, identity=False, group=_OPENAI,
+        help="seconds one request may spend waiting for retries in all (Retry-After waits, backoff, every server "
+             "out of rotation) before the run stops")
+    reasoning_api: bool = _setting(
+        False, identity=True, absent_means=False, group=_OPENAI,
+        help="hosted reasoning models: send max_completion_tokens and no temperature or top_p (detected from the "
+             "server's 400 otherwise)")
     strip_thinking: str | None = _setting(
         None, identity=True, absent_means=None, group=_OPENAI,
         help="a thinking block's end token (e.g. </think>): the text up to its last occurrence is kept as the "
@@ -263,6 +276,8 @@ def evaluate_problems(
             })
             if getattr(s, "reasoning", None) is not None:  # a served reasoning model's thinking, not graded
                 new[-1]["reasoning"] = s.reasoning
+            if getattr(s, "error", None) is not None:  # a served sample without an answer (prompt too long)
+                new[-1]["error"] = s.error
         append_jsonl(samples_path, new)
         rows.extend(new)
         if on_batch:
@@ -283,6 +298,7 @@ def summarize_rows(rows: Sequence[dict], params: SamplingParams | None = None) -
     counts (correct / wrong / unparsed / timeout: never a silent zero), lengths, truncation, throughput."""
     out = summarize(problem_results(rows))
     out["outcomes"] = outcome_counts(rows)
+    out["errors"] = sum("error" in r for r in rows)  # served samples with no answer, graded as such
     out["lenient_verdicts"] = sum(r["extraction"] == "lenient" for r in rows)  # opt-in fallback, see evals.grading.extraction
     out["lengths"] = length_stats([r["num_tokens"] for r in rows], [r["finish_reason"] == "length" for r in rows])
     batches = {r["batch_index"]: (r["gen_seconds"], r["verify_seconds"]) for r in rows}
@@ -305,6 +321,9 @@ def _check_resume(run_dir: Path, identity: dict) -> None:
     old = read_json(path).get("identity", {})
     old = {**EvalConfig.identity_absent(), **old}
     diff = {k: (old.get(k), v) for k, v in identity.items() if old.get(k) != v}
+    for k in [k for k, (a, b) in diff.items() if isinstance(a, dict) and isinstance(b, dict)]:
+        a, b = diff.pop(k)  # name the parts that changed (the served model's weights, tokenizer, chat template)
+        diff.update({f"{k}.{j}": (a.get(j), b.get(j)) for j in dict.fromkeys([*a, *b]) if a.get(j) != b.get(j)})
     if diff:
         details = "; ".join(f"{k}: on disk {a!r}, now {b!r}" for k, (a, b) in diff.items())
         raise RunMismatchError(f"{path} was written by a different evaluation ({details}). "
@@ -337,7 +356,8 @@ def _run_eval(cfg: EvalConfig, out_dir: str | Path, *, progress: bool, console) 
     if cfg.base_url and cfg.engine != "openai":
         raise ValueError(f"--base-url is for --engine openai (got --engine {cfg.engine})")
     if cfg.engine == "openai":  # a server generates: `model` is its served name, the tokenizer is optional
-        from evals.engines.openai_engine import OpenAIGenerator, resolve_served, served_template_record
+        from evals.engines.openai_engine import (OpenAIGenerator, resolve_served, served_eos_ids,
+                                                 served_template_record, shown_url)
 
         if cfg.data_parallel_size > 1:
             raise ValueError("--engine openai: the servers do the data parallelism (vllm serve --data-parallel-size, "
@@ -346,8 +366,7 @@ def _run_eval(cfg: EvalConfig, out_dir: str | Path, *, progress: bool, console) 
         device, engine = "server", "openai"
         cfg = replace(cfg, api=api, batch_size=cfg.batch_size or ENGINE_BATCH_SIZE[engine])
         identity = {k: getattr(cfg, k) for k in EvalConfig.identity_fields()}
-        identity["model"] = {"model": cfg.model, "kind": "served"}
-        _check_resume(out_dir, identity)
+        identity["model"] = {"model": cfg.model, "kind": "served"}  # + what the servers report, checked below
     else:
         model_path = resolve_model(cfg.model)
         device = resolve_device(cfg.device)
@@ -367,7 +386,10 @@ def _run_eval(cfg: EvalConfig, out_dir: str | Path, *, progress: bool, console) 
     try:
         if engine == "openai":
             generator = OpenAIGenerator(openai_settings(cfg), tokenizer, batch_size=cfg.batch_size,
-                                        template=cfg.template)
+                                        template=cfg.template, eos_ids=served_eos_ids(model_path, tokenizer))
+            identity["model"].update(generator.identity())  # the servers' weights, our tokenizer and template
+            _check_resume(out_dir, identity)
+            cfg = replace(cfg, base_url=[shown_url(u) for u in cfg.base_url])  # no URL secret in any file
             template = (served_template_record(cfg.template) if api == "chat"
                         else template_record(cfg.template, tokenizer))
             shown_model = cfg.model
@@ -426,7 +448,9 @@ def openai_settings(cfg: EvalConfig):
 
     return OpenAISettings(base_urls=list(cfg.base_url), model=cfg.model, api=cfg.api, api_key_env=cfg.api_key_env,
                           concurrency=cfg.concurrency, request_timeout=cfg.request_timeout,
-                          max_retries=cfg.max_retries, strip_thinking=cfg.strip_thinking)
+                          connect_timeout=cfg.connect_timeout, max_retries=cfg.max_retries,
+                          retry_time_budget=cfg.retry_time_budget, strip_thinking=cfg.strip_thinking,
+                          reasoning_api=cfg.reasoning_api)
 
 
 def make_eval_generator(cfg: EvalConfig, model_path: str, tokenizer, device):

@@ -6,14 +6,21 @@ past the end of the script are forwarded unchanged. Actions:
   "reset"                        abort the connection with a TCP RST, without a response;
   "stall"                        hold the request for `stall_s` seconds (past the client's timeout), then drop it;
   "slow"                         wait `slow_s` seconds, then forward (a slow but successful response);
+  "429:S" / "503:S"              that status with a `Retry-After: S` header;
+  "abort"                        answer 200 with one choice whose finish_reason is "abort" (vLLM's cancelled request);
+  "reasoning"                    forward, unless the body has a setting OpenAI's reasoning models refuse (max_tokens,
+                                 temperature, top_p, top_k, ...): then a 400 worded as OpenAI's;
   "pass"                         forward.
-`always` replaces the script with one action for every POST. `log` records (path, action) per request.
+`always` replaces the script with one action for every POST. `log` records (path, action) per request, `queries`
+each request's query string. `root`: GET /v1/models answers with each model's `root` replaced by it (a server
+that now serves other weights under the same name).
 The proxy runs on its own event loop in a thread of the test process (aiohttp, which vLLM already depends on).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
 import struct
 import threading
@@ -21,13 +28,15 @@ import threading
 
 class FaultProxy:
     def __init__(self, upstream: str, script: list[str] | None = None, *, always: str | None = None,
-                 stall_s: float = 60.0, slow_s: float = 2.0):
+                 stall_s: float = 60.0, slow_s: float = 2.0, root: str | None = None):
         self.upstream = upstream.rstrip("/")  # http://host:port (no /v1)
         self.script = list(script or [])
         self.always = always
         self.stall_s = stall_s
         self.slow_s = slow_s
         self.log: list[tuple[str, str]] = []
+        self.queries: list[str] = []
+        self.root = root
         self.port = _free_port()
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
@@ -59,10 +68,21 @@ class FaultProxy:
 
         action = self._next_action(request.method)
         self.log.append((request.path, action))
+        self.queries.append(request.query_string)
         body = await request.read()
-        if action in ("429", "500", "503", "400"):
-            err = {"error": {"message": f"injected {action}", "type": "injected", "code": int(action)}}
-            return web.json_response(err, status=int(action))
+        status, _, after = action.partition(":")
+        if status in ("429", "500", "503", "400"):
+            err = {"error": {"message": f"injected {status}", "type": "injected", "code": int(status)}}
+            return web.json_response(err, status=int(status), headers={"Retry-After": after} if after else None)
+        if action == "abort":
+            return web.json_response({"id": "x", "object": "text_completion", "created": 0, "model": "m",
+                                      "choices": [{"index": 0, "text": "", "finish_reason": "abort"}],
+                                      "usage": {"prompt_tokens": 1, "completion_tokens": 0, "total_tokens": 1}})
+        if action == "reasoning":
+            refused = _reasoning_refusal(json.loads(body))
+            if refused:
+                return web.json_response({"error": {"message": refused, "type": "invalid_request_error",
+                                                     "param": None, "code": "unsupported_parameter"}}, status=400)
         if action == "reset":
             sock = request.transport.get_extra_info("socket")
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close = RST
@@ -79,6 +99,11 @@ class FaultProxy:
         async with self._session.request(request.method, self.upstream + request.path_qs, data=body,
                                          headers=headers) as r:
             data = await r.read()
+            if self.root is not None and request.method == "GET" and request.path.endswith("/models"):
+                doc = json.loads(data)
+                for card in doc.get("data", []):
+                    card["root"] = self.root
+                data = json.dumps(doc).encode()
             return web.Response(body=data, status=r.status, content_type=r.content_type)
 
     def _serve(self) -> None:
@@ -100,6 +125,20 @@ class FaultProxy:
         await self._stop.wait()
         await runner.cleanup()  # stalled handlers are cancelled after shutdown_timeout, not waited for
         await self._session.close()
+
+
+def _reasoning_refusal(body: dict) -> str | None:
+    """OpenAI's 400 for a reasoning model given a setting it does not take (the wording of its API)."""
+    if "max_tokens" in body:
+        return ("Unsupported parameter: 'max_tokens' is not supported with this model. Use 'max_completion_tokens' "
+                "instead.")
+    if body.get("temperature") not in (None, 1):
+        return (f"Unsupported value: 'temperature' does not support {body['temperature']} with this model. Only the "
+                f"default (1) value is supported.")
+    for name in ("top_p", "top_k", "min_p", "repetition_penalty", "stop_token_ids"):
+        if name in body:
+            return f"Unrecognized request argument supplied: {name}"
+    return None
 
 
 def _free_port() -> int:

@@ -41,7 +41,8 @@ def test_every_eval_setting_is_classified_and_documented():
     assert {"model", "benchmarks", "samples", "temperature", "seed", "lenient", "engine", "batch_size"} <= identity
     assert not {"device", "threads", "kv_cache_gb", "data_parallel_size", "verifier_workers", "audit"} & identity
     # runs written before these fields: transformers generated, and no endpoint settings applied
-    assert EvalConfig.identity_absent() == {"engine": "hf", "api": None, "strip_thinking": None}
+    assert EvalConfig.identity_absent() == {"engine": "hf", "api": None, "strip_thinking": None,
+                                             "reasoning_api": False}
 
 
 def test_eval_flags_are_the_config_fields():

@@ -27,8 +27,9 @@ def _needs_vllm() -> None:
 
 class Server:
     """A real vLLM OpenAI-compatible server process (and its engine-core child), on a port of its own. With `flags`
-    None it serves `model_path` as "smollm2" with the in-process engine's settings; with a list of flags, with those
-    alone besides the port (`[]`: the server's own defaults, served as `model_path`)."""
+    None it serves `model_path` as "smollm2" with the in-process engine's numerics and the model's own generation
+    config; with a list of flags, with those alone besides the port (`[]`: the server's own defaults, served as
+    `model_path`)."""
 
     def __init__(self, model_path: str, log: Path, port: int | None = None, *, flags: list[str] | None = None):
         self.model_path, self.log, self.port = model_path, log, port or _free_port()
@@ -56,13 +57,15 @@ class Server:
             # reads: the API server's engine core is a process of its own either way.
             env.update({"VLLM_CPU_OMP_THREADS_BIND": cpus, "VLLM_CPU_NUM_OF_RESERVED_CPU": "0",
                         "VLLM_ENABLE_V1_MULTIPROCESSING": "0"})
-            # The in-process engine's settings (evals.engines.vllm_engine): fp32, eager, no chunked prefill (a
-            # per-request seed with chunked prefill crashes vLLM 0.32 on CPU); vLLM's neutral sampling defaults, not
-            # the model's.
+            # Flags beside the server's defaults, none of which changes what it samples: fp32 (the in-process
+            # reference's dtype; vLLM's "auto" serves an fp32 checkpoint in bf16), eager (a minute less start-up),
+            # no chunked prefill (a per-request seed with a prompt split across steps crashes vLLM 0.32 on CPU), a
+            # KV-cache size (at its default vLLM on CPU reserves 92% of the machine's memory) and the uni executor.
+            # No --generation-config vllm: the server reads the model's generation_config.json, as it does by
+            # default, and the client's neutral sampling settings must override it.
             cmd += ["--served-model-name", SERVED, "--dtype", "float32", "--enforce-eager",
-                    "--no-enable-chunked-prefill", "--max-model-len", "1024", "--kv-cache-memory-bytes", str(512 << 20),
-                    "--generation-config", "vllm", "--distributed-executor-backend", "uni", "--seed", "0",
-                    "--host", "127.0.0.1"]
+                    "--no-enable-chunked-prefill", "--kv-cache-memory-bytes", str(512 << 20),
+                    "--distributed-executor-backend", "uni", "--host", "127.0.0.1"]
         cmd += ["--port", str(self.port)]
         with open(self.log, "ab") as f:
             self.proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env, start_new_session=True)
