@@ -180,23 +180,32 @@ def grpo_loss(
     if adv.dim() == 1:
         adv = adv.unsqueeze(-1)  # [B, 1]: one outcome advantage for every token
     pg_tok, ratio, clipped = clipped_surrogate(lp, old_logprobs, adv, clip_eps, clip_eps_high)  # [B, T] each
-
-    loss_tok = pg_tok
-    kl_tok = None
-    if ref_logprobs is not None:
-        kl_tok = kl_k3(lp, ref_logprobs)
-        if kl_coef:
-            loss_tok = pg_tok + kl_coef * kl_tok
-    loss = _aggregate(loss_tok, mask, loss_agg, max_len)
-
+    loss, metrics = kl_and_aggregate(pg_tok, lp, ref_logprobs, kl_coef, mask, loss_agg, max_len, prefix)
     with torch.no_grad():
-        metrics = {
-            f"{prefix}/pg_loss": _aggregate(pg_tok.detach(), mask, loss_agg, max_len).item(),
+        metrics.update({
             f"{prefix}/clip_frac": masked_mean(clipped.float(), mask).item(),
             f"{prefix}/ratio_mean": masked_mean(ratio.detach(), mask).item(),
             f"{prefix}/advantage_abs_mean": (adv.abs().mean() if adv.shape[1] == 1
                                              else masked_mean(adv.abs(), mask)).item(),
-        }
+        })
+    return loss, metrics
+
+
+def kl_and_aggregate(pg_tok: Tensor, logprobs: Tensor, ref_logprobs: Tensor | None, kl_coef: float, mask: Tensor,
+                     loss_agg: str, max_len: int | None, prefix: str) -> tuple[Tensor, dict[str, float]]:
+    """The tail every clipped policy-gradient loss shares (GRPO, DAPO, GSPO): the k3 KL to the reference, a loss
+    term when `kl_coef` > 0 and else only logged, and the aggregation of the per-token terms into one loss.
+
+    pg_tok, logprobs, mask: [B, T]; ref_logprobs: [B, T] or None. Returns (loss, metrics): `{prefix}/pg_loss` and,
+    with a reference, `{prefix}/kl`."""
+    loss_tok, kl_tok = pg_tok, None
+    if ref_logprobs is not None:
+        kl_tok = kl_k3(logprobs, ref_logprobs)
+        if kl_coef:
+            loss_tok = pg_tok + kl_coef * kl_tok
+    loss = _aggregate(loss_tok, mask, loss_agg, max_len)
+    with torch.no_grad():
+        metrics = {f"{prefix}/pg_loss": _aggregate(pg_tok.detach(), mask, loss_agg, max_len).item()}
         if kl_tok is not None:
             metrics[f"{prefix}/kl"] = masked_mean(kl_tok.detach(), mask).item()
     return loss, metrics

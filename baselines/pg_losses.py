@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from baselines.grpo_loss import _MAX_LOG_RATIO, _aggregate, kl_k3
+from baselines.grpo_loss import _MAX_LOG_RATIO, kl_and_aggregate
 from baselines.ppo_loss import whiten
 from tbrm.config import LOSS_AGG_MODES
 from tbrm.logprobs import masked_mean, masked_sum
@@ -192,19 +192,10 @@ def gspo_loss(
     unclipped = -adv * s
     clipped = -adv * torch.clamp(s, 1.0 - clip_eps_low, 1.0 + clip_eps_high)
     pg_tok = torch.maximum(unclipped, clipped)
-    loss_tok = pg_tok
-    kl_tok = None
-    if ref_logprobs is not None:
-        kl_tok = kl_k3(lp, ref_logprobs)
-        if kl_coef:
-            loss_tok = pg_tok + kl_coef * kl_tok
-    loss = _aggregate(loss_tok, m, loss_agg, max_len)
+    loss, metrics = kl_and_aggregate(pg_tok, lp, ref_logprobs, kl_coef, m, loss_agg, max_len, "gspo")
     with torch.no_grad():
-        metrics = {
-            "gspo/pg_loss": _aggregate(pg_tok.detach(), m, loss_agg, max_len).item(),
+        metrics.update({
             "gspo/clip_frac": masked_mean((clipped > unclipped).float(), m).item(),
             "gspo/seq_ratio_mean": torch.exp(seq_log_ratio.clamp(-_MAX_LOG_RATIO, _MAX_LOG_RATIO)).mean().item(),
-        }
-        if kl_tok is not None:
-            metrics["gspo/kl"] = masked_mean(kl_tok.detach(), m).item()
+        })
     return loss, metrics
