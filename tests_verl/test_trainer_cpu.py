@@ -162,6 +162,10 @@ def _needs_vllm():
 def test_baseline_recipe_trains_on_verls_trainer_then_exports_and_scores(recipe, tmp_path, tiny_model):
     run, record = tmp_path / "run", tmp_path / "record"
     log = launch(recipe, run, tiny_model, record)
+    verify_baseline(recipe, run, record, log, tiny_model, tmp_path)
+
+
+def verify_baseline(recipe: str, run: Path, record: Path, log: str, tiny_model: str, tmp_path: Path) -> None:
     steps = _check_trained(log, run)
     if recipe.startswith("paper-ppo"):  # the critic trained too
         for n in steps:
@@ -247,13 +251,19 @@ def _padded(rows: list[dict], key: str) -> torch.Tensor:
 
 
 def test_tbrm_trains_on_verls_trainer_its_loss_is_tbrm_and_weights_reach_the_rollout(tmp_path, tiny_model):
+    run, record = tmp_path / "run", tmp_path / "record"
+    log = launch(TBRM_RECIPE, run, tiny_model, record)
+    verify_tbrm(run, record, log, tiny_model, tmp_path)
+
+
+TBRM_RECIPE = "paper-tbrm-n1-qwen1.5b"
+
+
+def verify_tbrm(run: Path, record: Path, log: str, tiny_model: str, tmp_path: Path) -> None:
     from tbrm.config import load_config
     from tbrm.loss import tbrm_loss
 
-    recipe = "paper-tbrm-n1-qwen1.5b"
-    beta = load_config(recipe).beta
-    run, record = tmp_path / "run", tmp_path / "record"
-    log = launch(recipe, run, tiny_model, record)
+    beta = load_config(TBRM_RECIPE).beta
     steps = _check_trained(log, run)
     records = _load_records(record)
     assert {r["loss_mode"] for r in records} == {"tbrm"}

@@ -36,6 +36,7 @@ CPU_OVERRIDES = [
     # verl's pools ask Ray for GPUs: fake one; its actors (trainer, workers, rollout, reward loop, transfer queue)
     # each take a logical CPU, more than 2 cores' worth
     "+ray_kwargs.ray_init.num_gpus=1", "ray_kwargs.ray_init.num_cpus=16",
+    "+ray_kwargs.ray_init.include_dashboard=false",  # its processes take memory and CPU a CI box is short of
     # the Ray workers import this module too (the written config lists the plugin only)
     f"ray_kwargs.ray_init.runtime_env.env_vars.VERL_USE_EXTERNAL_MODULES='{MODULE},{PLUGIN}'",
     "+ray_kwargs.ray_init.runtime_env.env_vars.VERL_PLATFORM=cpu",
