@@ -59,7 +59,7 @@ def launch(recipe: str, run: Path, model_dir: str, record: Path, timeout: float 
 
 
 def step_metrics(log: str) -> dict[int, dict[str, float]]:
-    """verl's console logger: one ``step:N - key:value - ...`` line per training step."""
+    """verl's console logger: ``step:N - key:value - ...`` lines per training step."""
     steps = {}
     for line in log.splitlines():
         m = re.search(r"step:(\d+) - (.*)", line)
@@ -72,7 +72,7 @@ def step_metrics(log: str) -> dict[int, dict[str, float]]:
                 metrics[key.strip()] = float(value)
             except ValueError:
                 pass
-        steps[int(m.group(1))] = metrics
+        steps.setdefault(int(m.group(1)), {}).update(metrics)  # verl may print a step's metrics on two lines
     return steps
 
 
