@@ -284,7 +284,7 @@ def verify_tbrm(run: Path, record: Path, log: str, tiny_model: str, tmp_path: Pa
         expected, _ = tbrm_loss(v, lp, ref, mask, r, beta)
         worker = sum(call["loss"] for call in calls)
         assert worker == pytest.approx(float(expected), rel=1e-4), (k, worker, float(expected))
-        assert steps[k]["tbrm/v_start_mean"] == pytest.approx(float(v.mean()), rel=1e-3)
+        assert steps[k]["actor/tbrm/v_start_mean"] == pytest.approx(float(v.mean()), rel=1e-3)
 
         if k == 1:  # still the initial weights: recompute everything without verl
             hf = _initial_model_outputs(tiny_model, rows)
