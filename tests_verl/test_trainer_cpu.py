@@ -8,7 +8,8 @@ harness ``tests_verl/verl_cpu.py``, added at launch by ``--launch-override`` and
 the run's ``verl_config.yaml``. The harness also records every actor-loss call, from which the TBRM test
 recomputes the loss with ``tbrm.loss.tbrm_loss``.
 
-Cost on 2 busy CPU cores: about 2 to 3 minutes per recipe (Ray and vLLM start-up dominate).
+Cost: docs/verl-plugin.md, "Cost" (about 10 minutes per recipe on a 2-core machine shared with other jobs; Ray
+and vLLM start-up dominate).
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ def shrink(model_dir: str) -> list[str]:
             "evaluate=false", "eval_problems=4"]
 
 
-def launch(recipe: str, run: Path, model_dir: str, record: Path, timeout: float = 900) -> str:
+def launch(recipe: str, run: Path, model_dir: str, record: Path, timeout: float = 1800) -> str:
     """``tbrm verl RECIPE ... --launch`` on CPU; returns its console output (verl logs metrics to the console)."""
     args = [sys.executable, "-m", "tbrm.cli", "verl", recipe, *shrink(model_dir), "--out", str(run), "--gpus", "1",
             "--gpu-memory-utilization", "0.3", "--data-dir", str(DATA_DIR), "--launch"]
