@@ -6,8 +6,8 @@
 #
 #   bash scripts/verl_gpu_smoke.sh [RUN_DIR]          (default runs/verl-smoke; rerun = fresh run folder)
 #
-# Training data: ../shared/data/math_train/train.jsonl when present (MATH train, field `answer`), else
-# DAPO-Math-17k from the hub (the paper's data). Set SMOKE_STEPS / SMOKE_PROMPTS to change the size.
+# Training data: $TBRM_DATA_DIR/math_train/train.jsonl when TBRM_DATA_DIR is set and has it (MATH train, field
+# `answer`), else DAPO-Math-17k from the hub (the paper's data). Set SMOKE_STEPS / SMOKE_PROMPTS to change the size.
 # Pass: every command exits 0, the log shows the TBRM residual metrics, checkpoint-N is scored.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,8 +18,8 @@ PY=${PYTHON:-python}
 command -v nvidia-smi >/dev/null && nvidia-smi -L || { echo "verl_gpu_smoke: no CUDA GPU (nvidia-smi)" >&2; exit 1; }
 
 DATA=()
-if [ -f ../shared/data/math_train/train.jsonl ]; then
-  DATA=(data=file data_path="$(cd ../shared/data/math_train && pwd)/train.jsonl" problem_field=problem answer_field=answer)
+if [ -n "${TBRM_DATA_DIR:-}" ] && [ -f "$TBRM_DATA_DIR/math_train/train.jsonl" ]; then
+  DATA=(data=file data_path="$(cd "$TBRM_DATA_DIR/math_train" && pwd)/train.jsonl" problem_field=problem answer_field=answer)
 fi
 rm -rf "$RUN" && mkdir -p "$(dirname "$RUN")"
 t0=$(date +%s)

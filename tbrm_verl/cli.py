@@ -1,6 +1,7 @@
 """`tbrm verl`: run a training recipe at scale on verl 0.9.1 (Ray + FSDP + vLLM), TBRM exactly via the plugin.
 
     tbrm verl RECIPE [key=value ...] --out RUN [--gpus 4] [--nnodes 1] [--rollout-tp 1] [--launch]
+                     [--launch-override KEY=VALUE ...]
     tbrm verl export RUN [--step N]
 
 The first form checks the recipe (this suite's `TrainConfig`, same overrides as `tbrm train`), converts its data
@@ -30,7 +31,8 @@ LAUNCH_SH = """#!/usr/bin/env bash
 # Extra arguments are Hydra overrides, e.g. `bash launch.sh trainer.total_training_steps=5`.
 set -euo pipefail
 cd "$(dirname "$0")"
-export VERL_USE_EXTERNAL_MODULES=tbrm_verl.plugin
+# The plugin, after any module the caller lists (e.g. a platform plugin)
+export VERL_USE_EXTERNAL_MODULES="${VERL_USE_EXTERNAL_MODULES:+$VERL_USE_EXTERNAL_MODULES,}tbrm_verl.plugin"
 # Paths inside verl_config.yaml are relative to this folder; Ray workers get them absolute.
 exec "${PYTHON:-python}" -m verl.trainer.main_ppo --config-path="$PWD" --config-name=verl_config \\
   data.train_files="$PWD/data/train.parquet" data.val_files="$PWD/data/val.parquet" \\
@@ -54,6 +56,10 @@ def _recipe_parser() -> argparse.ArgumentParser:
                                             "downloading the recipe's model files (offline checks); the written "
                                             "config keeps the recipe's model")
     p.add_argument("--launch", action="store_true", help="run launch.sh now (needs CUDA GPUs)")
+    p.add_argument("--launch-override", action="append", default=[], metavar="KEY=VALUE",
+                   help="test-only: a Hydra override passed to launch.sh for this --launch only, not written to "
+                        "verl_config.yaml (the CPU test harness adds its platform settings this way; "
+                        "docs/verl-plugin.md)")
     return p
 
 
@@ -126,7 +132,8 @@ def main(argv: list[str] | None = None) -> int:
         a = _recipe_parser().parse_args(argv)
         out = prepare(a)
         if a.launch:
-            return subprocess.call(["bash", str(out / "launch.sh")], env={**os.environ, "PYTHON": sys.executable})
+            return subprocess.call(["bash", str(out / "launch.sh"), *a.launch_override],
+                                   env={**os.environ, "PYTHON": sys.executable})
         return 0
     except (ConfigError, FileNotFoundError, ValueError) as e:
         print(f"tbrm verl: error: {e}", file=sys.stderr)

@@ -8,8 +8,8 @@ biased off-policy; docs/verl-plugin.md explains the design). This module adds th
    ``kl_penalty=kl`` and a fixed ``kl_coef=β``, verl's ``apply_kl_penalty`` has already turned the scores into
    ``token_level_rewards = r·[last token] − β·(old − ref)``. Their sum over the response divided by β is
    ``r/β − O + R`` (O, R: summed old and reference log-probs). It is broadcast over the response tokens.
-2. ``TBRMFSDPEngineWithLMHead`` (registered for vendor ``nvidia``, which verl's ``EngineRegistry`` prefers over the
-   stock FSDP engine). Under grad it takes the logits row that predicts each response's first token, divides it
+2. ``TBRMFSDPEngineWithLMHead`` (registered for (cuda, nvidia) and (cpu, cpu), which verl's ``EngineRegistry``
+   prefers over the stock FSDP engine of the device). Under grad it takes the logits row that predicts each response's first token, divides it
    by the rollout temperature and stores its logsumexp (V_θ(s_1)) as ``model_output["tbrm_v"]``.
 3. ``ppo_loss_dispatch`` replaces ``verl.workers.engine_workers.ppo_loss`` (resolved when the actor is built):
    ``policy_loss.loss_mode == "tbrm"`` goes to ``tbrm_actor_loss``, every other mode to verl's own ``ppo_loss``.
@@ -302,6 +302,10 @@ def install() -> None:
     ENGINE_CLASS = _make_engine_class()
     EngineRegistry.register(model_type="language_model", backend=["fsdp", "fsdp2"], device="cuda",
                             vendor="nvidia")(ENGINE_CLASS)
+    # verl 0.9.1 has no CPU platform; with one that reports device and vendor "cpu" (the CPU test harness,
+    # tests_verl/verl_cpu.py) this engine is chosen as on a GPU, without VERL_ENGINE_* overrides
+    EngineRegistry.register(model_type="language_model", backend=["fsdp", "fsdp2"], device="cpu",
+                            vendor="cpu")(ENGINE_CLASS)
     _ORIGINAL_PPO_LOSS = engine_workers.ppo_loss
     engine_workers.ppo_loss = ppo_loss_dispatch
     _INSTALLED = True

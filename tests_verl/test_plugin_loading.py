@@ -116,3 +116,15 @@ def torch_tensor(x):
     import torch
 
     return torch.tensor(x)
+
+
+def test_on_a_cpu_platform_verl_chooses_the_tbrm_engine_without_engine_overrides():
+    """With the CPU test platform (tests_verl/verl_cpu_platform.py: device and vendor "cpu"), verl's engine
+    registry returns the TBRM engine because install() registers it for (cpu, cpu), as for (cuda, nvidia) on a
+    GPU: no VERL_ENGINE_DEVICE/VERL_ENGINE_VENDOR override. Without the plugin it is verl's stock engine."""
+    env = {"VERL_PLATFORM": "cpu", "VERL_USE_EXTERNAL_MODULES": "tests_verl.verl_cpu_platform",
+           "VERL_ENGINE_DEVICE": "", "VERL_ENGINE_VENDOR": ""}
+    on = _probe({**env, "VERL_USE_EXTERNAL_PLUGINS": "auto"})
+    assert on["LOADED"] == "True" and on["ENGINE"] == "TBRMFSDPEngineWithLMHead"
+    off = _probe({**env, "VERL_USE_EXTERNAL_PLUGINS": "none"})
+    assert off["LOADED"] == "False" and off["ENGINE"] == "FSDPEngineWithLMHead"
