@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
@@ -184,11 +185,19 @@ def _descendants() -> dict[int, str]:
 def no_leaked_workers():
     """Fail a test that leaves a process (a grader pool's workers, an engine) or a thread running behind it, for
     tests that train or evaluate in the test process. The multiprocessing forkserver and resource tracker are
-    exempt: each is started once per process by design and serves every later pool."""
+    exempt: each is started once per process by design and serves every later pool. So is tqdm's monitor thread
+    (`tqdm_monitor`): one per process, started once any bar has lived 10 s, and stopped only when no bar of the
+    whole process is open, so whether it outlives a test depends on the bars of other code, not on this test."""
     singletons = ("multiprocessing.forkserver", "multiprocessing.resource_tracker")
     threads, procs = set(threading.enumerate()), set(_descendants())
     yield
-    left = {pid: cmd for pid, cmd in _descendants().items()
-            if pid not in procs and not any(s in cmd for s in singletons)}
-    extra = [t.name for t in threading.enumerate() if t not in threads and t.is_alive()]
-    assert not left and not extra, f"left running: processes {left}, threads {extra}"
+    deadline = time.monotonic() + 5  # a pool shut down without waiting may still be letting its threads finish
+    while True:
+        left = {pid: cmd for pid, cmd in _descendants().items()
+                if pid not in procs and not any(s in cmd for s in singletons)}
+        extra = [t.name for t in threading.enumerate()
+                 if t not in threads and t.is_alive() and t.name != "tqdm_monitor"]
+        if not (left or extra) or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert not left and not extra, f"left running 5 s after the test: processes {left}, threads {extra}"
