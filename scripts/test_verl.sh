@@ -44,6 +44,10 @@ PY
   "$PY" -m pip uninstall -q -y triton torchcodec 2>/dev/null || true
 fi
 "$PY" -m pip install -q --no-deps -e .  # this checkout (the venv may have been built by another one)
+# No trl here: where trl imports, verl 0.9.1 patches its value-head model for the PPO critic from
+# trl's AutoModelForCausalLMWithValueHead, which trl >= 1.0 (the [test] extra's, for tests/test_trl_equality.py in
+# the main environment) no longer has, so the critic fails to build (docs/verl-plugin.md).
+"$PY" -m pip uninstall -q -y trl 2>/dev/null || true
 "$PY" -c "import verl, vllm; print('verl', verl.__version__, '| vllm', vllm.__version__)"
 echo "scripts/test_verl.sh: environment ready in $(( $(date +%s) - t0 ))s"
 if [ "${1:-}" = "--install-only" ]; then exit 0; fi
