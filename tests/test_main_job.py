@@ -52,7 +52,8 @@ def test_main_job_runs_every_stage_with_the_defaults_to_its_report(main_job):
     # engine auto picked vLLM for the rollouts and for every evaluation, the trained checkpoint's included
     assert json.loads((out / RUN / "train_config.json").read_text())["engine_used"]["name"] == "vllm"
     evals = sorted(p.name for p in (out / "evals").iterdir())
-    assert evals == ["base-heldout-8", "base-math500-2", "tbrm-n1-step2-heldout-8", "tbrm-n1-step2-math500-2"]
+    held = "heldout-8-of-200-d12"  # named by the problems it draws: 8 of the preset's pool of 200, 1-2 digits
+    assert evals == [f"base-{held}", "base-math500-2", f"tbrm-n1-step2-{held}", "tbrm-n1-step2-math500-2"]
     for name in evals:
         assert json.loads((out / "evals" / name / "config.json").read_text())["engine"]["name"] == "vllm", name
     # a full-state checkpoint that is a model folder: the weights are its only top-level safetensors, and the
@@ -69,7 +70,7 @@ def test_main_job_runs_every_stage_with_the_defaults_to_its_report(main_job):
     with open(report / "tables" / "table1.csv", newline="") as f:
         t1 = list(csv.DictReader(f))
     assert [r["label"] for r in t1] == ["smollm2-135m-instruct (base)", "TBRM n=1"]
-    assert all(r["arith-heldout-8_n_problems"] == "8" and r["math500_n_problems"] == "2" for r in t1)
+    assert all(r[f"arith-{held}_n_problems"] == "8" and r["math500_n_problems"] == "2" for r in t1)
 
 
 def test_the_hf_engine_scores_the_checkpoint_as_vllm_did(main_job, tmp_path):
