@@ -499,6 +499,7 @@ class Trainer:
                                  title=f"{cfg.algorithm} n={cfg.rollouts_per_prompt} on {cfg.model}")
         finally:
             self.verifier.close()
+            self.generator.close()  # the vLLM engine's KV cache is freed now, not at some later garbage collection
             if self.writer:
                 self.writer.close()
         return read_jsonl(self.run_dir / "metrics.jsonl")

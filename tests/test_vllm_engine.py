@@ -208,6 +208,7 @@ def test_engine_follows_the_policy_after_a_training_step(tiny_vllm_path, tmp_pat
         assert new < 1e-4 < 1e-2 < old
     finally:
         trainer.verifier.close()
+        trainer.generator.close()
 
 
 def _sampled_eval(model: str, tmp_path: Path) -> tuple[list[str], dict]:

@@ -419,6 +419,19 @@ class VLLMGenerator(VLLMPlanning):
         self.llm.reset_prefix_cache()
         return time.perf_counter() - t0
 
+    def close(self) -> None:
+        """Free the engine and its KV cache: shut its engine core down and drop every reference to it, so a process
+        that runs engines one after another (a notebook, the tests, training then evaluation) does not keep each
+        one's memory. The generator is unusable afterwards."""
+        import gc
+
+        llm = self.__dict__.pop("llm", None)
+        if llm is None:
+            return
+        llm.llm_engine.engine_core.shutdown()
+        del llm
+        gc.collect()
+
     def sleep(self) -> None:
         """CUDA: release the engine's GPU memory (weights and KV cache) while the policy trains; the next
         `load_weights` brings it back with the new weights. A no-op on CPU (vLLM has no sleep mode there)."""
