@@ -127,4 +127,5 @@ PRESETS["baselines"] = {
                 "cpu-gspo-n4"],
     "primaries": [["TBRM n=4", "DAPO n=4"], ["TBRM-ReVal n=4", "TBRM n=4"]],
     "seeds": 3,
+    "blocks": None,  # exploratory at a fixed 3 seeds: no group-sequential looks (a powered run sets them)
 }
