@@ -32,6 +32,7 @@ import json
 import os
 import random
 import time
+import weakref
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -223,6 +224,10 @@ def _generation_eos(model_path: str):
     return None
 
 
+# the in-process engines alive in this process (VLLMGenerator.close)
+_LIVE: "weakref.WeakSet[VLLMGenerator]" = weakref.WeakSet()
+
+
 class VLLMGenerator(VLLMPlanning):
     """vLLM `LLM` engine, in-process. `model_path` is an HF directory (or hub id) with the policy's weights."""
 
@@ -259,6 +264,7 @@ class VLLMGenerator(VLLMPlanning):
             kwargs["enable_sleep_mode"] = s.sleep_between_steps
         with _rng_preserved():
             self.llm = LLM(**kwargs)
+            _LIVE.add(self)
         # With chunked prefill off vLLM sizes its per-step token budget to at least one whole sequence itself.
         self.max_model_len = self.llm.llm_engine.model_config.max_model_len
         self.eos_ids = eos_token_ids(tokenizer, _generation_eos(model_path))  # the same ids as HFGenerator's
@@ -426,9 +432,14 @@ class VLLMGenerator(VLLMPlanning):
         import gc
 
         llm = self.__dict__.pop("llm", None)
+        _LIVE.discard(self)
         if llm is None:
             return
-        llm.llm_engine.engine_core.shutdown()
+        # Shutting an engine core down also tears down vLLM's process-wide model-parallel state, which breaks any
+        # other engine still alive in this process ("pipeline model parallel group is not initialized"): only the
+        # last one is shut down now; the others are left to the garbage collector, as before.
+        if not _LIVE:
+            llm.llm_engine.engine_core.shutdown()
         del llm
         gc.collect()
 
