@@ -181,13 +181,23 @@ def _descendants() -> dict[int, str]:
     return found
 
 
+def _inductor_pool_threads() -> set:
+    """The threads of torch inductor's compile pool, if this process has started it (without starting it)."""
+    compile_mod = sys.modules.get("torch._inductor.async_compile")
+    if compile_mod is None or not compile_mod.AsyncCompile.pool.cache_info().currsize:
+        return set()
+    return set(compile_mod.AsyncCompile.pool()._threads)
+
+
 @pytest.fixture
 def no_leaked_workers():
     """Fail a test that leaves a process (a grader pool's workers, an engine) or a thread running behind it, for
     tests that train or evaluate in the test process. The multiprocessing forkserver and resource tracker are
     exempt: each is started once per process by design and serves every later pool. So is tqdm's monitor thread
     (`tqdm_monitor`): one per process, started once any bar has lived 10 s, and stopped only when no bar of the
-    whole process is open, so whether it outlives a test depends on the bars of other code, not on this test."""
+    whole process is open, so whether it outlives a test depends on the bars of other code, not on this test. And so
+    are the threads of torch inductor's compile pool (`AsyncCompile.pool`, cached for the life of the process): the
+    first kernel compiled on a cold compile cache starts it (vLLM compiles a few on CPU), in whichever test that is."""
     singletons = ("multiprocessing.forkserver", "multiprocessing.resource_tracker")
     threads, procs = set(threading.enumerate()), set(_descendants())
     yield
@@ -195,8 +205,9 @@ def no_leaked_workers():
     while True:
         left = {pid: cmd for pid, cmd in _descendants().items()
                 if pid not in procs and not any(s in cmd for s in singletons)}
+        exempt = _inductor_pool_threads()
         extra = [t.name for t in threading.enumerate()
-                 if t not in threads and t.is_alive() and t.name != "tqdm_monitor"]
+                 if t not in threads and t.is_alive() and t.name != "tqdm_monitor" and t not in exempt]
         if not (left or extra) or time.monotonic() > deadline:
             break
         time.sleep(0.2)

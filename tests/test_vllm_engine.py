@@ -211,6 +211,40 @@ def test_engine_follows_the_policy_after_a_training_step(tiny_vllm_path, tmp_pat
         trainer.generator.close()
 
 
+def test_an_engine_closed_or_collected_leaves_the_others_working(tiny_vllm_path):
+    """Several in-process engines in one process (a notebook, training then evaluation, this test session): closing
+    one, or dropping one unclosed, must not break another. vLLM's own shutdown tears down the process-wide
+    model-parallel state that every engine uses ("pipeline model parallel group is not initialized" on the
+    survivor's next batch). The last engine's full shutdown must still leave a fresh engine able to start."""
+    import gc
+
+    from evals.engines.base import SamplingParams, generate
+    from evals.engines.vllm_engine import VLLMGenerator, VLLMSettings
+    from evals.models import load_tokenizer
+
+    tok = load_tokenizer(tiny_vllm_path)
+    prompts = _prompts(tok)[:3]
+    greedy = SamplingParams(n=1, temperature=0.0, max_new_tokens=8)
+    start = lambda: VLLMGenerator(tiny_vllm_path, tok, VLLMSettings(kv_cache_gb=0.25), batch_size=4)  # noqa: E731
+    tokens = lambda engine: [s.token_ids for g in generate(engine, prompts, greedy) for s in g]  # noqa: E731
+    a = start()
+    want = tokens(a)
+    b = start()
+    assert tokens(b) == want
+    b.close()
+    assert tokens(a) == want
+    c = start()
+    del c
+    gc.collect()
+    assert tokens(a) == want
+    a.close()
+    d = start()
+    try:
+        assert tokens(d) == want
+    finally:
+        d.close()
+
+
 def _sampled_eval(model: str, tmp_path: Path) -> tuple[list[str], dict]:
     """5 additions x 2 samples at T=1.0 in 4 batches of 3 sequences (vLLM, small KV cache): the `tbrm eval`
     arguments and the same settings for `tbrm.api.evaluate`."""

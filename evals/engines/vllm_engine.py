@@ -224,8 +224,30 @@ def _generation_eos(model_path: str):
     return None
 
 
-# the in-process engines alive in this process (VLLMGenerator.close)
-_LIVE: "weakref.WeakSet[VLLMGenerator]" = weakref.WeakSet()
+# The engine cores alive in this process (their ids), kept by `_release_core`.
+_CORES: set[int] = set()
+
+
+def _release_core(core, key: int) -> None:
+    """Free one in-process engine core: what `EngineCore.shutdown` does, except that its last step
+    (`cleanup_dist_env_and_memory`) tears down vLLM's process-wide model-parallel state, which every other engine
+    alive in this process still uses ("pipeline model parallel group is not initialized" on its next batch). So the
+    full shutdown runs only for the last engine; the others release their own executor, scheduler and structured-
+    output backend and undo the engine's `gc.freeze()`, which is what lets their weights and KV cache be freed.
+    Runs once per core: from `VLLMGenerator.close()`, or when an engine never closed is garbage-collected (it
+    replaces vLLM's own finalizer, which always ran the full shutdown)."""
+    import gc
+
+    _CORES.discard(key)
+    if not _CORES:
+        core.shutdown()
+        return
+    core.structured_output_manager.clear_backend()
+    if core.model_executor:
+        core.model_executor.shutdown()
+    if core.scheduler:
+        core.scheduler.shutdown()
+    gc.unfreeze()
 
 
 class VLLMGenerator(VLLMPlanning):
@@ -264,7 +286,13 @@ class VLLMGenerator(VLLMPlanning):
             kwargs["enable_sleep_mode"] = s.sleep_between_steps
         with _rng_preserved():
             self.llm = LLM(**kwargs)
-            _LIVE.add(self)
+        # In-process (VLLM_ENABLE_V1_MULTIPROCESSING=0): the client holds the engine core and a finalizer that shuts
+        # it down fully; ours shuts it down without breaking the other engines of this process (_release_core).
+        client = self.llm.llm_engine.engine_core
+        core = client.engine_core
+        client._finalizer.detach()
+        _CORES.add(id(core))
+        self._release = weakref.finalize(client, _release_core, core, id(core))
         # With chunked prefill off vLLM sizes its per-step token budget to at least one whole sequence itself.
         self.max_model_len = self.llm.llm_engine.model_config.max_model_len
         self.eos_ids = eos_token_ids(tokenizer, _generation_eos(model_path))  # the same ids as HFGenerator's
@@ -432,14 +460,9 @@ class VLLMGenerator(VLLMPlanning):
         import gc
 
         llm = self.__dict__.pop("llm", None)
-        _LIVE.discard(self)
         if llm is None:
             return
-        # Shutting an engine core down also tears down vLLM's process-wide model-parallel state, which breaks any
-        # other engine still alive in this process ("pipeline model parallel group is not initialized"): only the
-        # last one is shut down now; the others are left to the garbage collector, as before.
-        if not _LIVE:
-            llm.llm_engine.engine_core.shutdown()
+        self._release()  # once: the finalizer then does nothing when the client is collected
         del llm
         gc.collect()
 
