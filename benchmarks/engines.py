@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import signal
 import socket
 import subprocess
@@ -52,6 +51,7 @@ REPO = HERE.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(HERE))
 
+import machine  # noqa: E402
 from evals.io import atomic_write_json, atomic_write_text, read_json  # noqa: E402
 
 ENGINES = ("vllm", "hf")
@@ -329,7 +329,7 @@ def _f(x, fmt=".0f"):
 
 def markdown(doc: dict) -> str:
     lines = ["# Generation engines side by side: `hf` vs `vllm` (SmolLM2-135M-Instruct)", "",
-             f"Machine: {doc['machine']['cpus']} CPUs, Python {doc['machine']['python']}, "
+             f"Machine: {machine.line(doc['machine'])}, Python {doc['machine']['python']}, "
              f"{doc['machine']['versions']}. Settings: {doc['settings']['dtype']}, max_new_tokens "
              f"{doc['settings']['max_new_tokens']}, problems per benchmark: "
              f"{doc['settings']['limit'] or 'all'}, training steps per run: {doc['settings']['train_steps']}. "
@@ -460,7 +460,7 @@ def main(argv: list[str] | None = None) -> int:
     doc = read_json(path) if path.exists() else {}
     if doc.get("settings") != settings:
         doc = {"settings": settings, "started": now(), "eval": {}, "train": {}}
-    doc["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version(),
+    doc["machine"] = {**machine.describe(), "cpus": os.cpu_count(),
                       "versions": {**{k: v for k, v in package_versions().items() if k in ("torch", "transformers")},
                                    "vllm": vllm_version()}}
 

@@ -4,6 +4,7 @@ minutes), whose head size vLLM's CPU attention supports, so engine auto runs vLL
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import io
 import os
@@ -179,6 +180,24 @@ def _descendants() -> dict[int, str]:
                 continue
             todo.append(pid)
     return found
+
+
+@functools.cache
+def _fresh_recursion_limit() -> int:
+    return int(subprocess.run([sys.executable, "-c", "import sys; print(sys.getrecursionlimit())"],
+                              capture_output=True, text=True, check=True).stdout)
+
+
+@pytest.fixture
+def grading_worker_recursion_limit():
+    """In-process grading at the recursion limit a grading worker runs with: a fresh interpreter's. Other code in a
+    test process raises it (torch inductor's first compile sets at least 2000), and Math-Verify's parser then reads
+    deeply nested input it otherwise gives up on: 100 nested braces become 100 nested sets after 30 s, and comparing
+    those never ends. The workers (forkserver children) never run at the raised limit."""
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(_fresh_recursion_limit())
+    yield
+    sys.setrecursionlimit(limit)
 
 
 def _inductor_pool_threads() -> set:

@@ -29,6 +29,8 @@ from evals.grading.extraction import RULES
 from evals.grading.verifier import Outcome, judge, judge_plain
 
 C, W = Outcome.CORRECT, Outcome.WRONG
+# at a grading worker's recursion limit, whatever other tests of this process raised it to (conftest)
+pytestmark = pytest.mark.usefixtures("grading_worker_recursion_limit")
 
 FIXTURES = Path(__file__).parent / "fixtures"
 

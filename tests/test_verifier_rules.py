@@ -15,6 +15,8 @@ from evals.grading.extraction import RULES, apply_text_rules, is_bare_answer, is
 from evals.grading.verifier import Outcome, judge, judge_plain
 
 C, W, U = Outcome.CORRECT, Outcome.WRONG, Outcome.UNPARSED
+# at a grading worker's recursion limit, whatever other tests of this process raised it to (conftest)
+pytestmark = pytest.mark.usefixtures("grading_worker_recursion_limit")
 
 _PMATRIX = "\\begin{pmatrix} 1 & 2 \\\\ 3 & 4 \\end{pmatrix}"
 _BMATRIX = "\\begin{bmatrix} 1 & 2 \\\\ 3 & 4 \\end{bmatrix}"
