@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -41,6 +40,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(REPO))
 
+import machine  # noqa: E402  (benchmarks/, this script's folder)
 from evals.io import atomic_write_json, atomic_write_text, read_json  # noqa: E402
 
 ALL = len(os.sched_getaffinity(0))
@@ -52,12 +52,6 @@ SETTINGS = {  # name -> (environment, VLLMSettings.threads)
     "auto": ({}, None),
 }
 PAIRS = [(a, b) for a in (3, 7, 12, 25, 41, 58, 66, 90) for b in (8, 19)]  # 16 prompts, as cpu-tbrm-n1
-
-
-def machine() -> dict:
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
-    return {"cpu": model, "cores": len(os.sched_getaffinity(0)), "python": platform.python_version()}
 
 
 def thread_cpus() -> dict[str, int]:
@@ -151,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     doc = read_json(path) if path.exists() else {}
     if doc.get("reps") != a.reps:
         doc = {"reps": a.reps, "settings": {}}
-    doc.update(machine=machine(), vllm=vllm_version())
+    doc.update(machine=machine.describe(), vllm=vllm_version())
     for name in a.settings:
         env = {**os.environ, **SETTINGS[name][0], "PYTHONPATH": str(REPO)}
         result = Path(f"{a.out}.{name}.tmp.json")

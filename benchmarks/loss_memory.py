@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 from datetime import datetime, timezone
@@ -32,6 +31,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(REPO))
+
+import machine  # noqa: E402  (benchmarks/, this script's folder)
 
 # (name, recipe, overrides): the CPU recipes' own micro-batch (16 x 48 tokens at T = 0.7), and temperature 1 (the
 # paper recipes') where the two buffers are one.
@@ -107,14 +108,10 @@ def child(recipe: str, overrides: dict, need_v_start: bool, layers: int | None) 
             "logits_mib": B * T * V * 4 / 2**20, "peak_over_start_mib": (peak - before) / 1024}
 
 
-def machine() -> dict:
+def describe_machine() -> dict:
     import torch
 
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), platform.processor())
-    return {"cpu": model, "cpus_usable": len(os.sched_getaffinity(0)),
-            "ram_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
-            "torch": torch.__version__}
+    return {**machine.describe(), "cpus_usable": len(os.sched_getaffinity(0)), "torch": torch.__version__}
 
 
 def main() -> int:
@@ -144,7 +141,7 @@ def main() -> int:
         row["ratio"] = row["without_v_start_mib"] / row["with_v_start_mib"]
         rows.append(row)
     model = "SmolLM2-135M-Instruct (fp32 weights" + (f", first {a.layers} of 30 decoder layers)" if a.layers else ")")
-    doc = {"machine": machine(), "model": model, "decoder_layers": a.layers or 30, "prompt_width": PROMPT_WIDTH,
+    doc = {"machine": describe_machine(), "model": model, "decoder_layers": a.layers or 30, "prompt_width": PROMPT_WIDTH,
            "date": datetime.now(timezone.utc).isoformat(timespec="seconds"), "results": rows}
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -25,7 +25,7 @@ for module in "${modules[@]}"; do
   slug=${module//\//_}
   scratch=$repo/.mutation/${slug%.py}
   mkdir -p "$scratch"
-  git ls-files -z | (cd "$repo" && xargs -0 cp --parents -f -t "$scratch")
+  git ls-files -z | xargs -0 cp --parents -f -t "$scratch"
   top=${module%%/*}
   {
     echo "[mutmut]"
